@@ -1,0 +1,115 @@
+//! A cooperative, single-threaded task scheduler: the generator scheduler of David
+//! Beazley's echo server, with Rust's `async` functions as the generators.
+//!
+//! # The seed, mapped
+//!
+//! The seed is a page of Python: a deque of ready generators, two dicts where generators
+//! wait for their socket (`recv_wait`, `send_wait`), and a `run()` loop that calls
+//! `select()` when nothing is ready. On it, `tcp_server` starts one `echo_handler`
+//! generator per client. Each piece has its counterpart here:
+//!
+//! | seed (Python)                              | coop (Rust)                                         |
+//! |--------------------------------------------|-----------------------------------------------------|
+//! | a generator function                       | an `async fn` or `async` block: a [`Future`](std::future::Future) |
+//! | `tasks = deque()`                          | the runtime's ready queue (FIFO)                    |
+//! | `tasks.append(handler(client, addr))`      | [`spawn`]`(handler(stream, peer))`, a [`JoinHandle`] |
+//! | `yield 'recv', sock`; `recv_wait[sock]`    | [`TcpStream::readable`]; [`TcpStream::read`] parks only on `WouldBlock` |
+//! | `yield 'send', sock`; `send_wait[sock]`    | [`TcpStream::writable`]; [`TcpStream::write`] likewise |
+//! | `select(recv_wait, send_wait, [])`         | the reactor: one epoll for every parked task        |
+//! | `run()`                                    | [`block_on`], [`Runtime::block_on`]                 |
+//! | `tcp_server(address, handler)`             | [`tcp_server`]`(addr, handler)`, [`serve`]          |
+//! | `sock.accept()`                            | [`TcpListener::accept`]                             |
+//!
+//! A future's `.await` is the seed's `yield`: where the generator yields `('recv', sock)`
+//! and the scheduler parks it in `recv_wait`, a coop future returns `Pending` and leaves
+//! its [`Waker`](std::task::Waker) in the socket's read waiting area. When epoll reports
+//! the socket readable, the waker puts the task back on the ready queue, and the next
+//! poll resumes it where it stopped.
+//!
+//! # What it does better than the seed
+//!
+//! * I/O is tried first; a task parks only when the OS answers `WouldBlock`, not before
+//!   every `recv`. Sockets are registered with the OS once, and readiness is cached.
+//! * epoll has no 1,024-socket ceiling and no per-call cost per socket.
+//! * [`TcpStream::write_all`] writes every byte (the seed's `send` may drop some).
+//! * A task that finds its socket ready again and again yields after a bounded budget,
+//!   so one flooding client cannot starve the others.
+//! * With nothing ready, the loop sleeps in the OS poll until a socket or a
+//!   [timer](time) needs it: an idle server uses no CPU.
+//!
+//! # Example: the seed's echo server
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//! use coop::net::TcpStream;
+//!
+//! async fn echo_handler(client: TcpStream, address: SocketAddr) {
+//!     println!("Connection from {address}");
+//!     let mut data = [0; 1000];
+//!     loop {
+//!         let n = match client.read(&mut data).await {
+//!             Ok(0) | Err(_) => break, // closed by the client
+//!             Ok(n) => n,
+//!         };
+//!         if client.write_all(&[b"GOT:", &data[..n]].concat()).await.is_err() {
+//!             break;
+//!         }
+//!     }
+//!     println!("Connection closed");
+//! }
+//!
+//! fn main() -> std::io::Result<()> {
+//!     coop::block_on(coop::tcp_server(("0.0.0.0", 25000), echo_handler))
+//! }
+//! ```
+//!
+//! # Example: a server and its client, in one thread
+//!
+//! ```
+//! use coop::net::{TcpListener, TcpStream};
+//!
+//! coop::block_on(async {
+//!     let listener = TcpListener::bind("127.0.0.1:0")?;
+//!     let addr = listener.local_addr()?;
+//!     let server = coop::spawn(async move {
+//!         let (client, _) = listener.accept().await?;
+//!         let mut data = [0; 100];
+//!         let n = client.read(&mut data).await?;
+//!         client.write_all(&[b"GOT:", &data[..n]].concat()).await
+//!     });
+//!
+//!     let stream = TcpStream::connect(addr).await?;
+//!     stream.write_all(b"Hello\n").await?;
+//!     let mut reply = [0; 100];
+//!     let n = stream.read(&mut reply).await?;
+//!     assert_eq!(&reply[..n], b"GOT:Hello\n");
+//!     server.await
+//! })?;
+//! # std::io::Result::Ok(())
+//! ```
+//!
+//! # One thread
+//!
+//! A runtime and everything it runs stay on the thread that calls `block_on`: tasks need
+//! not be `Send`, and the scheduler takes no locks. Wakers are `Send` as `std` requires;
+//! a wake from another thread reaches the runtime through a small inbox. To use several
+//! cores, run one runtime per core.
+
+#![warn(missing_docs, missing_debug_implementations)]
+#![forbid(unsafe_code)]
+
+mod budget;
+pub mod net;
+mod reactor;
+mod scheduler;
+mod server;
+mod slab;
+mod task;
+pub mod time;
+mod waker;
+
+pub use budget::yield_now;
+pub use net::{TcpListener, TcpStream};
+pub use scheduler::{Runtime, Stats, block_on, spawn};
+pub use server::{serve, tcp_server};
+pub use task::JoinHandle;

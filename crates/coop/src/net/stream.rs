@@ -1,0 +1,208 @@
+use std::fmt;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+
+use crate::reactor::{Direction, Registration};
+
+/// A TCP connection, registered with the runtime that created it.
+///
+/// Methods take `&self`, so a reading task and a writing task may share one stream (in
+/// an `Rc`); at most one task may wait in each direction at a time.
+///
+/// # Examples
+///
+/// ```no_run
+/// use coop::net::TcpStream;
+///
+/// coop::block_on(async {
+///     let stream = TcpStream::connect("127.0.0.1:25000").await?;
+///     stream.write_all(b"Hello\n").await?;
+///     let mut reply = [0; 64];
+///     let n = stream.read(&mut reply).await?;
+///     assert_eq!(&reply[..n], b"GOT:Hello\n");
+///     std::io::Result::Ok(())
+/// })
+/// .unwrap();
+/// ```
+pub struct TcpStream {
+    // Field order is drop order: out of the reactor's table, then closed.
+    registration: Registration,
+    io: mio::net::TcpStream,
+}
+
+impl TcpStream {
+    pub(crate) fn new(mut io: mio::net::TcpStream) -> io::Result<Self> {
+        let registration = Registration::new(&mut io)?;
+        Ok(TcpStream { registration, io })
+    }
+
+    /// Opens a connection to `addr`, trying each address it resolves to in turn.
+    ///
+    /// Resolving a host name blocks the thread (it is the system resolver's call); pass a
+    /// `SocketAddr` to avoid it.
+    pub async fn connect<A: ToSocketAddrs>(addr: A) -> io::Result<TcpStream> {
+        let mut last = None;
+        for addr in addr.to_socket_addrs()? {
+            match Self::connect_one(addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the address resolved to nothing",
+            )
+        }))
+    }
+
+    async fn connect_one(addr: SocketAddr) -> io::Result<TcpStream> {
+        let stream = TcpStream::new(mio::net::TcpStream::connect(addr)?)?;
+        // A non-blocking connect is done when the socket turns writable: then either
+        // SO_ERROR holds the reason it failed, or the peer address is there.
+        loop {
+            stream.writable().await?;
+            if let Some(e) = stream.io.take_error()? {
+                return Err(e);
+            }
+            match stream.io.peer_addr() {
+                Ok(_) => return Ok(stream),
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                    stream.registration.clear(Direction::Write);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Wraps a connected standard-library stream (it is switched to non-blocking).
+    pub fn from_std(stream: std::net::TcpStream) -> io::Result<TcpStream> {
+        stream.set_nonblocking(true)?;
+        TcpStream::new(mio::net::TcpStream::from_std(stream))
+    }
+
+    /// Waits until the stream may be readable: the seed's `yield 'recv', sock`.
+    ///
+    /// Returns at once when readiness is cached from an earlier event; the next
+    /// [`try_read`](Self::try_read) may still find nothing and say `WouldBlock`.
+    pub async fn readable(&self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.registration.poll_ready(Direction::Read, cx)).await;
+        Ok(())
+    }
+
+    /// Waits until the stream may be writable: the seed's `yield 'send', sock`.
+    pub async fn writable(&self) -> io::Result<()> {
+        std::future::poll_fn(|cx| self.registration.poll_ready(Direction::Write, cx)).await;
+        Ok(())
+    }
+
+    /// Reads what has arrived into `buf`, waiting for data if there is none. `Ok(0)`
+    /// means the peer has closed its side (or `buf` is empty).
+    pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.registration
+            .io(Direction::Read, || self.read_now(buf))
+            .await
+    }
+
+    /// Reads without waiting: `WouldBlock` when nothing has arrived.
+    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.registration
+            .try_io(Direction::Read, || self.read_now(buf))
+    }
+
+    fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = (&self.io).read(buf)?;
+        if n > 0 && n < buf.len() {
+            // A short read emptied the socket's queue; new data brings a new edge. Saves
+            // the read that would only have said WouldBlock.
+            self.registration.clear(Direction::Read);
+        }
+        Ok(n)
+    }
+
+    /// Writes some of `buf`, waiting for room if there is none. Returns how much was
+    /// written.
+    pub async fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        self.registration
+            .io(Direction::Write, || self.write_now(&[IoSlice::new(buf)]))
+            .await
+    }
+
+    /// Writes some of `bufs`, in order, in one system call (`writev`).
+    pub async fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.registration
+            .io(Direction::Write, || self.write_now(bufs))
+            .await
+    }
+
+    /// Writes all of `buf`, waiting for room as often as needed.
+    pub async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.write(buf).await? {
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                n => buf = &buf[n..],
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes without waiting: `WouldBlock` when there is no room.
+    pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        self.try_write_vectored(&[IoSlice::new(buf)])
+    }
+
+    /// Writes some of `bufs` without waiting: `WouldBlock` when there is no room.
+    pub fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.registration
+            .try_io(Direction::Write, || self.write_now(bufs))
+    }
+
+    fn write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let n = match bufs {
+            [one] => (&self.io).write(one)?,
+            _ => (&self.io).write_vectored(bufs)?,
+        };
+        if n < bufs.iter().map(|b| b.len()).sum() {
+            // The send buffer is full; room freed later brings a new edge.
+            self.registration.clear(Direction::Write);
+        }
+        Ok(n)
+    }
+
+    /// Shuts down the read side, the write side (sends FIN: the peer reads EOF once it
+    /// has read everything written before), or both.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        self.io.shutdown(how)
+    }
+
+    /// The address of the peer.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.io.peer_addr()
+    }
+
+    /// The local address of this end.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io.local_addr()
+    }
+
+    /// Sets `TCP_NODELAY`: send small writes at once instead of waiting to batch them.
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.io.set_nodelay(nodelay)
+    }
+
+    /// Whether `TCP_NODELAY` is set.
+    pub fn nodelay(&self) -> io::Result<bool> {
+        self.io.nodelay()
+    }
+
+    /// Takes the socket's pending error (`SO_ERROR`), if any.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.io.take_error()
+    }
+}
+
+impl fmt::Debug for TcpStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.io.fmt(f)
+    }
+}

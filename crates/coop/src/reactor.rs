@@ -1,0 +1,280 @@
+//! The waiting areas: which task waits for which socket, and the one OS poll for all.
+//!
+//! The seed keeps two dicts, `recv_wait` and `send_wait`, and calls `select()` on their
+//! keys whenever no task is ready. Here every socket is a [`Source`] with two waiting
+//! slots (read and write), and the OS poll is epoll (kqueue on BSDs) through `mio`.
+//!
+//! What the seed gets wrong and this does not:
+//!
+//! * `select()` rebuilds its interest set on every call and stops at 1,024 sockets. A
+//!   socket here is registered once, edge-triggered, for both directions, when it is
+//!   created; closing it removes it.
+//! * The seed waits *before* every `recv`, a round trip through the OS even when data is
+//!   already there. Here readiness is cached: an operation is tried first, and the task
+//!   parks only when the OS says `WouldBlock`, which is also the only thing that clears
+//!   the cache (besides a short read or write, which proves the same without one more
+//!   system call).
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use mio::event::Event;
+use mio::{Events, Interest, Poll as OsPoll, Token};
+
+use crate::budget;
+use crate::slab::{Key, Slab};
+
+/// Which waiting area: the seed's `recv_wait` or `send_wait`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Direction {
+    Read = 0,
+    Write = 1,
+}
+
+// Cached readiness bits. The `*_CLOSED` and `ERROR` bits are never cleared: once a peer
+// has hung up, every later operation must get to see it.
+const READABLE: u8 = 1 << 0;
+const WRITABLE: u8 = 1 << 1;
+const READ_CLOSED: u8 = 1 << 2;
+const WRITE_CLOSED: u8 = 1 << 3;
+const ERROR: u8 = 1 << 4;
+
+impl Direction {
+    /// Bits that let an operation in this direction proceed.
+    fn ready_mask(self) -> u8 {
+        match self {
+            Direction::Read => READABLE | READ_CLOSED | ERROR,
+            Direction::Write => WRITABLE | WRITE_CLOSED | ERROR,
+        }
+    }
+
+    /// The bit a `WouldBlock` proves stale.
+    fn clear_mask(self) -> u8 {
+        match self {
+            Direction::Read => READABLE,
+            Direction::Write => WRITABLE,
+        }
+    }
+}
+
+/// One registered socket: its cached readiness and the tasks parked on it.
+///
+/// At most one task waits in each direction (one reader and one writer, which is what a
+/// connection's handler, or a handler split into a reading and a writing task, needs).
+#[derive(Default)]
+pub(crate) struct Source {
+    readiness: Cell<u8>,
+    waiters: [Cell<Option<Waker>>; 2],
+}
+
+impl Source {
+    /// `Ready` if the socket may be ready in `dir` (after spending fairness budget);
+    /// otherwise parks the task in the waiting area.
+    pub(crate) fn poll_ready(&self, dir: Direction, cx: &mut Context<'_>) -> Poll<()> {
+        if self.readiness.get() & dir.ready_mask() != 0 {
+            return budget::poll_spend(cx);
+        }
+        let slot = &self.waiters[dir as usize];
+        let waker = match slot.take() {
+            Some(w) if w.will_wake(cx.waker()) => w,
+            _ => cx.waker().clone(),
+        };
+        slot.set(Some(waker));
+        Poll::Pending
+    }
+
+    pub(crate) fn is_ready(&self, dir: Direction) -> bool {
+        self.readiness.get() & dir.ready_mask() != 0
+    }
+
+    /// Forgets readiness in `dir`: the OS said (or a short transfer proved) it is gone.
+    pub(crate) fn clear(&self, dir: Direction) {
+        self.readiness.set(self.readiness.get() & !dir.clear_mask());
+    }
+
+    /// Runs `op` if the socket may be ready; clears readiness when it would block.
+    pub(crate) fn try_io<R>(
+        &self,
+        dir: Direction,
+        op: impl FnOnce() -> io::Result<R>,
+    ) -> io::Result<R> {
+        if !self.is_ready(dir) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let result = op();
+        if matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+            self.clear(dir);
+        }
+        result
+    }
+
+    /// Tries `op`, parking until the socket is ready whenever it would block.
+    pub(crate) async fn io<R>(
+        &self,
+        dir: Direction,
+        mut op: impl FnMut() -> io::Result<R>,
+    ) -> io::Result<R> {
+        loop {
+            std::future::poll_fn(|cx| self.poll_ready(dir, cx)).await;
+            match self.try_io(dir, &mut op) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return result,
+            }
+        }
+    }
+
+    /// Records what the OS reported and wakes the tasks it concerns.
+    fn on_event(&self, event: &Event) {
+        let mut bits = 0;
+        if event.is_readable() {
+            bits |= READABLE;
+        }
+        if event.is_read_closed() {
+            bits |= READ_CLOSED;
+        }
+        if event.is_writable() {
+            bits |= WRITABLE;
+        }
+        if event.is_write_closed() {
+            bits |= WRITE_CLOSED;
+        }
+        if event.is_error() {
+            bits |= ERROR;
+        }
+        self.readiness.set(self.readiness.get() | bits);
+        for dir in [Direction::Read, Direction::Write] {
+            if bits & dir.ready_mask() != 0 {
+                if let Some(waker) = self.waiters[dir as usize].take() {
+                    waker.wake();
+                }
+            }
+        }
+    }
+}
+
+/// The token under which the runtime's inbox interrupts the poll. Slab keys never reach
+/// it: a key's index is below `u32::MAX`.
+pub(crate) const INBOX: Token = Token(usize::MAX);
+
+/// The OS poll and every registered socket.
+pub(crate) struct Reactor {
+    poll: RefCell<OsPoll>,
+    events: RefCell<Events>,
+    sources: RefCell<Slab<Rc<Source>>>,
+}
+
+impl Reactor {
+    pub(crate) fn new() -> io::Result<Self> {
+        Ok(Reactor {
+            poll: RefCell::new(OsPoll::new()?),
+            events: RefCell::new(Events::with_capacity(1024)),
+            sources: RefCell::new(Slab::new()),
+        })
+    }
+
+    pub(crate) fn inbox_waker(&self) -> io::Result<mio::Waker> {
+        mio::Waker::new(self.poll.borrow().registry(), INBOX)
+    }
+
+    /// Registers `io` once, for both directions, edge-triggered.
+    pub(crate) fn register(
+        &self,
+        io: &mut impl mio::event::Source,
+    ) -> io::Result<(Key, Rc<Source>)> {
+        let source = Rc::new(Source::default());
+        let key = self
+            .sources
+            .borrow_mut()
+            .insert_with(|_| Rc::clone(&source));
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        let registered =
+            self.poll
+                .borrow()
+                .registry()
+                .register(io, Token(key.to_token()), interest);
+        match registered {
+            Ok(()) => Ok((key, source)),
+            Err(e) => {
+                self.sources.borrow_mut().remove(key);
+                Err(e)
+            }
+        }
+    }
+
+    /// Forgets a source. Closing its socket is what takes it out of the OS poll: no
+    /// system call is spent on `EPOLL_CTL_DEL` for a socket that is about to be closed.
+    pub(crate) fn forget(&self, key: Key) {
+        let source = self.sources.borrow_mut().remove(key);
+        drop(source);
+    }
+
+    /// Number of registered sockets.
+    pub(crate) fn len(&self) -> usize {
+        self.sources.borrow().len()
+    }
+
+    /// Waits for the OS (at most `timeout`; `None` is forever) and wakes the tasks whose
+    /// sockets turned ready. Returns whether the inbox was signalled.
+    pub(crate) fn poll(&self, timeout: Option<Duration>) -> io::Result<bool> {
+        let mut events = self.events.borrow_mut();
+        match self.poll.borrow_mut().poll(&mut events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        let mut inbox = false;
+        for event in events.iter() {
+            if event.token() == INBOX {
+                inbox = true;
+                continue;
+            }
+            // Clone out of the table so that a waker may register or forget sockets.
+            let source = self
+                .sources
+                .borrow()
+                .get(Key::from_token(event.token().0))
+                .cloned();
+            if let Some(source) = source {
+                source.on_event(event);
+            }
+        }
+        Ok(inbox)
+    }
+}
+
+/// A socket's place in the reactor, held by the socket for as long as it lives.
+pub(crate) struct Registration {
+    key: Key,
+    source: Rc<Source>,
+    reactor: Rc<Reactor>,
+}
+
+impl Registration {
+    /// Registers `io` with the current runtime's reactor.
+    pub(crate) fn new(io: &mut impl mio::event::Source) -> io::Result<Self> {
+        let reactor = crate::scheduler::current_reactor()?;
+        let (key, source) = reactor.register(io)?;
+        Ok(Registration {
+            key,
+            source,
+            reactor,
+        })
+    }
+}
+
+impl std::ops::Deref for Registration {
+    type Target = Source;
+
+    fn deref(&self) -> &Source {
+        &self.source
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.reactor.forget(self.key);
+    }
+}

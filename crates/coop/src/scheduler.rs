@@ -1,0 +1,326 @@
+//! The ready queue, `spawn`, and the run loop: the seed's `tasks` deque and `run()`.
+//!
+//! The seed's loop, and this one:
+//!
+//! ```text
+//! while any task exists:                 loop {
+//!     while not tasks:                       a round: pop and poll each task that was
+//!         select(recv_wait, send_wait)         ready when the round began (FIFO)
+//!         move ready ones to tasks           park: wait in the OS poll, for no time if
+//!     task = tasks.popleft()                   tasks are ready, until the next timer
+//!     why, what = task.send(None)              if one is pending, forever otherwise;
+//!     park task in recv_wait / send_wait       wake the tasks whose sockets turned
+//!                                              ready or whose timers fired
+//!                                        }
+//! ```
+//!
+//! A round polls only the tasks that were ready when it began, so tasks that keep waking
+//! themselves cannot keep the OS poll from running: sockets are heard at least once per
+//! round.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crate::budget;
+use crate::reactor::Reactor;
+use crate::slab::{Key, Slab};
+use crate::task::{JoinHandle, Task};
+use crate::time::Timers;
+use crate::waker::{Header, Inbox};
+
+/// The key under which `block_on`'s own future sits in the ready queue. Never a task's:
+/// slab indices stay below `u32::MAX`.
+const ROOT: Key = Key::from_token(usize::MAX);
+
+/// Everything one runtime owns; reached through [`CURRENT`] while it runs.
+struct Core {
+    /// Keys of the tasks ready to run, oldest first.
+    ready: RefCell<VecDeque<Key>>,
+    /// Every live task. `None` while the task is being polled (it is out of the table,
+    /// so that it may spawn: the table can grow under it).
+    tasks: RefCell<Slab<Option<Task>>>,
+    reactor: Rc<Reactor>,
+    timers: Rc<Timers>,
+    inbox: Arc<Inbox>,
+}
+
+thread_local! {
+    /// The runtime running on this thread, if any.
+    static CURRENT: RefCell<Option<Rc<Core>>> = const { RefCell::new(None) };
+}
+
+fn with_current<R>(f: impl FnOnce(&Rc<Core>) -> R) -> Option<R> {
+    CURRENT
+        .try_with(|current| current.borrow().as_ref().map(f))
+        .ok()
+        .flatten()
+}
+
+/// Pushes `key` on the ready queue if the runtime that owns `inbox` runs on this thread.
+pub(crate) fn schedule_local(inbox: &Arc<Inbox>, key: Key) -> bool {
+    with_current(|core| {
+        let mine = Arc::ptr_eq(&core.inbox, inbox);
+        if mine {
+            core.ready.borrow_mut().push_back(key);
+        }
+        mine
+    })
+    .unwrap_or(false)
+}
+
+pub(crate) fn current_reactor() -> io::Result<Rc<Reactor>> {
+    with_current(|core| Rc::clone(&core.reactor)).ok_or_else(|| {
+        io::Error::other("coop sockets must be created inside a coop runtime (in block_on)")
+    })
+}
+
+pub(crate) fn current_timers() -> Option<Rc<Timers>> {
+    with_current(|core| Rc::clone(&core.timers))
+}
+
+/// Starts a task: the seed's `tasks.append(gen)`.
+///
+/// The task goes to the back of the ready queue and runs when the current task yields.
+/// Awaiting the returned [`JoinHandle`] gives its output; dropping the handle lets it run
+/// on detached.
+///
+/// # Panics
+///
+/// When called outside a coop runtime (outside [`block_on`] and the tasks it runs).
+///
+/// # Examples
+///
+/// ```
+/// let answer = coop::block_on(async {
+///     let task = coop::spawn(async { 6 * 7 });
+///     task.await
+/// });
+/// assert_eq!(answer, 42);
+/// ```
+pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    with_current(|core| core.spawn(future))
+        .unwrap_or_else(|| panic!("coop::spawn called outside a coop runtime"))
+}
+
+impl Core {
+    fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        let mut handle = None;
+        let key = self.tasks.borrow_mut().insert_with(|key| {
+            let (task, join) = Task::new(key, &self.inbox, future);
+            handle = Some(join);
+            Some(task)
+        });
+        self.ready.borrow_mut().push_back(key);
+        handle.unwrap_or_else(|| unreachable!("insert_with calls its closure"))
+    }
+
+    /// Polls one task. A stale key (a task that already finished) is skipped.
+    fn run_task(&self, key: Key) {
+        let Some(mut task) = self.tasks.borrow_mut().get_mut(key).and_then(Option::take) else {
+            return;
+        };
+        budget::reset();
+        if task.poll() {
+            let finished = self.tasks.borrow_mut().remove(key);
+            // Dropped outside the borrow: a task's destructors may spawn or wake.
+            drop(finished);
+            drop(task);
+        } else if let Some(slot) = self.tasks.borrow_mut().get_mut(key) {
+            *slot = Some(task);
+        }
+    }
+
+    /// Waits in the OS poll, then wakes what the OS, the timers and other threads made
+    /// ready.
+    fn park(&self) {
+        let deadline = self.timers.next_deadline();
+        let timeout = if !self.ready.borrow().is_empty() {
+            Some(Duration::ZERO)
+        } else {
+            deadline.map(|d| d.saturating_duration_since(Instant::now()))
+        };
+        match self.reactor.poll(timeout) {
+            Ok(_) => {}
+            // epoll_wait fails only on a bad descriptor or argument: a bug, not a load.
+            Err(e) => panic!("coop: the OS poll failed: {e}"),
+        }
+        if deadline.is_some() {
+            self.timers.fire(Instant::now());
+        }
+        self.inbox
+            .drain(|key| self.ready.borrow_mut().push_back(key));
+    }
+}
+
+/// A coop runtime: a ready queue, a reactor and timers, run by [`Runtime::block_on`] on
+/// the calling thread.
+///
+/// Tasks spawned on it stay with it between calls to `block_on`, and are dropped with it.
+///
+/// # Examples
+///
+/// ```
+/// let runtime = coop::Runtime::new()?;
+/// let n = runtime.block_on(async { coop::spawn(async { 1 }).await + 1 });
+/// assert_eq!(n, 2);
+/// # std::io::Result::Ok(())
+/// ```
+pub struct Runtime {
+    core: Rc<Core>,
+}
+
+impl Runtime {
+    /// Creates a runtime. Fails only if the OS refuses a poll instance (out of file
+    /// descriptors or memory).
+    pub fn new() -> io::Result<Self> {
+        let reactor = Reactor::new()?;
+        let inbox = Arc::new(Inbox::new(reactor.inbox_waker()?));
+        Ok(Runtime {
+            core: Rc::new(Core {
+                ready: RefCell::new(VecDeque::new()),
+                tasks: RefCell::new(Slab::new()),
+                reactor: Rc::new(reactor),
+                timers: Rc::new(Timers::new()),
+                inbox,
+            }),
+        })
+    }
+
+    /// Runs `future` to completion on this thread, and with it every task it spawns:
+    /// the seed's `run()`.
+    ///
+    /// Returns as soon as `future` completes; tasks still running stay with the runtime.
+    /// A panic in any task unwinds out of `block_on`.
+    ///
+    /// # Panics
+    ///
+    /// When called from inside a coop runtime (a task cannot block its own thread).
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        let _enter = Enter::new(&self.core);
+        let core = &*self.core;
+        let mut root = pin!(future);
+        let root_header = Arc::new(Header::new_queued(ROOT, &core.inbox));
+        let root_waker = Waker::from(Arc::clone(&root_header));
+        core.ready.borrow_mut().push_back(ROOT);
+        loop {
+            let round = core.ready.borrow().len();
+            for _ in 0..round {
+                let Some(key) = core.ready.borrow_mut().pop_front() else {
+                    break;
+                };
+                if key != ROOT {
+                    core.run_task(key);
+                    continue;
+                }
+                root_header.unqueue();
+                budget::reset();
+                if let Poll::Ready(output) =
+                    root.as_mut().poll(&mut Context::from_waker(&root_waker))
+                {
+                    return output;
+                }
+            }
+            core.park();
+        }
+    }
+
+    /// Counts of the runtime's state, for tests and diagnostics.
+    pub fn stats(&self) -> Stats {
+        let core = &self.core;
+        Stats {
+            tasks: core.tasks.borrow().len(),
+            ready: core.ready.borrow().len(),
+            sockets: core.reactor.len(),
+            timers: core.timers.len(),
+        }
+    }
+}
+
+/// A snapshot of a [`Runtime`]'s state, from [`Runtime::stats`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Live tasks (not counting `block_on`'s own future).
+    pub tasks: usize,
+    /// Entries in the ready queue.
+    pub ready: usize,
+    /// Sockets registered with the reactor.
+    pub sockets: usize,
+    /// Pending timers.
+    pub timers: usize,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        // Tasks hold sockets and timers that point back at the core: dropping them breaks
+        // the cycle. Drained first, dropped after, so no borrow is held while they go.
+        let tasks: Vec<_> = self.core.tasks.borrow_mut().drain().collect();
+        drop(tasks);
+        self.core.ready.borrow_mut().clear();
+    }
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// Makes a runtime current on this thread for the length of a `block_on`.
+struct Enter;
+
+impl Enter {
+    fn new(core: &Rc<Core>) -> Self {
+        CURRENT.with(|current| {
+            let mut current = current.borrow_mut();
+            assert!(
+                current.is_none(),
+                "coop: block_on called from inside a coop runtime; spawn the future instead"
+            );
+            *current = Some(Rc::clone(core));
+        });
+        Enter
+    }
+}
+
+impl Drop for Enter {
+    fn drop(&mut self) {
+        let _ = CURRENT.try_with(|current| current.borrow_mut().take());
+    }
+}
+
+/// Runs `future` on a new [`Runtime`] and returns its output: the seed's `run()`.
+///
+/// # Panics
+///
+/// When the OS refuses a poll instance (use [`Runtime::new`] to handle that), or when
+/// called from inside a coop runtime.
+///
+/// # Examples
+///
+/// ```
+/// let greeting = coop::block_on(async { "Hello" });
+/// assert_eq!(greeting, "Hello");
+/// ```
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    let runtime = Runtime::new().unwrap_or_else(|e| panic!("coop: cannot create a runtime: {e}"));
+    runtime.block_on(future)
+}

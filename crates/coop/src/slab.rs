@@ -1,0 +1,183 @@
+//! A table of values addressed by keys that go stale when their value leaves.
+//!
+//! Tasks and sockets are both named by a [`Key`]: tasks in the ready queue, sockets in
+//! the OS poll's tokens. A key outlives its value (a waker kept by some other future, an
+//! event for a socket closed earlier in the same batch), so each slot carries a
+//! generation that a removal bumps: an old key then finds nothing instead of finding the
+//! slot's next occupant.
+
+/// Names one value in a [`Slab`]: the slot's index and the generation it was given.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Key(u64);
+
+impl Key {
+    fn new(index: u32, generation: u32) -> Self {
+        Key(u64::from(generation) << 32 | u64::from(index))
+    }
+
+    fn index(self) -> usize {
+        (self.0 & u64::from(u32::MAX)) as usize
+    }
+
+    fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    /// The key as a `mio::Token`'s payload. Lossless: coop only builds on 64-bit targets.
+    pub(crate) fn to_token(self) -> usize {
+        self.0 as usize
+    }
+
+    pub(crate) const fn from_token(token: usize) -> Self {
+        Key(token as u64)
+    }
+}
+
+const _: () = assert!(
+    usize::BITS >= 64,
+    "coop keys fill a 64-bit mio::Token; 32-bit targets are not supported"
+);
+
+enum Slot<T> {
+    Occupied { generation: u32, value: T },
+    Vacant { generation: u32, next_free: u32 },
+}
+
+/// Values in a `Vec`; vacant slots form a free list through their own storage.
+pub(crate) struct Slab<T> {
+    slots: Vec<Slot<T>>,
+    /// Head of the free list; `u32::MAX` when empty.
+    free: u32,
+    len: usize,
+}
+
+const NONE: u32 = u32::MAX;
+
+impl<T> Slab<T> {
+    pub(crate) const fn new() -> Self {
+        Slab {
+            slots: Vec::new(),
+            free: NONE,
+            len: 0,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Stores the value `make` builds from its own key, and returns that key.
+    pub(crate) fn insert_with(&mut self, make: impl FnOnce(Key) -> T) -> Key {
+        let (index, generation) = match self.free {
+            NONE => {
+                let index = u32::try_from(self.slots.len())
+                    .ok()
+                    .filter(|&i| i != NONE)
+                    .unwrap_or_else(|| panic!("coop: more than {} live entries", NONE - 1));
+                self.slots.push(Slot::Vacant {
+                    generation: 0,
+                    next_free: NONE,
+                });
+                (index, 0)
+            }
+            index => match self.slots[index as usize] {
+                Slot::Vacant {
+                    generation,
+                    next_free,
+                } => {
+                    self.free = next_free;
+                    (index, generation)
+                }
+                Slot::Occupied { .. } => unreachable!("free list points at an occupied slot"),
+            },
+        };
+        let key = Key::new(index, generation);
+        self.slots[index as usize] = Slot::Occupied {
+            generation,
+            value: make(key),
+        };
+        self.len += 1;
+        key
+    }
+
+    pub(crate) fn get(&self, key: Key) -> Option<&T> {
+        match self.slots.get(key.index()) {
+            Some(Slot::Occupied { generation, value }) if *generation == key.generation() => {
+                Some(value)
+            }
+            _ => None,
+        }
+    }
+
+    pub(crate) fn get_mut(&mut self, key: Key) -> Option<&mut T> {
+        match self.slots.get_mut(key.index()) {
+            Some(Slot::Occupied { generation, value }) if *generation == key.generation() => {
+                Some(value)
+            }
+            _ => None,
+        }
+    }
+
+    /// Takes the value out; `key` and every copy of it go stale.
+    pub(crate) fn remove(&mut self, key: Key) -> Option<T> {
+        let slot = self.slots.get_mut(key.index())?;
+        match slot {
+            Slot::Occupied { generation, .. } if *generation == key.generation() => {
+                let vacant = Slot::Vacant {
+                    generation: generation.wrapping_add(1),
+                    next_free: self.free,
+                };
+                let Slot::Occupied { value, .. } = std::mem::replace(slot, vacant) else {
+                    unreachable!()
+                };
+                self.free = key.index() as u32;
+                self.len -= 1;
+                Some(value)
+            }
+            _ => None,
+        }
+    }
+
+    /// Empties the table, yielding every value (in no particular order).
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = T> + '_ {
+        self.free = NONE;
+        self.len = 0;
+        self.slots.drain(..).filter_map(|slot| match slot {
+            Slot::Occupied { value, .. } => Some(value),
+            Slot::Vacant { .. } => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_keys_find_nothing() {
+        let mut slab = Slab::new();
+        let a = slab.insert_with(|_| "a");
+        assert_eq!(slab.remove(a), Some("a"));
+        let b = slab.insert_with(|_| "b");
+        assert_eq!(a.index(), b.index(), "the slot is reused");
+        assert_eq!(slab.get(a), None);
+        assert_eq!(slab.remove(a), None);
+        assert_eq!(slab.get(b), Some(&"b"));
+        assert_eq!(slab.len(), 1);
+    }
+
+    #[test]
+    fn values_know_their_key_and_survive_the_token_round_trip() {
+        let mut slab = Slab::new();
+        let keys: Vec<Key> = (0..100).map(|_| slab.insert_with(|key| key)).collect();
+        for &key in &keys[..50] {
+            slab.remove(key);
+        }
+        for &key in &keys[50..] {
+            assert_eq!(slab.get(Key::from_token(key.to_token())), Some(&key));
+        }
+        assert_eq!(slab.len(), 50);
+        assert_eq!(slab.drain().count(), 50);
+        assert_eq!(slab.len(), 0);
+    }
+}
