@@ -1,0 +1,55 @@
+//! Test 10: the command line's answers to good and bad input.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Command, Output};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(common::binary())
+        .args(args)
+        .output()
+        .expect("run coop-echo")
+}
+
+#[test]
+fn help_exits_zero() {
+    for args in [&["--help"][..], &["serve", "--help"], &["--version"]] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert!(!out.stdout.is_empty());
+    }
+    let help = String::from_utf8(run(&["--help"]).stdout).unwrap();
+    for flag in ["--host", "--port", "--prefix", "--framing", "--quiet"] {
+        assert!(help.contains(flag), "--help mentions {flag}");
+    }
+}
+
+#[test]
+fn bad_arguments_exit_two_with_clap_s_message() {
+    for args in [
+        &["--bogus"][..],
+        &["--port", "70000"],
+        &["--port", "http"],
+        &["--framing", "word"],
+        &["serve", "--port"],
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_taken_port_exits_one_naming_the_address_and_the_reason() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = run(&["--host", "127.0.0.1", "--port", &port.to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    assert!(lines[0].contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    assert!(lines[0].contains("in use"), "{stderr}");
+}

@@ -1,0 +1,85 @@
+//! Timers: order, precision, and cancellation that leaves nothing behind.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use coop::time::{Elapsed, sleep, sleep_until, timeout};
+use coop::{Runtime, spawn};
+
+/// Timers set in a scrambled order fire in deadline order, none early.
+#[test]
+fn many_timers_fire_in_deadline_order() {
+    let fired = Rc::new(RefCell::new(Vec::new()));
+    let start = Instant::now();
+    coop::block_on({
+        let fired = Rc::clone(&fired);
+        async move {
+            // 0, 37, 74, ... mod 101: every delay from 0 to 100 ms once, out of order.
+            let tasks: Vec<_> = (0..101u64)
+                .map(|i| (i * 37) % 101)
+                .map(|ms| {
+                    let fired = Rc::clone(&fired);
+                    spawn(async move {
+                        let deadline = start + Duration::from_millis(ms);
+                        sleep_until(deadline).await;
+                        assert!(Instant::now() >= deadline, "fired early");
+                        fired.borrow_mut().push(ms);
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await;
+            }
+        }
+    });
+    let fired = fired.borrow();
+    assert_eq!(*fired, (0..101).collect::<Vec<_>>());
+}
+
+#[test]
+fn timeout_gives_the_output_or_elapsed() {
+    coop::block_on(async {
+        assert_eq!(timeout(Duration::from_secs(10), async { 5 }).await, Ok(5));
+        let start = Instant::now();
+        let late = timeout(Duration::from_millis(20), sleep(Duration::from_secs(10))).await;
+        let elapsed: Elapsed = late.unwrap_err();
+        assert_eq!(elapsed.to_string(), "deadline has elapsed");
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_millis(20) && waited < Duration::from_secs(5));
+    });
+}
+
+/// A `timeout` whose future wins takes its timer out with it: a million would leave
+/// nothing.
+#[test]
+fn a_dropped_timeout_leaves_nothing_behind() {
+    let runtime = Runtime::new().unwrap();
+    runtime.block_on(async {
+        for _ in 0..10_000 {
+            let quick = timeout(Duration::from_secs(3600), coop::yield_now()).await;
+            assert!(quick.is_ok());
+        }
+        let pending = sleep(Duration::from_secs(3600));
+        let mut pending = std::pin::pin!(pending);
+        assert!(futures_poll_once(pending.as_mut()).await.is_pending());
+        assert_eq!(runtime.stats().timers, 1, "a pending sleep has one entry");
+    });
+    assert_eq!(runtime.stats().timers, 0, "dropped sleeps leave no entry");
+}
+
+/// Polls `future` once, from inside a task.
+async fn futures_poll_once<F: std::future::Future>(
+    mut future: std::pin::Pin<&mut F>,
+) -> std::task::Poll<F::Output> {
+    std::future::poll_fn(|cx| std::task::Poll::Ready(future.as_mut().poll(cx))).await
+}
+
+/// A sleep too long to represent never fires, and does not break the loop.
+#[test]
+fn an_endless_sleep_is_just_pending() {
+    coop::block_on(async {
+        let forever = timeout(Duration::from_millis(10), sleep(Duration::MAX)).await;
+        assert!(forever.is_err());
+    });
+}
