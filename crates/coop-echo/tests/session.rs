@@ -129,10 +129,10 @@ fn a_reset_ends_only_that_connection() {
         while got < 64 * 1024 {
             got += reader.read(&mut some).unwrap();
         }
-        let socket = socket2::SockRef::from(&client);
-        socket.set_linger(Some(std::time::Duration::ZERO)).unwrap();
-        drop(socket);
-        client.shutdown(Shutdown::Read).ok();
+        // Linger 0: closing sends RST instead of FIN.
+        socket2::SockRef::from(&client)
+            .set_linger(Some(std::time::Duration::ZERO))
+            .unwrap();
         drop(client);
         let _ = sender.join();
     }
