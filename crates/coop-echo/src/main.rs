@@ -1,8 +1,5 @@
 //! `coop-echo`: the seed's echo server on the coop scheduler.
 
-mod echo;
-mod serve;
-
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -11,7 +8,8 @@ use std::rc::Rc;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use crate::echo::Framing;
+use coop_echo::echo::Framing;
+use coop_echo::serve;
 
 /// The seed's echo server: every chunk a client sends comes back with `GOT:` in front.
 #[derive(Debug, Parser)]

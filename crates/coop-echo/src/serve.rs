@@ -20,7 +20,9 @@ thread_local! {
 /// What every connection's handler needs to know.
 #[derive(Debug)]
 pub struct Settings {
+    /// Bytes put in front of each reply.
     pub prefix: Rc<[u8]>,
+    /// Where the prefix goes.
     pub framing: Framing,
     /// No `Connection from` / `Connection closed` lines.
     pub quiet: bool,

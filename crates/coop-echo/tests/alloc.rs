@@ -1,0 +1,127 @@
+//! Nothing allocates on the per-message path: a counting allocator watches the server's
+//! thread while a client does thousands of round trips.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use coop::net::TcpListener;
+use coop_echo::echo::Framing;
+use coop_echo::serve::{self, Settings};
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Counts allocations per thread, so the test harness's own threads do not blur it.
+struct Counting;
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so
+// `System`'s guarantees are ours; the counter is a const-initialised thread-local `Cell`
+// without a destructor, which never allocates and is valid for the thread's whole life.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: forwarded as is; the caller upholds `GlobalAlloc::alloc`'s contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System` through this allocator, with this `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: as for `dealloc`; the caller upholds `realloc`'s contract on `new_size`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Runs an echo server in each framing on a thread of its own, plus a control port that
+/// answers each byte it reads with that thread's allocation count.
+fn start_server() -> (Vec<std::net::SocketAddr>, std::net::SocketAddr) {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        coop::block_on(async move {
+            let mut echo_addrs = Vec::new();
+            for framing in [Framing::Chunk, Framing::Line] {
+                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                echo_addrs.push(listener.local_addr().unwrap());
+                let settings = Settings {
+                    prefix: Rc::from(&b"GOT:"[..]),
+                    framing,
+                    quiet: true,
+                };
+                drop(coop::spawn(serve::run(listener, settings)));
+            }
+            let control = TcpListener::bind("127.0.0.1:0").unwrap();
+            tx.send((echo_addrs, control.local_addr().unwrap()))
+                .unwrap();
+            let (stream, _) = control.accept().await.unwrap();
+            let mut byte = [0; 1];
+            while stream.read(&mut byte).await.unwrap_or(0) == 1 {
+                let count = ALLOCATIONS.with(Cell::get);
+                stream.write_all(&count.to_le_bytes()).await.unwrap();
+            }
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(20)).unwrap()
+}
+
+fn allocations_so_far(control: &mut TcpStream) -> u64 {
+    control.write_all(b"?").unwrap();
+    let mut count = [0; 8];
+    control.read_exact(&mut count).unwrap();
+    u64::from_le_bytes(count)
+}
+
+fn round_trips(stream: &mut TcpStream, n: usize) {
+    let mut message: [u8; 64] =
+        *b"message 0000 of a steady stream, 64 bytes with its newline.....\n";
+    let mut reply = [0; 4 + 64];
+    for i in 0..n {
+        message[8..12].copy_from_slice(format!("{:04}", i % 10_000).as_bytes());
+        stream.write_all(&message).unwrap();
+        stream.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply[..4], b"GOT:");
+        assert_eq!(reply[4..], message);
+    }
+}
+
+#[test]
+fn the_echo_path_allocates_nothing_per_message() {
+    let (echo_addrs, control_addr) = start_server();
+    let mut control = TcpStream::connect(control_addr).unwrap();
+    control
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    for addr in echo_addrs {
+        let mut client = TcpStream::connect(addr).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        client.set_nodelay(true).unwrap();
+        round_trips(&mut client, 1_000); // warm up: buffers and queues reach their size
+        let before = allocations_so_far(&mut control);
+        assert!(
+            before > 0,
+            "the counter sees the server thread's allocations"
+        );
+        round_trips(&mut client, 10_000);
+        let after = allocations_so_far(&mut control);
+        assert_eq!(
+            after - before,
+            0,
+            "allocations on the server thread for 10,000 echoes"
+        );
+    }
+}
