@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use coop_echo::echo::Framing;
+use coop_echo::bench::{self, BenchArgs};
 use coop_echo::serve;
 
 /// The seed's echo server: every chunk a client sends comes back with `GOT:` in front.
@@ -27,6 +28,8 @@ struct Cli {
 enum Command {
     /// Run the echo server (the default).
     Serve(ServeArgs),
+    /// Load an echo server: many connections, every reply checked, latency measured.
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Some(Command::Serve(args)) => serve(args),
+        Some(Command::Bench(args)) => bench::run(args),
         None => serve(cli.serve),
     }
 }

@@ -1,6 +1,7 @@
 use std::fmt;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::task::{Context, Poll};
 
 use crate::reactor::{Direction, Registration};
 
@@ -86,14 +87,29 @@ impl TcpStream {
     /// Returns at once when readiness is cached from an earlier event; the next
     /// [`try_read`](Self::try_read) may still find nothing and say `WouldBlock`.
     pub async fn readable(&self) -> io::Result<()> {
-        std::future::poll_fn(|cx| self.registration.poll_ready(Direction::Read, cx)).await;
-        Ok(())
+        std::future::poll_fn(|cx| self.poll_read_ready(cx)).await
     }
 
     /// Waits until the stream may be writable: the seed's `yield 'send', sock`.
     pub async fn writable(&self) -> io::Result<()> {
-        std::future::poll_fn(|cx| self.registration.poll_ready(Direction::Write, cx)).await;
-        Ok(())
+        std::future::poll_fn(|cx| self.poll_write_ready(cx)).await
+    }
+
+    /// The poll behind [`readable`](Self::readable), for hand-written futures that wait
+    /// on several things at once: `Ready` when the stream may be readable, otherwise the
+    /// task is parked in the read waiting area.
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.registration
+            .poll_ready(Direction::Read, cx)
+            .map(Ok)
+    }
+
+    /// The poll behind [`writable`](Self::writable); see
+    /// [`poll_read_ready`](Self::poll_read_ready).
+    pub fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.registration
+            .poll_ready(Direction::Write, cx)
+            .map(Ok)
     }
 
     /// Reads what has arrived into `buf`, waiting for data if there is none. `Ok(0)`

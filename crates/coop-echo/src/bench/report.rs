@@ -1,0 +1,163 @@
+//! What a load run measured, and how it is shown.
+
+use std::fmt;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Counters the connections add to as they go.
+#[derive(Debug)]
+pub struct Tally {
+    /// Round-trip latency of every verified reply, in nanoseconds.
+    pub latency: Histogram<u64>,
+    /// Replies received and verified.
+    pub messages: u64,
+    /// Payload bytes sent.
+    pub bytes_sent: u64,
+    /// Reply bytes received (prefixes included).
+    pub bytes_received: u64,
+    /// Replies that were not the echo of what was sent (their connection is closed).
+    pub mismatches: u64,
+    /// Connections that failed after connecting (reset, early EOF, no reply in time).
+    pub errors: u64,
+    /// Connections that could not be opened.
+    pub connect_failures: u64,
+    /// The first failure, to show the user.
+    pub first_error: Option<String>,
+}
+
+impl Tally {
+    pub(crate) fn new() -> Self {
+        Tally {
+            // 1 ns .. 100 s at three significant figures: a fixed-size array, so recording
+            // never allocates.
+            latency: Histogram::new_with_bounds(1, 100_000_000_000, 3)
+                .unwrap_or_else(|e| unreachable!("constant histogram bounds: {e}")),
+            messages: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            mismatches: 0,
+            errors: 0,
+            connect_failures: 0,
+            first_error: None,
+        }
+    }
+
+    pub(crate) fn record(&mut self, latency: Duration) {
+        let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        self.latency.saturating_record(ns.max(1));
+        self.messages += 1;
+    }
+
+    pub(crate) fn fail(&mut self, what: impl fmt::Display) {
+        if self.first_error.is_none() {
+            self.first_error = Some(what.to_string());
+        }
+    }
+}
+
+/// The outcome of a run, as printed and as `--json`.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// `host:port` of the server.
+    pub target: String,
+    /// Connections asked for.
+    pub connections: u32,
+    /// Bytes per message.
+    pub size: u32,
+    /// Messages in flight per connection, at most.
+    pub pipeline: u32,
+    /// The fixed total send rate, if open loop.
+    pub rate: Option<f64>,
+    /// From the first send to the last reply.
+    pub seconds: f64,
+    /// Verified replies.
+    pub messages: u64,
+    /// Verified replies per second.
+    pub messages_per_sec: f64,
+    /// Payload megabytes (10^6) per second, each way.
+    pub mb_per_sec: f64,
+    /// Reply bytes received (prefixes included).
+    pub bytes_received: u64,
+    /// Latency percentiles, in microseconds.
+    pub latency_us: Latency,
+    /// Replies that were not the echo of what was sent.
+    pub mismatches: u64,
+    /// Connections that failed after connecting.
+    pub errors: u64,
+    /// Connections that could not be opened.
+    pub connect_failures: u64,
+    /// The first failure seen.
+    pub first_error: Option<String>,
+    /// This load generator's CPU time (user + system) per verified reply, in µs.
+    pub client_cpu_us_per_msg: f64,
+    /// The server's CPU time per verified reply, in µs, if `--server-pid` was given.
+    pub server_cpu_us_per_msg: Option<f64>,
+}
+
+/// Latency percentiles, in microseconds.
+#[derive(Debug, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Slowest.
+    pub max: f64,
+}
+
+impl Latency {
+    pub(crate) fn of(h: &Histogram<u64>) -> Latency {
+        let us = |ns: u64| ns as f64 / 1000.0;
+        Latency {
+            p50: us(h.value_at_quantile(0.50)),
+            p90: us(h.value_at_quantile(0.90)),
+            p99: us(h.value_at_quantile(0.99)),
+            p999: us(h.value_at_quantile(0.999)),
+            max: us(h.max()),
+        }
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mode = match self.rate {
+            Some(rate) => format!("open loop at {rate} msg/s"),
+            None => "closed loop".to_string(),
+        };
+        writeln!(
+            f,
+            "{}: {} connections, {}-byte messages, pipeline {}, {mode}, {:.1} s",
+            self.target, self.connections, self.size, self.pipeline, self.seconds
+        )?;
+        writeln!(
+            f,
+            "  messages   {} ({:.0} msg/s, {:.2} MB/s each way)",
+            self.messages, self.messages_per_sec, self.mb_per_sec
+        )?;
+        let l = &self.latency_us;
+        writeln!(
+            f,
+            "  latency    p50 {:.1} µs  p90 {:.1} µs  p99 {:.1} µs  p99.9 {:.1} µs  max {:.1} µs",
+            l.p50, l.p90, l.p99, l.p999, l.max
+        )?;
+        writeln!(
+            f,
+            "  errors     {} (mismatched replies {}, connect failures {})",
+            self.errors, self.mismatches, self.connect_failures
+        )?;
+        if let Some(e) = &self.first_error {
+            writeln!(f, "  first      {e}")?;
+        }
+        write!(f, "  CPU        client {:.2} µs/msg", self.client_cpu_us_per_msg)?;
+        if let Some(server) = self.server_cpu_us_per_msg {
+            write!(f, ", server {server:.2} µs/msg")?;
+        }
+        Ok(())
+    }
+}
