@@ -48,6 +48,11 @@ async fn handle(stream: TcpStream, peer: SocketAddr, settings: Rc<Settings>) {
     if !settings.quiet {
         tracing::info!("Connection from {peer}");
     }
+    // Replies go out as soon as they are written: Nagle's algorithm would hold a reply
+    // back while an earlier one is unacknowledged, which stalls pipelined clients.
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!("TCP_NODELAY on {peer}: {e}");
+    }
     let mut encoder = Encoder::new(Rc::clone(&settings.prefix), settings.framing);
     let mut counts = Counts::default();
     let outcome = echo(&stream, &mut encoder, &mut counts).await;

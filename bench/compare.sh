@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: coop-echo, a tokio echo server and a bare epoll loop.
+#
+#   bench/compare.sh           # 3 interleaved runs, ~10 minutes; writes bench/RESULTS.md
+#   bench/compare.sh --quick   # one short run, to see that everything works
+#
+# Needs 2 cores (server on core 0, load generator on core 1), perf (system calls),
+# valgrind (instructions) and a font for the chart; installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+missing=()
+command -v taskset >/dev/null || missing+=(util-linux)
+command -v perf >/dev/null || missing+=(linux-perf)
+command -v valgrind >/dev/null || missing+=(valgrind)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
+if [ ${#missing[@]} -gt 0 ]; then
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+cargo build --release --workspace --bins
+# 10,000+ connections need as many descriptors on each side.
+ulimit -n "$(ulimit -Hn)"
+exec taskset -c 1 target/release/compare "$@"

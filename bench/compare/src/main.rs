@@ -1,0 +1,202 @@
+//! Runs coop-echo, a tokio echo server and a bare epoll loop (the floor) side by side,
+//! interleaved, with each server pinned to core 0 and the load generator to core 1, and
+//! writes `bench/RESULTS.md` and `bench/results.png`.
+//!
+//! `bench/compare.sh` builds everything and runs this; see its header for what it needs.
+
+mod chart;
+mod peer;
+mod results;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::Duration;
+
+use peer::{Kind, Server};
+use results::Samples;
+
+/// The measurement plan; `--quick` shrinks it to check that everything runs.
+struct Plan {
+    runs: usize,
+    /// Seconds of fixed-rate load for CPU and system calls per echo.
+    rate_secs: u64,
+    /// Connections held idle for the memory figure and loaded for the tail figure.
+    many: usize,
+    /// Connection counts for the chart.
+    chart: Vec<usize>,
+    closed_secs: u64,
+    /// Connections the scale check holds on coop.
+    scale: usize,
+}
+
+const RATE: u64 = 30_000;
+const CALLGRIND_RATE: u64 = 3_000;
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("compare: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> io::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let plan = if quick {
+        Plan {
+            runs: 1,
+            rate_secs: 3,
+            many: 1000,
+            chart: vec![1, 100, 1000],
+            closed_secs: 1,
+            scale: 2000,
+        }
+    } else {
+        Plan {
+            runs: 3,
+            rate_secs: 7,
+            many: 10_000,
+            chart: vec![1, 100, 1000, 10_000],
+            closed_secs: 4,
+            scale: 15_000,
+        }
+    };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let bin = root.join("target/release");
+    let out = root.join("bench");
+    let mut samples = Samples::default();
+
+    for run in 1..=plan.runs {
+        for kind in Kind::ALL {
+            eprintln!("run {run}/{}: {}", plan.runs, kind.name());
+            measure_one(kind, &bin, &plan, &mut samples)?;
+        }
+    }
+    for kind in Kind::ALL {
+        eprintln!("callgrind: {}", kind.name());
+        let per_echo = instructions_per_echo(kind, &bin, &out)?;
+        samples.add(kind, "instructions", per_echo);
+    }
+    eprintln!("scale: coop holds {} connections", plan.scale);
+    let scale = scale_check(&bin, plan.scale)?;
+
+    let command = format!("bench/compare.sh{}", if quick { " --quick" } else { "" });
+    let markdown = results::markdown(&samples, &plan.chart, plan.many, &scale, &command);
+    std::fs::write(out.join("RESULTS.md"), &markdown)?;
+    chart::draw(&samples, &plan.chart, &out.join("results.png"))?;
+    println!("{markdown}");
+    Ok(())
+}
+
+/// One server, one run: CPU and system calls per echo at a fixed rate, memory per idle
+/// connection, and latency and CPU under closed-loop load at each connection count.
+fn measure_one(kind: Kind, bin: &Path, plan: &Plan, samples: &mut Samples) -> io::Result<()> {
+    let server = Server::start(kind, bin, &[])?;
+
+    // perf counts system calls in the middle of the fixed-rate window.
+    let pid = server.pid();
+    let window = Duration::from_secs(plan.rate_secs - 3);
+    let perf = thread::spawn(move || {
+        thread::sleep(Duration::from_secs(2));
+        peer::count_syscalls(pid, window)
+    });
+    let report = peer::load(
+        bin,
+        &server,
+        &strings(&["-c", "100", "-s", "64", "--rate", &RATE.to_string()])
+            .into_iter()
+            .chain(strings(&["-d", &plan.rate_secs.to_string()]))
+            .collect::<Vec<_>>(),
+    )?;
+    let syscalls = perf
+        .join()
+        .map_err(|_| io::Error::other("perf thread panicked"))??;
+    let rate = number(&report, "messages_per_sec")?;
+    samples.add(kind, "cpu_us", number(&report, "server_cpu_us_per_msg")?);
+    samples.add(kind, "client_cpu_us", number(&report, "client_cpu_us_per_msg")?);
+    samples.add(kind, "syscalls", syscalls as f64 / (rate * window.as_secs_f64()));
+    samples.add(kind, "errors", errors(&report)?);
+
+    samples.add(
+        kind,
+        "idle_bytes",
+        peer::idle_memory_per_connection(&server, plan.many)?,
+    );
+
+    for &connections in &plan.chart {
+        let report = peer::load(
+            bin,
+            &server,
+            &strings(&[
+                "-c",
+                &connections.to_string(),
+                "-d",
+                &plan.closed_secs.to_string(),
+            ]),
+        )?;
+        let at = |metric: &str| format!("{metric}@{connections}");
+        samples.add(kind, &at("p50_us"), number(&report["latency_us"], "p50")?);
+        samples.add(kind, &at("p99_us"), number(&report["latency_us"], "p99")?);
+        samples.add(kind, &at("cpu_us"), number(&report, "server_cpu_us_per_msg")?);
+        samples.add(kind, &at("msgs"), number(&report, "messages_per_sec")?);
+        samples.add(kind, "errors", errors(&report)?);
+    }
+    Ok(())
+}
+
+/// User-space instructions per echo, from two callgrind runs of 2 s and 5 s at 3,000
+/// msg/s: their difference cancels start-up and shutdown.
+fn instructions_per_echo(kind: Kind, bin: &Path, out: &Path) -> io::Result<f64> {
+    let mut totals = Vec::new();
+    for secs in [2, 5] {
+        let file = std::env::temp_dir().join(format!("coop-callgrind-{}-{secs}.out", kind.name()));
+        let valgrind = strings(&[
+            "valgrind",
+            "--tool=callgrind",
+            &format!("--callgrind-out-file={}", file.display()),
+        ]);
+        let server = Server::start(kind, bin, &valgrind)?;
+        peer::load(
+            bin,
+            &server,
+            &strings(&[
+                "-c",
+                "100",
+                "--rate",
+                &CALLGRIND_RATE.to_string(),
+                "-n",
+                &(CALLGRIND_RATE * secs).to_string(),
+            ]),
+        )?;
+        server.terminate()?;
+        totals.push(peer::callgrind_total(&file)?);
+        if kind == Kind::Coop && secs == 5 {
+            // Kept for reading with callgrind_annotate.
+            let _ = std::fs::copy(&file, out.join("callgrind.coop.out"));
+        }
+        let _ = std::fs::remove_file(&file);
+    }
+    let echoes = (CALLGRIND_RATE * 3) as f64;
+    Ok(totals[1].saturating_sub(totals[0]) as f64 / echoes)
+}
+
+/// Holds `n` connections on coop, all loaded at once.
+fn scale_check(bin: &Path, n: usize) -> io::Result<serde_json::Value> {
+    let server = Server::start(Kind::Coop, bin, &[])?;
+    peer::load(bin, &server, &strings(&["-c", &n.to_string(), "-d", "5"]))
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn number(report: &serde_json::Value, key: &str) -> io::Result<f64> {
+    report[key]
+        .as_f64()
+        .ok_or_else(|| io::Error::other(format!("no '{key}' in {report}")))
+}
+
+fn errors(report: &serde_json::Value) -> io::Result<f64> {
+    Ok(number(report, "errors")? + number(report, "mismatches")? + number(report, "connect_failures")?)
+}

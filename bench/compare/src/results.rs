@@ -1,0 +1,278 @@
+//! Samples, their medians, and `RESULTS.md`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::peer::Kind;
+
+/// Every figure measured, by server and metric, one entry per run.
+#[derive(Default)]
+pub struct Samples {
+    values: BTreeMap<(Kind, String), Vec<f64>>,
+}
+
+impl Samples {
+    pub fn add(&mut self, kind: Kind, metric: &str, value: f64) {
+        self.values
+            .entry((kind, metric.to_string()))
+            .or_default()
+            .push(value);
+    }
+
+    pub fn median(&self, kind: Kind, metric: &str) -> Option<f64> {
+        let mut v = self.values.get(&(kind, metric.to_string()))?.clone();
+        v.sort_by(f64::total_cmp);
+        Some(v[v.len() / 2])
+    }
+
+    fn all(&self, kind: Kind, metric: &str) -> &[f64] {
+        self.values
+            .get(&(kind, metric.to_string()))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    fn sum(&self, kind: Kind, metric: &str) -> f64 {
+        self.all(kind, metric).iter().sum()
+    }
+}
+
+/// A row of the main table: how to get the figure, and the target coop must meet.
+struct Row {
+    label: &'static str,
+    metric: String,
+    digits: usize,
+    target: Option<(&'static str, fn(&Samples, &str) -> Option<bool>)>,
+}
+
+fn coop_vs(samples: &Samples, metric: &str, peer: Kind) -> Option<f64> {
+    Some(samples.median(Kind::Coop, metric)? / samples.median(peer, metric)?)
+}
+
+pub fn markdown(
+    samples: &Samples,
+    chart: &[usize],
+    many: usize,
+    scale: &serde_json::Value,
+    command: &str,
+) -> String {
+    let many_at = |m: &str| format!("{m}@{many}");
+    let rows = [
+        Row {
+            label: "user-space instructions per echo (callgrind; 100 conns, 64 B, 3,000 msg/s)",
+            metric: "instructions".into(),
+            digits: 0,
+            target: Some(("≤ 0.33× tokio", |s, m| {
+                Some(coop_vs(s, m, Kind::Tokio)? <= 0.33)
+            })),
+        },
+        Row {
+            label: "server CPU per echo, µs (30,000 msg/s, 100 conns, 64 B)",
+            metric: "cpu_us".into(),
+            digits: 2,
+            target: Some(("≤ 1.03× floor and tokio", |s, m| {
+                Some(coop_vs(s, m, Kind::Floor)? <= 1.03 && coop_vs(s, m, Kind::Tokio)? <= 1.03)
+            })),
+        },
+        Row {
+            label: "system calls per echo (same load)",
+            metric: "syscalls".into(),
+            digits: 3,
+            target: Some(("≤ floor + 0.05", |s, m| {
+                Some(s.median(Kind::Coop, m)? <= s.median(Kind::Floor, m)? + 0.05)
+            })),
+        },
+        Row {
+            label: "resident memory per idle connection, bytes",
+            metric: "idle_bytes".into(),
+            digits: 0,
+            target: Some(("≤ 1024 (aim 256)", |s, m| {
+                Some(s.median(Kind::Coop, m)? <= 1024.0)
+            })),
+        },
+        Row {
+            label: "p50 latency, µs (closed loop, 64 B)",
+            metric: many_at("p50_us"),
+            digits: 0,
+            target: None,
+        },
+        Row {
+            label: "p99 latency, µs (same)",
+            metric: many_at("p99_us"),
+            digits: 0,
+            target: None,
+        },
+        Row {
+            label: "p99 / p50 (same)",
+            metric: many_at("tail"),
+            digits: 2,
+            target: Some(("≤ 1.5", |s, m| Some(s.median(Kind::Coop, m)? <= 1.5))),
+        },
+        Row {
+            label: "throughput, msg/s (same)",
+            metric: many_at("msgs"),
+            digits: 0,
+            target: None,
+        },
+        Row {
+            label: "load generator CPU per echo, µs (30,000 msg/s)",
+            metric: "client_cpu_us".into(),
+            digits: 2,
+            target: None,
+        },
+    ];
+
+    // p99/p50 per run, so its median is the median of ratios.
+    let mut samples_with_tail = Samples {
+        values: samples.values.clone(),
+    };
+    for kind in Kind::ALL {
+        let p50 = samples.all(kind, &many_at("p50_us")).to_vec();
+        let p99 = samples.all(kind, &many_at("p99_us")).to_vec();
+        for (a, b) in p50.iter().zip(&p99) {
+            samples_with_tail.add(kind, &many_at("tail"), b / a);
+        }
+    }
+    let s = &samples_with_tail;
+
+    let mut md = String::new();
+    let _ = writeln!(md, "# coop-echo, side by side\n");
+    let _ = writeln!(
+        md,
+        "Written by `{command}` on {}. {}\n",
+        today(),
+        machine()
+    );
+    let _ = writeln!(
+        md,
+        "Each server runs pinned to core 0, the load generator (`coop-echo bench`, which \
+         checks every reply byte for byte) to core 1. Servers are measured interleaved \
+         (coop, tokio, floor, coop, ...); figures are medians over the runs, with \
+         {many} connections where the row says \"closed loop\". callgrind counts \
+         instructions, which repeat, so it runs once per server. *tokio* is tokio's \
+         current-thread runtime with the echo loop of its own example; *floor* is one \
+         edge-triggered epoll loop on mio with no runtime at all.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| | coop | tokio | floor | coop / tokio | coop / floor | target | met |\n\
+         |---|---:|---:|---:|---:|---:|---|---|"
+    );
+    for row in &rows {
+        let fig = |k: Kind| {
+            s.median(k, &row.metric)
+                .map_or("–".to_string(), |v| format!("{v:.*}", row.digits))
+        };
+        let ratio = |k: Kind| {
+            coop_vs(s, &row.metric, k).map_or("–".to_string(), |r| format!("{r:.2}"))
+        };
+        let (target, met) = match &row.target {
+            Some((text, check)) => (
+                text.to_string(),
+                match check(s, &row.metric) {
+                    Some(true) => "yes",
+                    Some(false) => "**no**",
+                    None => "–",
+                },
+            ),
+            None => (String::new(), ""),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {target} | {met} |",
+            row.label,
+            fig(Kind::Coop),
+            fig(Kind::Tokio),
+            fig(Kind::Floor),
+            ratio(Kind::Tokio),
+            ratio(Kind::Floor),
+        );
+    }
+    let _ = writeln!(
+        md,
+        "| errors, mismatched replies, failed connects (all runs) | {:.0} | {:.0} | {:.0} | | | 0 | {} |",
+        s.sum(Kind::Coop, "errors"),
+        s.sum(Kind::Tokio, "errors"),
+        s.sum(Kind::Floor, "errors"),
+        if s.sum(Kind::Coop, "errors") == 0.0 { "yes" } else { "**no**" }
+    );
+
+    let scale_errors = ["errors", "mismatches", "connect_failures"]
+        .iter()
+        .map(|k| scale[*k].as_u64().unwrap_or(u64::MAX))
+        .fold(0u64, u64::saturating_add);
+    let _ = writeln!(
+        md,
+        "\nScale: coop held {} connections on one thread, all loaded at once for {:.0} s: \
+         {} replies verified ({:.0} msg/s), p50 {:.0} µs, p99 {:.0} µs, {} errors.\n",
+        scale["connections"],
+        scale["seconds"].as_f64().unwrap_or(0.0),
+        scale["messages"],
+        scale["messages_per_sec"].as_f64().unwrap_or(0.0),
+        scale["latency_us"]["p50"].as_f64().unwrap_or(0.0),
+        scale["latency_us"]["p99"].as_f64().unwrap_or(0.0),
+        scale_errors
+    );
+
+    let _ = writeln!(
+        md,
+        "![server CPU per echo and p99 latency against connections](results.png)\n\n\
+         ## Closed loop, by connection count (medians)\n\n\
+         | connections | | coop | tokio | floor |\n|---:|---|---:|---:|---:|"
+    );
+    for &n in chart {
+        for (metric, label) in [
+            ("cpu_us", "server CPU per echo, µs"),
+            ("p50_us", "p50, µs"),
+            ("p99_us", "p99, µs"),
+            ("msgs", "msg/s"),
+        ] {
+            let key = format!("{metric}@{n}");
+            let fig = |k: Kind| s.median(k, &key).map_or("–".into(), |v| format!("{v:.1}"));
+            let _ = writeln!(
+                md,
+                "| {n} | {label} | {} | {} | {} |",
+                fig(Kind::Coop),
+                fig(Kind::Tokio),
+                fig(Kind::Floor)
+            );
+        }
+    }
+
+    let _ = writeln!(md, "\n## Every sample\n\n| server | metric | runs |\n|---|---|---|");
+    for ((kind, metric), values) in &samples.values {
+        let list: Vec<String> = values.iter().map(|v| format!("{v:.3}")).collect();
+        let _ = writeln!(md, "| {} | {metric} | {} |", kind.name(), list.join(", "));
+    }
+    md
+}
+
+fn today() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// One line naming the machine: CPU model, cores, kernel, compiler.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let rustc = std::process::Command::new("rustc")
+        .arg("-V")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    format!(
+        "Machine: {cpu}, {cores} cores, Linux {}, {rustc}.",
+        kernel.trim()
+    )
+}
