@@ -12,7 +12,11 @@ pub fn parse() -> io::Result<(String, u16, Vec<u8>)> {
             .ok_or_else(|| bad(format!("{flag} needs a value")))?;
         match flag.as_str() {
             "--host" => host = value,
-            "--port" => port = value.parse().map_err(|_| bad("--port takes 0..65535".into()))?,
+            "--port" => {
+                port = value
+                    .parse()
+                    .map_err(|_| bad("--port takes 0..65535".into()))?
+            }
             "--prefix" => prefix = value.into_bytes(),
             _ => return Err(bad(format!("unknown option {flag}"))),
         }

@@ -37,8 +37,22 @@ fn plot(samples: &Samples, counts: &[usize], file: &Path) -> Fallible {
     let root = BitMapBackend::new(file, (1200, 500)).into_drawing_area();
     root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(600);
-    panel(&left, samples, counts, "cpu_us", "server CPU per echo (µs)", false)?;
-    panel(&right, samples, counts, "p99_us", "p99 latency (µs, log scale)", true)?;
+    panel(
+        &left,
+        samples,
+        counts,
+        "cpu_us",
+        "server CPU per echo (µs)",
+        false,
+    )?;
+    panel(
+        &right,
+        samples,
+        counts,
+        "p99_us",
+        "p99 latency (µs, log scale)",
+        true,
+    )?;
     root.present()?;
     Ok(())
 }
@@ -74,7 +88,8 @@ fn panel(
         .x_label_area_size(40)
         .y_label_area_size(60);
     if log_y {
-        let mut chart = builder.build_cartesian_2d((0.5..x_max).log_scale(), (1.0..top).log_scale())?;
+        let mut chart =
+            builder.build_cartesian_2d((0.5..x_max).log_scale(), (1.0..top).log_scale())?;
         chart
             .configure_mesh()
             .x_desc("connections")

@@ -114,8 +114,16 @@ fn measure_one(kind: Kind, bin: &Path, plan: &Plan, samples: &mut Samples) -> io
         .map_err(|_| io::Error::other("perf thread panicked"))??;
     let rate = number(&report, "messages_per_sec")?;
     samples.add(kind, "cpu_us", number(&report, "server_cpu_us_per_msg")?);
-    samples.add(kind, "client_cpu_us", number(&report, "client_cpu_us_per_msg")?);
-    samples.add(kind, "syscalls", syscalls as f64 / (rate * window.as_secs_f64()));
+    samples.add(
+        kind,
+        "client_cpu_us",
+        number(&report, "client_cpu_us_per_msg")?,
+    );
+    samples.add(
+        kind,
+        "syscalls",
+        syscalls as f64 / (rate * window.as_secs_f64()),
+    );
     samples.add(kind, "errors", errors(&report)?);
 
     samples.add(
@@ -138,7 +146,11 @@ fn measure_one(kind: Kind, bin: &Path, plan: &Plan, samples: &mut Samples) -> io
         let at = |metric: &str| format!("{metric}@{connections}");
         samples.add(kind, &at("p50_us"), number(&report["latency_us"], "p50")?);
         samples.add(kind, &at("p99_us"), number(&report["latency_us"], "p99")?);
-        samples.add(kind, &at("cpu_us"), number(&report, "server_cpu_us_per_msg")?);
+        samples.add(
+            kind,
+            &at("cpu_us"),
+            number(&report, "server_cpu_us_per_msg")?,
+        );
         samples.add(kind, &at("msgs"), number(&report, "messages_per_sec")?);
         samples.add(kind, "errors", errors(&report)?);
     }
@@ -198,5 +210,7 @@ fn number(report: &serde_json::Value, key: &str) -> io::Result<f64> {
 }
 
 fn errors(report: &serde_json::Value) -> io::Result<f64> {
-    Ok(number(report, "errors")? + number(report, "mismatches")? + number(report, "connect_failures")?)
+    Ok(number(report, "errors")?
+        + number(report, "mismatches")?
+        + number(report, "connect_failures")?)
 }

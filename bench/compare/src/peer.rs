@@ -56,7 +56,10 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()?;
-        let stderr = child.stderr.take().ok_or_else(|| io::Error::other("no stderr"))?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| io::Error::other("no stderr"))?;
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -170,7 +173,10 @@ pub fn idle_memory_per_connection(server: &Server, n: usize) -> io::Result<f64> 
 pub fn callgrind_total(file: &Path) -> io::Result<u64> {
     let text = std::fs::read_to_string(file)?;
     text.lines()
-        .find_map(|l| l.strip_prefix("summary:").or_else(|| l.strip_prefix("totals:")))
+        .find_map(|l| {
+            l.strip_prefix("summary:")
+                .or_else(|| l.strip_prefix("totals:"))
+        })
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| io::Error::other(format!("no totals in {}", file.display())))

@@ -36,12 +36,15 @@ impl Samples {
     }
 }
 
+/// Whether coop meets a row's target, given the samples and the row's metric.
+type Check = fn(&Samples, &str) -> Option<bool>;
+
 /// A row of the main table: how to get the figure, and the target coop must meet.
 struct Row {
     label: &'static str,
     metric: String,
     digits: usize,
-    target: Option<(&'static str, fn(&Samples, &str) -> Option<bool>)>,
+    target: Option<(&'static str, Check)>,
 }
 
 fn coop_vs(samples: &Samples, metric: &str, peer: Kind) -> Option<f64> {
@@ -136,12 +139,7 @@ pub fn markdown(
 
     let mut md = String::new();
     let _ = writeln!(md, "# coop-echo, side by side\n");
-    let _ = writeln!(
-        md,
-        "Written by `{command}` on {}. {}\n",
-        today(),
-        machine()
-    );
+    let _ = writeln!(md, "Written by `{command}` on {}. {}\n", today(), machine());
     let _ = writeln!(
         md,
         "Each server runs pinned to core 0, the load generator (`coop-echo bench`, which \
@@ -162,9 +160,8 @@ pub fn markdown(
             s.median(k, &row.metric)
                 .map_or("–".to_string(), |v| format!("{v:.*}", row.digits))
         };
-        let ratio = |k: Kind| {
-            coop_vs(s, &row.metric, k).map_or("–".to_string(), |r| format!("{r:.2}"))
-        };
+        let ratio =
+            |k: Kind| coop_vs(s, &row.metric, k).map_or("–".to_string(), |r| format!("{r:.2}"));
         let (target, met) = match &row.target {
             Some((text, check)) => (
                 text.to_string(),
@@ -193,7 +190,11 @@ pub fn markdown(
         s.sum(Kind::Coop, "errors"),
         s.sum(Kind::Tokio, "errors"),
         s.sum(Kind::Floor, "errors"),
-        if s.sum(Kind::Coop, "errors") == 0.0 { "yes" } else { "**no**" }
+        if s.sum(Kind::Coop, "errors") == 0.0 {
+            "yes"
+        } else {
+            "**no**"
+        }
     );
 
     let scale_errors = ["errors", "mismatches", "connect_failures"]
@@ -238,7 +239,10 @@ pub fn markdown(
         }
     }
 
-    let _ = writeln!(md, "\n## Every sample\n\n| server | metric | runs |\n|---|---|---|");
+    let _ = writeln!(
+        md,
+        "\n## Every sample\n\n| server | metric | runs |\n|---|---|---|"
+    );
     for ((kind, metric), values) in &samples.values {
         let list: Vec<String> = values.iter().map(|v| format!("{v:.3}")).collect();
         let _ = writeln!(md, "| {} | {metric} | {} |", kind.name(), list.join(", "));

@@ -88,8 +88,11 @@ fn accept(
             connections.push(None);
             connections.len() - 1
         });
-        poll.registry()
-            .register(&mut stream, Token(i), Interest::READABLE | Interest::WRITABLE)?;
+        poll.registry().register(
+            &mut stream,
+            Token(i),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
         connections[i] = Some(Connection {
             stream,
             pending: Vec::new(),

@@ -31,9 +31,11 @@ pub struct Encoder {
     prefix_sent: usize,
 }
 
-/// How many slices [`Encoder::slices`] fills at most per call: enough for 31 short lines
-/// per `writev`, small enough to live on the stack.
+/// Slices per `writev` in line framing: 32 short lines per system call.
 pub const MAX_SLICES: usize = 64;
+
+/// Slices the reply to one chunk takes in chunk framing: the prefix and the chunk.
+pub const CHUNK_SLICES: usize = 2;
 
 impl Encoder {
     /// A connection's encoder, at the start of its first chunk or line.
@@ -46,6 +48,11 @@ impl Encoder {
         }
     }
 
+    /// Where this encoder puts the prefix.
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
     /// A read returned a new chunk. Only the chunk framing cares.
     pub fn begin_chunk(&mut self) {
         if self.framing == Framing::Chunk {
@@ -56,7 +63,25 @@ impl Encoder {
 
     /// Fills `out` with the next slices of the reply to `input` (all of `input` is yet
     /// unanswered) and returns how many it filled: zero only if `input` is empty.
+    #[inline]
     pub fn slices<'a>(&'a self, input: &'a [u8], out: &mut [IoSlice<'a>]) -> usize {
+        if self.framing == Framing::Chunk && !input.is_empty() && out.len() >= 2 {
+            // The common case, and the whole of chunk framing: what is left of the
+            // prefix, then the chunk.
+            return if self.at_start && !self.prefix.is_empty() {
+                out[0] = IoSlice::new(&self.prefix[self.prefix_sent..]);
+                out[1] = IoSlice::new(input);
+                2
+            } else {
+                out[0] = IoSlice::new(input);
+                1
+            };
+        }
+        self.slices_by_segment(input, out)
+    }
+
+    #[inline(never)]
+    fn slices_by_segment<'a>(&'a self, input: &'a [u8], out: &mut [IoSlice<'a>]) -> usize {
         let mut filled = 0;
         let mut rest = input;
         let mut at_start = self.at_start;
@@ -81,7 +106,27 @@ impl Encoder {
 
     /// `written` bytes of the reply to `input` went out: moves past them and returns how
     /// many bytes of `input` they answered.
-    pub fn advance(&mut self, input: &[u8], mut written: usize) -> usize {
+    #[inline]
+    pub fn advance(&mut self, input: &[u8], written: usize) -> usize {
+        if self.framing == Framing::Line {
+            return self.advance_by_segment(input, written);
+        }
+        let mut written = written;
+        if self.at_start && !self.prefix.is_empty() {
+            let left = self.prefix.len() - self.prefix_sent;
+            if written < left {
+                self.prefix_sent += written;
+                return 0;
+            }
+            written -= left;
+            self.prefix_sent = 0;
+        }
+        self.at_start = false;
+        written.min(input.len())
+    }
+
+    #[inline(never)]
+    fn advance_by_segment(&mut self, input: &[u8], mut written: usize) -> usize {
         let mut consumed = 0;
         while written > 0 && consumed < input.len() {
             if self.at_start && !self.prefix.is_empty() {

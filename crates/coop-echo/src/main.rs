@@ -8,8 +8,8 @@ use std::rc::Rc;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use coop_echo::echo::Framing;
 use coop_echo::bench::{self, BenchArgs};
+use coop_echo::echo::Framing;
 use coop_echo::serve;
 
 /// The seed's echo server: every chunk a client sends comes back with `GOT:` in front.

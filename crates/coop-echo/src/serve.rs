@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use coop::net::{TcpListener, TcpStream};
 
-use crate::echo::{Encoder, Framing, MAX_SLICES};
+use crate::echo::{CHUNK_SLICES, Encoder, Framing, MAX_SLICES};
 
 /// Bytes one read may take from a client. Reads land in one buffer that all connections
 /// share; a connection copies out only what its client is not yet accepting back.
@@ -124,7 +124,38 @@ async fn echo(stream: &TcpStream, encoder: &mut Encoder, counts: &mut Counts) ->
 
 /// Writes as much of the reply to `input` as the socket takes without waiting; returns how
 /// many input bytes that answered.
+#[inline]
 fn answer_now(
+    stream: &TcpStream,
+    encoder: &mut Encoder,
+    input: &[u8],
+    counts: &mut Counts,
+) -> io::Result<usize> {
+    if encoder.framing() == Framing::Chunk {
+        // Two slices are all chunk framing fills (initialising 64 per message would cost
+        // more than the rest of the reply), and one write nearly always takes them.
+        let mut slices = [IoSlice::new(&[]); CHUNK_SLICES];
+        let filled = encoder.slices(input, &mut slices);
+        let written = match stream.try_write_vectored(&slices[..filled]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => written,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        counts.bytes_out += written as u64;
+        let answered = encoder.advance(input, written);
+        if answered == input.len() {
+            return Ok(answered);
+        }
+        return Ok(
+            answered + answer_in::<CHUNK_SLICES>(stream, encoder, &input[answered..], counts)?
+        );
+    }
+    answer_in::<MAX_SLICES>(stream, encoder, input, counts)
+}
+
+#[inline(never)]
+fn answer_in<const SLICES: usize>(
     stream: &TcpStream,
     encoder: &mut Encoder,
     input: &[u8],
@@ -133,7 +164,7 @@ fn answer_now(
     let mut answered = 0;
     while answered < input.len() {
         let rest = &input[answered..];
-        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let mut slices = [IoSlice::new(&[]); SLICES];
         let filled = encoder.slices(rest, &mut slices);
         match stream.try_write_vectored(&slices[..filled]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),

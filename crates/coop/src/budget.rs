@@ -20,11 +20,13 @@ thread_local! {
 }
 
 /// Called by the scheduler before each poll of a task.
+#[inline]
 pub(crate) fn reset() {
     BUDGET.set(PER_POLL);
 }
 
 /// Spends one unit, or, when the budget is spent, wakes the task and returns `Pending`.
+#[inline]
 pub(crate) fn poll_spend(cx: &mut Context<'_>) -> Poll<()> {
     match BUDGET.get() {
         0 => {

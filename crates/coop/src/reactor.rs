@@ -64,38 +64,51 @@ impl Direction {
 ///
 /// At most one task waits in each direction (one reader and one writer, which is what a
 /// connection's handler, or a handler split into a reading and a writing task, needs).
+/// A waiter's waker stays in its slot after it is woken, so a task that parks on the
+/// same socket again (every message, for an echo) costs no waker clone.
 #[derive(Default)]
 pub(crate) struct Source {
     readiness: Cell<u8>,
-    waiters: [Cell<Option<Waker>>; 2],
+    /// Bit `1 << dir` is set while a task is parked in that direction.
+    parked: Cell<u8>,
+    waiters: [RefCell<Option<Waker>>; 2],
 }
 
 impl Source {
     /// `Ready` if the socket may be ready in `dir` (after spending fairness budget);
     /// otherwise parks the task in the waiting area.
+    #[inline]
     pub(crate) fn poll_ready(&self, dir: Direction, cx: &mut Context<'_>) -> Poll<()> {
         if self.readiness.get() & dir.ready_mask() != 0 {
             return budget::poll_spend(cx);
         }
-        let slot = &self.waiters[dir as usize];
-        let waker = match slot.take() {
-            Some(w) if w.will_wake(cx.waker()) => w,
-            _ => cx.waker().clone(),
-        };
-        slot.set(Some(waker));
+        self.park(dir, cx);
         Poll::Pending
     }
 
+    /// Leaves the task's waker in the waiting area for `dir`.
+    fn park(&self, dir: Direction, cx: &mut Context<'_>) {
+        let mut slot = self.waiters[dir as usize].borrow_mut();
+        match &*slot {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => *slot = Some(cx.waker().clone()),
+        }
+        self.parked.set(self.parked.get() | 1 << dir as u8);
+    }
+
+    #[inline]
     pub(crate) fn is_ready(&self, dir: Direction) -> bool {
         self.readiness.get() & dir.ready_mask() != 0
     }
 
     /// Forgets readiness in `dir`: the OS said (or a short transfer proved) it is gone.
+    #[inline]
     pub(crate) fn clear(&self, dir: Direction) {
         self.readiness.set(self.readiness.get() & !dir.clear_mask());
     }
 
     /// Runs `op` if the socket may be ready; clears readiness when it would block.
+    #[inline]
     pub(crate) fn try_io<R>(
         &self,
         dir: Direction,
@@ -145,12 +158,30 @@ impl Source {
             bits |= ERROR;
         }
         self.readiness.set(self.readiness.get() | bits);
+        let parked = self.parked.get();
+        if parked == 0 {
+            return;
+        }
         for dir in [Direction::Read, Direction::Write] {
-            if bits & dir.ready_mask() != 0 {
-                if let Some(waker) = self.waiters[dir as usize].take() {
-                    waker.wake();
-                }
+            let bit = 1 << dir as u8;
+            if parked & bit != 0 && bits & dir.ready_mask() != 0 {
+                self.parked.set(self.parked.get() & !bit);
+                self.wake(dir);
             }
+        }
+    }
+
+    fn wake(&self, dir: Direction) {
+        let slot = &self.waiters[dir as usize];
+        // Out of its slot while it runs: a waker may be anyone's, and may park again.
+        let Some(waker) = slot.borrow_mut().take() else {
+            return;
+        };
+        waker.wake_by_ref();
+        // Back in its slot for the next park, unless one was parked there meanwhile.
+        let mut slot = slot.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(waker);
         }
     }
 }

@@ -18,12 +18,13 @@
 //! themselves cannot keep the OS poll from running: sockets are heard at least once per
 //! round.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::pin;
+use std::ptr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -42,11 +43,11 @@ const ROOT: Key = Key::from_token(usize::MAX);
 
 /// Everything one runtime owns; reached through [`CURRENT`] while it runs.
 struct Core {
-    /// Keys of the tasks ready to run, oldest first.
+    /// Keys of the tasks ready to run, oldest first, while the runtime is not running.
+    /// While it runs, the queue lives in [`READY`].
     ready: RefCell<VecDeque<Key>>,
-    /// Every live task. `None` while the task is being polled (it is out of the table,
-    /// so that it may spawn: the table can grow under it).
-    tasks: RefCell<Slab<Option<Task>>>,
+    /// Every live task.
+    tasks: RefCell<Slab<Rc<Task>>>,
     reactor: Rc<Reactor>,
     timers: Rc<Timers>,
     inbox: Arc<Inbox>,
@@ -55,6 +56,11 @@ struct Core {
 thread_local! {
     /// The runtime running on this thread, if any.
     static CURRENT: RefCell<Option<Rc<Core>>> = const { RefCell::new(None) };
+    /// Which runtime that is, by the address of its inbox: compared, never followed.
+    static RUNNING: Cell<*const Inbox> = const { Cell::new(ptr::null()) };
+    /// The running runtime's ready queue, moved here for the length of `block_on` so a
+    /// wake reaches it in one thread-local access.
+    static READY: RefCell<VecDeque<Key>> = const { RefCell::new(VecDeque::new()) };
 }
 
 fn with_current<R>(f: impl FnOnce(&Rc<Core>) -> R) -> Option<R> {
@@ -66,14 +72,13 @@ fn with_current<R>(f: impl FnOnce(&Rc<Core>) -> R) -> Option<R> {
 
 /// Pushes `key` on the ready queue if the runtime that owns `inbox` runs on this thread.
 pub(crate) fn schedule_local(inbox: &Arc<Inbox>, key: Key) -> bool {
-    with_current(|core| {
-        let mine = Arc::ptr_eq(&core.inbox, inbox);
-        if mine {
-            core.ready.borrow_mut().push_back(key);
-        }
-        mine
-    })
-    .unwrap_or(false)
+    let mine = RUNNING
+        .try_with(|running| ptr::eq(running.get(), Arc::as_ptr(inbox)))
+        .unwrap_or(false);
+    if mine {
+        READY.with_borrow_mut(|ready| ready.push_back(key));
+    }
+    mine
 }
 
 pub(crate) fn current_reactor() -> io::Result<Rc<Reactor>> {
@@ -124,15 +129,15 @@ impl Core {
         let key = self.tasks.borrow_mut().insert_with(|key| {
             let (task, join) = Task::new(key, &self.inbox, future);
             handle = Some(join);
-            Some(task)
+            task
         });
-        self.ready.borrow_mut().push_back(key);
+        READY.with_borrow_mut(|ready| ready.push_back(key));
         handle.unwrap_or_else(|| unreachable!("insert_with calls its closure"))
     }
 
     /// Polls one task. A stale key (a task that already finished) is skipped.
     fn run_task(&self, key: Key) {
-        let Some(mut task) = self.tasks.borrow_mut().get_mut(key).and_then(Option::take) else {
+        let Some(task) = self.tasks.borrow().get(key).cloned() else {
             return;
         };
         budget::reset();
@@ -140,9 +145,6 @@ impl Core {
             let finished = self.tasks.borrow_mut().remove(key);
             // Dropped outside the borrow: a task's destructors may spawn or wake.
             drop(finished);
-            drop(task);
-        } else if let Some(slot) = self.tasks.borrow_mut().get_mut(key) {
-            *slot = Some(task);
         }
     }
 
@@ -150,7 +152,7 @@ impl Core {
     /// ready.
     fn park(&self) {
         let deadline = self.timers.next_deadline();
-        let timeout = if !self.ready.borrow().is_empty() {
+        let timeout = if !READY.with_borrow(VecDeque::is_empty) {
             Some(Duration::ZERO)
         } else {
             deadline.map(|d| d.saturating_duration_since(Instant::now()))
@@ -164,7 +166,7 @@ impl Core {
             self.timers.fire(Instant::now());
         }
         self.inbox
-            .drain(|key| self.ready.borrow_mut().push_back(key));
+            .drain(|key| READY.with_borrow_mut(|ready| ready.push_back(key)));
     }
 }
 
@@ -217,11 +219,11 @@ impl Runtime {
         let mut root = pin!(future);
         let root_header = Arc::new(Header::new_queued(ROOT, &core.inbox));
         let root_waker = Waker::from(Arc::clone(&root_header));
-        core.ready.borrow_mut().push_back(ROOT);
+        READY.with_borrow_mut(|ready| ready.push_back(ROOT));
         loop {
-            let round = core.ready.borrow().len();
+            let round = READY.with_borrow(VecDeque::len);
             for _ in 0..round {
-                let Some(key) = core.ready.borrow_mut().pop_front() else {
+                let Some(key) = READY.with_borrow_mut(VecDeque::pop_front) else {
                     break;
                 };
                 if key != ROOT {
@@ -243,9 +245,15 @@ impl Runtime {
     /// Counts of the runtime's state, for tests and diagnostics.
     pub fn stats(&self) -> Stats {
         let core = &self.core;
+        let running = RUNNING.with(|r| ptr::eq(r.get(), Arc::as_ptr(&core.inbox)));
+        let ready = if running {
+            READY.with_borrow(VecDeque::len)
+        } else {
+            core.ready.borrow().len()
+        };
         Stats {
             tasks: core.tasks.borrow().len(),
-            ready: core.ready.borrow().len(),
+            ready,
             sockets: core.reactor.len(),
             timers: core.timers.len(),
         }
@@ -284,8 +292,11 @@ impl fmt::Debug for Runtime {
     }
 }
 
-/// Makes a runtime current on this thread for the length of a `block_on`.
-struct Enter;
+/// Makes a runtime current on this thread for the length of a `block_on`, its ready
+/// queue moved into [`READY`].
+struct Enter {
+    core: Rc<Core>,
+}
 
 impl Enter {
     fn new(core: &Rc<Core>) -> Self {
@@ -297,12 +308,20 @@ impl Enter {
             );
             *current = Some(Rc::clone(core));
         });
-        Enter
+        RUNNING.set(Arc::as_ptr(&core.inbox));
+        READY.with_borrow_mut(|ready| std::mem::swap(ready, &mut core.ready.borrow_mut()));
+        Enter {
+            core: Rc::clone(core),
+        }
     }
 }
 
 impl Drop for Enter {
     fn drop(&mut self) {
+        let _ = READY.try_with(|ready| {
+            std::mem::swap(&mut *ready.borrow_mut(), &mut self.core.ready.borrow_mut())
+        });
+        let _ = RUNNING.try_with(|running| running.set(ptr::null()));
         let _ = CURRENT.try_with(|current| current.borrow_mut().take());
     }
 }

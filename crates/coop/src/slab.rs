@@ -109,15 +109,6 @@ impl<T> Slab<T> {
         }
     }
 
-    pub(crate) fn get_mut(&mut self, key: Key) -> Option<&mut T> {
-        match self.slots.get_mut(key.index()) {
-            Some(Slot::Occupied { generation, value }) if *generation == key.generation() => {
-                Some(value)
-            }
-            _ => None,
-        }
-    }
-
     /// Takes the value out; `key` and every copy of it go stale.
     pub(crate) fn remove(&mut self, key: Key) -> Option<T> {
         let slot = self.slots.get_mut(key.index())?;

@@ -23,15 +23,22 @@ use crate::slab::Key;
 use crate::waker::{Header, Inbox};
 
 /// A spawned future with its waker.
+///
+/// Shared (`Rc`) between the task table and the run loop while it is polled, so that the
+/// table is free for the task to spawn into, and the task never moves.
 pub(crate) struct Task {
-    pub(crate) future: Pin<Box<dyn Future<Output = ()>>>,
-    pub(crate) header: Arc<Header>,
-    pub(crate) waker: Waker,
+    future: RefCell<Pin<Box<dyn Future<Output = ()>>>>,
+    header: Arc<Header>,
+    waker: Waker,
 }
 
 impl Task {
     /// Wraps `future` so its output goes to the returned [`JoinHandle`].
-    pub(crate) fn new<F>(key: Key, inbox: &Arc<Inbox>, future: F) -> (Task, JoinHandle<F::Output>)
+    pub(crate) fn new<F>(
+        key: Key,
+        inbox: &Arc<Inbox>,
+        future: F,
+    ) -> (Rc<Task>, JoinHandle<F::Output>)
     where
         F: Future + 'static,
         F::Output: 'static,
@@ -50,18 +57,18 @@ impl Task {
         let header = Arc::new(Header::new_queued(key, inbox));
         let waker = Waker::from(Arc::clone(&header));
         let task = Task {
-            future,
+            future: RefCell::new(future),
             header,
             waker,
         };
-        (task, handle)
+        (Rc::new(task), handle)
     }
 
     /// Polls the task once; `true` once it has finished.
-    pub(crate) fn poll(&mut self) -> bool {
+    pub(crate) fn poll(&self) -> bool {
         self.header.unqueue();
         let mut cx = Context::from_waker(&self.waker);
-        self.future.as_mut().poll(&mut cx).is_ready()
+        self.future.borrow_mut().as_mut().poll(&mut cx).is_ready()
     }
 }
 

@@ -213,7 +213,9 @@ pub fn measure(args: &BenchArgs) -> io::Result<Report> {
             prefix: Rc::clone(&prefix),
             framing: args.framing,
             pipeline: args.pipeline as usize,
-            interval: args.rate.map(|r| Duration::from_secs_f64(opened as f64 / r)),
+            interval: args
+                .rate
+                .map(|r| Duration::from_secs_f64(opened as f64 / r)),
             deadline: args.requests.is_none().then_some(start + duration),
             budget: Cell::new(args.requests.unwrap_or(u64::MAX)),
             tally: RefCell::new(Tally::new()),
@@ -228,7 +230,13 @@ pub fn measure(args: &BenchArgs) -> io::Result<Report> {
             drop(coop::spawn(drive(id, stream, first, Rc::clone(&load))));
         }
         let progress = Progress::new(args.quiet, args.duration.map(|_| duration));
-        watch(&load, start, Duration::from_secs_f64(args.stall_timeout), &progress).await;
+        watch(
+            &load,
+            start,
+            Duration::from_secs_f64(args.stall_timeout),
+            &progress,
+        )
+        .await;
         let seconds = start.elapsed().as_secs_f64();
         progress.finish();
 

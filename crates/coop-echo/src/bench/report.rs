@@ -154,7 +154,11 @@ impl fmt::Display for Report {
         if let Some(e) = &self.first_error {
             writeln!(f, "  first      {e}")?;
         }
-        write!(f, "  CPU        client {:.2} µs/msg", self.client_cpu_us_per_msg)?;
+        write!(
+            f,
+            "  CPU        client {:.2} µs/msg",
+            self.client_cpu_us_per_msg
+        )?;
         if let Some(server) = self.server_cpu_us_per_msg {
             write!(f, ", server {server:.2} µs/msg")?;
         }

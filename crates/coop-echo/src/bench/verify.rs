@@ -31,7 +31,12 @@ impl Tape {
             return None;
         }
         let period = alphabet.len();
-        let bytes = alphabet.iter().copied().cycle().take(size - 1 + period).collect();
+        let bytes = alphabet
+            .iter()
+            .copied()
+            .cycle()
+            .take(size - 1 + period)
+            .collect();
         Some(Tape {
             bytes,
             period,
@@ -225,7 +230,8 @@ mod tests {
         let tape = Rc::new(Tape::new(10, b"GOT:").unwrap());
         let mut answer = reply(b"GOT:", Framing::Line, &[&message(&tape, 0, 0)]);
         answer[6] ^= 1;
-        let mut verifier = Verifier::new(Rc::clone(&tape), Rc::from(&b"GOT:"[..]), Framing::Line, 0);
+        let mut verifier =
+            Verifier::new(Rc::clone(&tape), Rc::from(&b"GOT:"[..]), Framing::Line, 0);
         assert_eq!(verifier.feed(&answer), Err(Mismatch { message: 0 }));
 
         // Another connection's message is not this one's.

@@ -98,18 +98,16 @@ impl TcpStream {
     /// The poll behind [`readable`](Self::readable), for hand-written futures that wait
     /// on several things at once: `Ready` when the stream may be readable, otherwise the
     /// task is parked in the read waiting area.
+    #[inline]
     pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.registration
-            .poll_ready(Direction::Read, cx)
-            .map(Ok)
+        self.registration.poll_ready(Direction::Read, cx).map(Ok)
     }
 
     /// The poll behind [`writable`](Self::writable); see
     /// [`poll_read_ready`](Self::poll_read_ready).
+    #[inline]
     pub fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.registration
-            .poll_ready(Direction::Write, cx)
-            .map(Ok)
+        self.registration.poll_ready(Direction::Write, cx).map(Ok)
     }
 
     /// Reads what has arrived into `buf`, waiting for data if there is none. `Ok(0)`
@@ -121,11 +119,13 @@ impl TcpStream {
     }
 
     /// Reads without waiting: `WouldBlock` when nothing has arrived.
+    #[inline]
     pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.registration
             .try_io(Direction::Read, || self.read_now(buf))
     }
 
+    #[inline]
     fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
         let n = (&self.io).read(buf)?;
         if n > 0 && n < buf.len() {
@@ -168,17 +168,24 @@ impl TcpStream {
     }
 
     /// Writes some of `bufs` without waiting: `WouldBlock` when there is no room.
+    #[inline]
     pub fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         self.registration
             .try_io(Direction::Write, || self.write_now(bufs))
     }
 
+    #[inline]
     fn write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let n = match bufs {
             [one] => (&self.io).write(one)?,
             _ => (&self.io).write_vectored(bufs)?,
         };
-        if n < bufs.iter().map(|b| b.len()).sum() {
+        let asked = match bufs {
+            [one] => one.len(),
+            [a, b] => a.len() + b.len(),
+            _ => bufs.iter().map(|b| b.len()).sum(),
+        };
+        if n < asked {
             // The send buffer is full; room freed later brings a new edge.
             self.registration.clear(Direction::Write);
         }
