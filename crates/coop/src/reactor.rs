@@ -25,7 +25,9 @@ use mio::event::Event;
 use mio::{Events, Interest, Poll as OsPoll, Token};
 
 use crate::budget;
+use crate::scheduler;
 use crate::slab::{Key, Slab};
+use crate::task::Task;
 
 /// Which waiting area: the seed's `recv_wait` or `send_wait`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,18 +62,27 @@ impl Direction {
     }
 }
 
+/// Who waits in a waiting area.
+enum Waiter {
+    /// A coop task parked by its own waker: held as is, and scheduled directly when the
+    /// socket turns ready (no virtual call, no atomic).
+    Task(Rc<Task>),
+    /// Anything else that gave a waker (a combinator's, another executor's).
+    Waker(Waker),
+}
+
 /// One registered socket: its cached readiness and the tasks parked on it.
 ///
 /// At most one task waits in each direction (one reader and one writer, which is what a
 /// connection's handler, or a handler split into a reading and a writing task, needs).
-/// A waiter's waker stays in its slot after it is woken, so a task that parks on the
-/// same socket again (every message, for an echo) costs no waker clone.
+/// A waiter stays in its slot after it is woken, so a task that parks on the same socket
+/// again (every message, for an echo) costs nothing but a comparison.
 #[derive(Default)]
 pub(crate) struct Source {
     readiness: Cell<u8>,
     /// Bit `1 << dir` is set while a task is parked in that direction.
     parked: Cell<u8>,
-    waiters: [RefCell<Option<Waker>>; 2],
+    waiters: [RefCell<Option<Waiter>>; 2],
 }
 
 impl Source {
@@ -86,12 +97,19 @@ impl Source {
         Poll::Pending
     }
 
-    /// Leaves the task's waker in the waiting area for `dir`.
+    /// Leaves the task (or its waker) in the waiting area for `dir`.
     fn park(&self, dir: Direction, cx: &mut Context<'_>) {
         let mut slot = self.waiters[dir as usize].borrow_mut();
-        match &*slot {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            _ => *slot = Some(cx.waker().clone()),
+        let same = match &*slot {
+            Some(Waiter::Task(task)) => task.waker().will_wake(cx.waker()),
+            Some(Waiter::Waker(waker)) => waker.will_wake(cx.waker()),
+            None => false,
+        };
+        if !same {
+            *slot = Some(match scheduler::polling_task(cx.waker()) {
+                Some(task) => Waiter::Task(task),
+                None => Waiter::Waker(cx.waker().clone()),
+            });
         }
         self.parked.set(self.parked.get() | 1 << dir as u8);
     }
@@ -173,15 +191,21 @@ impl Source {
 
     fn wake(&self, dir: Direction) {
         let slot = &self.waiters[dir as usize];
+        if let Some(Waiter::Task(task)) = &*slot.borrow() {
+            task.schedule();
+            return;
+        }
         // Out of its slot while it runs: a waker may be anyone's, and may park again.
-        let Some(waker) = slot.borrow_mut().take() else {
+        let Some(waiter) = slot.borrow_mut().take() else {
             return;
         };
-        waker.wake_by_ref();
+        if let Waiter::Waker(waker) = &waiter {
+            waker.wake_by_ref();
+        }
         // Back in its slot for the next park, unless one was parked there meanwhile.
         let mut slot = slot.borrow_mut();
         if slot.is_none() {
-            *slot = Some(waker);
+            *slot = Some(waiter);
         }
     }
 }

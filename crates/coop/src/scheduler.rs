@@ -37,15 +37,21 @@ use crate::task::{JoinHandle, Task};
 use crate::time::Timers;
 use crate::waker::{Header, Inbox};
 
-/// The key under which `block_on`'s own future sits in the ready queue. Never a task's:
-/// slab indices stay below `u32::MAX`.
+/// The key `block_on`'s own future wakes by. Never a task's: slab indices stay below
+/// `u32::MAX`.
 const ROOT: Key = Key::from_token(usize::MAX);
+
+/// An entry of the ready queue: a task, or `None` for `block_on`'s own future (which is
+/// not `'static`, so it cannot be a task).
+type Runnable = Option<Rc<Task>>;
 
 /// Everything one runtime owns; reached through [`CURRENT`] while it runs.
 struct Core {
-    /// Keys of the tasks ready to run, oldest first, while the runtime is not running.
-    /// While it runs, the queue lives in [`READY`].
-    ready: RefCell<VecDeque<Key>>,
+    /// The ready queue while the runtime is not running. While it runs, the queue lives
+    /// in [`READY`].
+    ready: RefCell<VecDeque<Runnable>>,
+    /// `block_on`'s future is in the ready queue.
+    root_queued: Cell<bool>,
     /// Every live task.
     tasks: RefCell<Slab<Rc<Task>>>,
     reactor: Rc<Reactor>,
@@ -60,7 +66,9 @@ thread_local! {
     static RUNNING: Cell<*const Inbox> = const { Cell::new(ptr::null()) };
     /// The running runtime's ready queue, moved here for the length of `block_on` so a
     /// wake reaches it in one thread-local access.
-    static READY: RefCell<VecDeque<Key>> = const { RefCell::new(VecDeque::new()) };
+    static READY: RefCell<VecDeque<Runnable>> = const { RefCell::new(VecDeque::new()) };
+    /// The task being polled, so a socket can hold the task itself instead of a waker.
+    static POLLING: Cell<Option<Rc<Task>>> = const { Cell::new(None) };
 }
 
 fn with_current<R>(f: impl FnOnce(&Rc<Core>) -> R) -> Option<R> {
@@ -70,15 +78,34 @@ fn with_current<R>(f: impl FnOnce(&Rc<Core>) -> R) -> Option<R> {
         .flatten()
 }
 
-/// Pushes `key` on the ready queue if the runtime that owns `inbox` runs on this thread.
-pub(crate) fn schedule_local(inbox: &Arc<Inbox>, key: Key) -> bool {
+/// Puts a task (or, for `None`, `block_on`'s future) at the back of the ready queue.
+#[inline]
+pub(crate) fn push(runnable: Runnable) {
+    READY.with_borrow_mut(|ready| ready.push_back(runnable));
+}
+
+/// Wakes the task `key` if the runtime that owns `inbox` runs on this thread; `false` if
+/// it does not (the caller goes through the inbox).
+pub(crate) fn wake_local(inbox: &Arc<Inbox>, key: Key) -> bool {
     let mine = RUNNING
         .try_with(|running| ptr::eq(running.get(), Arc::as_ptr(inbox)))
         .unwrap_or(false);
     if mine {
-        READY.with_borrow_mut(|ready| ready.push_back(key));
+        with_current(|core| core.wake(key));
     }
     mine
+}
+
+/// The task being polled, if `waker` is its own waker.
+#[inline]
+pub(crate) fn polling_task(waker: &Waker) -> Option<Rc<Task>> {
+    let task = POLLING.take();
+    let found = task
+        .as_ref()
+        .filter(|task| task.waker().will_wake(waker))
+        .cloned();
+    POLLING.set(task);
+    found
 }
 
 pub(crate) fn current_reactor() -> io::Result<Rc<Reactor>> {
@@ -125,26 +152,39 @@ impl Core {
         F: Future + 'static,
         F::Output: 'static,
     {
-        let mut handle = None;
-        let key = self.tasks.borrow_mut().insert_with(|key| {
+        let mut made = None;
+        self.tasks.borrow_mut().insert_with(|key| {
             let (task, join) = Task::new(key, &self.inbox, future);
-            handle = Some(join);
+            made = Some((Rc::clone(&task), join));
             task
         });
-        READY.with_borrow_mut(|ready| ready.push_back(key));
-        handle.unwrap_or_else(|| unreachable!("insert_with calls its closure"))
+        let (task, join) = made.unwrap_or_else(|| unreachable!("insert_with calls its closure"));
+        task.schedule();
+        join
     }
 
-    /// Polls one task. A stale key (a task that already finished) is skipped.
-    fn run_task(&self, key: Key) {
-        let Some(task) = self.tasks.borrow().get(key).cloned() else {
-            return;
-        };
+    /// Schedules the task `key` (skipped if it has finished), or `block_on`'s future.
+    fn wake(&self, key: Key) {
+        if key == ROOT {
+            if !self.root_queued.replace(true) {
+                push(None);
+            }
+        } else if let Some(task) = self.tasks.borrow().get(key) {
+            task.schedule();
+        }
+    }
+
+    /// Polls one task, and forgets it once it has finished.
+    #[inline]
+    fn run(&self, task: Rc<Task>) {
         budget::reset();
-        if task.poll() {
-            let finished = self.tasks.borrow_mut().remove(key);
+        POLLING.set(Some(Rc::clone(&task)));
+        let finished = task.poll();
+        POLLING.set(None);
+        if finished {
+            let entry = self.tasks.borrow_mut().remove(task.key());
             // Dropped outside the borrow: a task's destructors may spawn or wake.
-            drop(finished);
+            drop(entry);
         }
     }
 
@@ -165,8 +205,7 @@ impl Core {
         if deadline.is_some() {
             self.timers.fire(Instant::now());
         }
-        self.inbox
-            .drain(|key| READY.with_borrow_mut(|ready| ready.push_back(key)));
+        self.inbox.drain(|key| self.wake(key));
     }
 }
 
@@ -196,6 +235,7 @@ impl Runtime {
         Ok(Runtime {
             core: Rc::new(Core {
                 ready: RefCell::new(VecDeque::new()),
+                root_queued: Cell::new(false),
                 tasks: RefCell::new(Slab::new()),
                 reactor: Rc::new(reactor),
                 timers: Rc::new(Timers::new()),
@@ -217,25 +257,22 @@ impl Runtime {
         let _enter = Enter::new(&self.core);
         let core = &*self.core;
         let mut root = pin!(future);
-        let root_header = Arc::new(Header::new_queued(ROOT, &core.inbox));
-        let root_waker = Waker::from(Arc::clone(&root_header));
-        READY.with_borrow_mut(|ready| ready.push_back(ROOT));
+        let root_waker = Header::waker(ROOT, &core.inbox);
+        core.wake(ROOT);
         loop {
             let round = READY.with_borrow(VecDeque::len);
             for _ in 0..round {
-                let Some(key) = READY.with_borrow_mut(VecDeque::pop_front) else {
-                    break;
-                };
-                if key != ROOT {
-                    core.run_task(key);
-                    continue;
-                }
-                root_header.unqueue();
-                budget::reset();
-                if let Poll::Ready(output) =
-                    root.as_mut().poll(&mut Context::from_waker(&root_waker))
-                {
-                    return output;
+                match READY.with_borrow_mut(VecDeque::pop_front) {
+                    Some(Some(task)) => core.run(task),
+                    Some(None) => {
+                        core.root_queued.set(false);
+                        budget::reset();
+                        let mut cx = Context::from_waker(&root_waker);
+                        if let Poll::Ready(output) = root.as_mut().poll(&mut cx) {
+                            return output;
+                        }
+                    }
+                    None => break,
                 }
             }
             core.park();
@@ -276,9 +313,13 @@ pub struct Stats {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        // Tasks hold sockets and timers that point back at the core: dropping them breaks
-        // the cycle. Drained first, dropped after, so no borrow is held while they go.
+        // Tasks hold sockets and timers that point back at the core, and sockets may hold
+        // their task: cancelling every future breaks those cycles. Drained first, dropped
+        // after, so no borrow is held while destructors run.
         let tasks: Vec<_> = self.core.tasks.borrow_mut().drain().collect();
+        for task in &tasks {
+            task.cancel();
+        }
         drop(tasks);
         self.core.ready.borrow_mut().clear();
     }

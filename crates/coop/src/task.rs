@@ -11,7 +11,7 @@
 //!               └── wake ── parked (in a waiting area: a socket, a timer, a JoinHandle)
 //! ```
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -19,16 +19,21 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+use crate::scheduler;
 use crate::slab::Key;
 use crate::waker::{Header, Inbox};
 
 /// A spawned future with its waker.
 ///
-/// Shared (`Rc`) between the task table and the run loop while it is polled, so that the
-/// table is free for the task to spawn into, and the task never moves.
+/// Shared (`Rc`): the task table holds it, and so does the ready queue while it waits
+/// to run, and a socket while it waits there. Nothing in it moves while it is polled, and
+/// the table stays free for the task to spawn into.
 pub(crate) struct Task {
+    key: Key,
+    /// In the ready queue already: a task sits there at most once.
+    queued: Cell<bool>,
     future: RefCell<Pin<Box<dyn Future<Output = ()>>>>,
-    header: Arc<Header>,
+    /// Built once: polling a task clones nothing.
     waker: Waker,
 }
 
@@ -54,21 +59,44 @@ impl Task {
                 waiter.wake();
             }
         });
-        let header = Arc::new(Header::new_queued(key, inbox));
-        let waker = Waker::from(Arc::clone(&header));
         let task = Task {
+            key,
+            queued: Cell::new(false),
             future: RefCell::new(future),
-            header,
-            waker,
+            waker: Header::waker(key, inbox),
         };
         (Rc::new(task), handle)
     }
 
+    pub(crate) fn key(&self) -> Key {
+        self.key
+    }
+
+    pub(crate) fn waker(&self) -> &Waker {
+        &self.waker
+    }
+
+    /// Puts the task at the back of the ready queue, unless it is there already.
+    #[inline]
+    pub(crate) fn schedule(self: &Rc<Self>) {
+        if !self.queued.replace(true) {
+            scheduler::push(Some(Rc::clone(self)));
+        }
+    }
+
     /// Polls the task once; `true` once it has finished.
+    #[inline]
     pub(crate) fn poll(&self) -> bool {
-        self.header.unqueue();
+        self.queued.set(false);
         let mut cx = Context::from_waker(&self.waker);
         self.future.borrow_mut().as_mut().poll(&mut cx).is_ready()
+    }
+
+    /// Drops the future unfinished, and with it every socket and handle it holds (which
+    /// may hold the task in turn: this is what breaks such cycles).
+    pub(crate) fn cancel(&self) {
+        let future = self.future.replace(Box::pin(std::future::pending()));
+        drop(future);
     }
 }
 

@@ -4,41 +4,39 @@
 //! `tasks`. Here the reactor (or a timer, a channel, another task) calls
 //! [`Waker::wake`](std::task::Waker::wake), which lands in [`Header::wake_by_ref`]:
 //!
-//! * on the runtime's own thread, the task's key goes straight to the back of the ready
+//! * on the runtime's own thread, the task goes straight to the back of the ready
 //!   queue: no lock, no system call;
-//! * on any other thread (a `Waker` is `Send`), the key goes into the runtime's
-//!   [`Inbox`], and the OS poll is interrupted so the runtime picks it up.
+//! * on any other thread (a `Waker` is `Send`), the task's header goes into the
+//!   runtime's [`Inbox`], and the OS poll is interrupted so the runtime picks it up.
 //!
-//! `queued` makes a wake idempotent: a task sits in the queue at most once, however many
-//! times it is woken before it runs.
+//! A wake is idempotent: a task sits in the queue (and in the inbox) at most once,
+//! however many times it is woken before it runs.
+//!
+//! The reactor does not go through here for the task it parks: it holds the task itself
+//! (see `reactor::Waiter`), and schedules it without a virtual call.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::Wake;
+use std::task::{Wake, Waker};
 
 use crate::scheduler;
 use crate::slab::Key;
 
-/// What a [`Waker`](std::task::Waker) of a coop task points at.
+/// What a [`Waker`] of a coop task points at: the task's key and its runtime's inbox.
 pub(crate) struct Header {
     key: Key,
-    queued: AtomicBool,
     inbox: Arc<Inbox>,
+    /// In the inbox already (wakes from other threads are queued there at most once).
+    in_inbox: AtomicBool,
 }
 
 impl Header {
-    /// A header for a task that is about to be pushed on the ready queue.
-    pub(crate) fn new_queued(key: Key, inbox: &Arc<Inbox>) -> Self {
-        Header {
+    pub(crate) fn waker(key: Key, inbox: &Arc<Inbox>) -> Waker {
+        Waker::from(Arc::new(Header {
             key,
-            queued: AtomicBool::new(true),
             inbox: Arc::clone(inbox),
-        }
-    }
-
-    /// Called just before the task is polled: a wake from now on queues it again.
-    pub(crate) fn unqueue(&self) {
-        self.queued.store(false, Ordering::Release);
+            in_inbox: AtomicBool::new(false),
+        }))
     }
 }
 
@@ -48,18 +46,17 @@ impl Wake for Header {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        if self.queued.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        if !scheduler::schedule_local(&self.inbox, self.key) {
-            self.inbox.push(self.key);
+        if !scheduler::wake_local(&self.inbox, self.key)
+            && !self.in_inbox.swap(true, Ordering::AcqRel)
+        {
+            self.inbox.push(Arc::clone(self));
         }
     }
 }
 
 /// Wakes that came from other threads, waiting for the runtime's thread to take them.
 pub(crate) struct Inbox {
-    keys: Mutex<Vec<Key>>,
+    headers: Mutex<Vec<Arc<Header>>>,
     /// Set when `keys` may be non-empty, so the run loop checks it without locking.
     pending: AtomicBool,
     /// Interrupts the OS poll.
@@ -69,17 +66,17 @@ pub(crate) struct Inbox {
 impl Inbox {
     pub(crate) fn new(waker: mio::Waker) -> Self {
         Inbox {
-            keys: Mutex::new(Vec::new()),
+            headers: Mutex::new(Vec::new()),
             pending: AtomicBool::new(false),
             waker,
         }
     }
 
-    fn push(&self, key: Key) {
-        self.keys
+    fn push(&self, header: Arc<Header>) {
+        self.headers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(key);
+            .push(header);
         if !self.pending.swap(true, Ordering::AcqRel) {
             // If this fails the runtime's epoll fd is gone, and with it the runtime:
             // nobody is left to wake.
@@ -87,12 +84,16 @@ impl Inbox {
         }
     }
 
-    /// Hands every key pushed from other threads to `schedule`.
-    pub(crate) fn drain(&self, mut schedule: impl FnMut(Key)) {
+    /// Hands the key of every task woken from another thread to `wake`.
+    pub(crate) fn drain(&self, mut wake: impl FnMut(Key)) {
         if !self.pending.swap(false, Ordering::AcqRel) {
             return;
         }
-        let keys = std::mem::take(&mut *self.keys.lock().unwrap_or_else(PoisonError::into_inner));
-        keys.into_iter().for_each(&mut schedule);
+        let headers =
+            std::mem::take(&mut *self.headers.lock().unwrap_or_else(PoisonError::into_inner));
+        for header in headers {
+            header.in_inbox.store(false, Ordering::Release);
+            wake(header.key);
+        }
     }
 }
