@@ -98,6 +98,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 #![forbid(unsafe_code)]
 
+mod alarm;
 mod budget;
 pub mod net;
 mod reactor;

@@ -19,11 +19,12 @@ use std::cell::{Cell, RefCell};
 use std::io;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::event::Event;
 use mio::{Events, Interest, Poll as OsPoll, Token};
 
+use crate::alarm::{ALARM, Alarm};
 use crate::budget;
 use crate::scheduler;
 use crate::slab::{Key, Slab};
@@ -211,22 +212,26 @@ impl Source {
 }
 
 /// The token under which the runtime's inbox interrupts the poll. Slab keys never reach
-/// it: a key's index is below `u32::MAX`.
+/// it, nor the alarm's: a key's index is below `u32::MAX`.
 pub(crate) const INBOX: Token = Token(usize::MAX);
 
-/// The OS poll and every registered socket.
+/// The OS poll, every registered socket, and the alarm for timers.
 pub(crate) struct Reactor {
     poll: RefCell<OsPoll>,
     events: RefCell<Events>,
     sources: RefCell<Slab<Rc<Source>>>,
+    alarm: Alarm,
 }
 
 impl Reactor {
     pub(crate) fn new() -> io::Result<Self> {
+        let poll = OsPoll::new()?;
+        let alarm = Alarm::new(poll.registry())?;
         Ok(Reactor {
-            poll: RefCell::new(OsPoll::new()?),
+            poll: RefCell::new(poll),
             events: RefCell::new(Events::with_capacity(1024)),
             sources: RefCell::new(Slab::new()),
+            alarm,
         })
     }
 
@@ -271,9 +276,26 @@ impl Reactor {
         self.sources.borrow().len()
     }
 
-    /// Waits for the OS (at most `timeout`; `None` is forever) and wakes the tasks whose
-    /// sockets turned ready. Returns whether the inbox was signalled.
-    pub(crate) fn poll(&self, timeout: Option<Duration>) -> io::Result<bool> {
+    /// Waits for the OS until a socket turns ready, another thread wakes a task, or
+    /// `deadline` (a timer's) passes; with `at_once`, does not wait at all. Wakes the
+    /// tasks whose sockets turned ready. Returns whether the inbox was signalled.
+    pub(crate) fn poll(&self, at_once: bool, deadline: Option<Instant>) -> io::Result<bool> {
+        let timeout = match (at_once, deadline) {
+            (true, _) => Some(Duration::ZERO),
+            (false, None) => None,
+            (false, Some(deadline)) => {
+                let now = Instant::now();
+                if deadline <= now {
+                    Some(Duration::ZERO)
+                } else {
+                    match self.alarm.set(deadline, now) {
+                        Ok(()) => None,
+                        // No alarm: wait in the poll itself, to the millisecond.
+                        Err(_) => Some(deadline - now),
+                    }
+                }
+            }
+        };
         let mut events = self.events.borrow_mut();
         match self.poll.borrow_mut().poll(&mut events, timeout) {
             Ok(()) => {}
@@ -282,24 +304,22 @@ impl Reactor {
         }
         let mut inbox = false;
         for event in events.iter() {
-            if event.token() == INBOX {
-                inbox = true;
-                continue;
-            }
-            // Clone out of the table so that a waker may register or forget sockets.
-            let source = self
-                .sources
-                .borrow()
-                .get(Key::from_token(event.token().0))
-                .cloned();
-            if let Some(source) = source {
-                source.on_event(event);
+            match event.token() {
+                INBOX => inbox = true,
+                ALARM => self.alarm.rang(),
+                token => {
+                    // Cloned out of the table so that a waker may register or forget
+                    // sockets.
+                    let source = self.sources.borrow().get(Key::from_token(token.0)).cloned();
+                    if let Some(source) = source {
+                        source.on_event(event);
+                    }
+                }
             }
         }
         Ok(inbox)
     }
 }
-
 /// A socket's place in the reactor, held by the socket for as long as it lives.
 pub(crate) struct Registration {
     key: Key,

@@ -28,7 +28,7 @@ use std::ptr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::budget;
 use crate::reactor::Reactor;
@@ -192,12 +192,8 @@ impl Core {
     /// ready.
     fn park(&self) {
         let deadline = self.timers.next_deadline();
-        let timeout = if !READY.with_borrow(VecDeque::is_empty) {
-            Some(Duration::ZERO)
-        } else {
-            deadline.map(|d| d.saturating_duration_since(Instant::now()))
-        };
-        match self.reactor.poll(timeout) {
+        let at_once = !READY.with_borrow(VecDeque::is_empty);
+        match self.reactor.poll(at_once, deadline) {
             Ok(_) => {}
             // epoll_wait fails only on a bad descriptor or argument: a bug, not a load.
             Err(e) => panic!("coop: the OS poll failed: {e}"),

@@ -83,3 +83,25 @@ fn an_endless_sleep_is_just_pending() {
         assert!(forever.is_err());
     });
 }
+
+/// Timers wake the runtime when they are due, not on the OS poll's millisecond grid: a
+/// 200 µs sleep takes well under a millisecond.
+#[test]
+fn short_sleeps_are_not_rounded_up_to_milliseconds() {
+    let mut took: Vec<Duration> = coop::block_on(async {
+        let mut took = Vec::new();
+        for _ in 0..21 {
+            let start = Instant::now();
+            sleep(Duration::from_micros(200)).await;
+            took.push(start.elapsed());
+        }
+        took
+    });
+    took.sort();
+    assert!(took[0] >= Duration::from_micros(200), "never early");
+    let median = took[took.len() / 2];
+    assert!(
+        median < Duration::from_micros(900),
+        "median {median:?}: {took:?}"
+    );
+}

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use coop::net::TcpStream;
-use coop::time::{Sleep, sleep_until, timeout};
+use coop::time::{sleep_until, timeout};
 
 pub use report::{Latency, Report, Tally};
 use verify::{Tape, Verifier};
@@ -120,8 +120,9 @@ struct Load {
     prefix: Rc<[u8]>,
     framing: Framing,
     pipeline: usize,
-    /// Time between two sends of one connection, in open loop.
-    interval: Option<Duration>,
+    connections: usize,
+    /// The open-loop schedule, if any.
+    pace: Option<Pace>,
     /// When sending stops, in a timed run.
     deadline: Option<Instant>,
     /// Messages left to send, in a counted run.
@@ -130,6 +131,25 @@ struct Load {
     /// Connections still running, and the waker of whoever waits for them.
     live: Cell<usize>,
     watcher: Cell<Option<Waker>>,
+}
+
+/// The open-loop schedule: message `k` of connection `c` is due at
+/// `start + (k * connections + c) * gap`, so the sends of all connections interleave
+/// evenly at the total rate.
+struct Pace {
+    start: Instant,
+    /// Time between two sends, over all connections.
+    gap: Duration,
+    /// Connections waiting for their next send to fall due, woken by [`pacer`].
+    waiting: Vec<Cell<Option<Waker>>>,
+}
+
+impl Pace {
+    fn due(&self, connection: usize, message: u64, connections: usize) -> Instant {
+        let slot = message as u128 * connections as u128 + connection as u128;
+        let nanos = self.gap.as_nanos().saturating_mul(slot);
+        self.start + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
 }
 
 impl Load {
@@ -147,8 +167,45 @@ impl Load {
         }
     }
 
-    fn sending_is_over(&self) -> bool {
-        self.budget.get() == 0 || self.deadline.is_some_and(|d| Instant::now() >= d)
+    fn sending_is_over(&self, now: Instant) -> bool {
+        self.budget.get() == 0 || self.deadline.is_some_and(|d| now >= d)
+    }
+}
+
+/// How often at most the pacer wakes: sends are at most this late (and the lateness is
+/// in the latency, which is measured from the due time). Finer costs the load generator
+/// a timer wake-up per message.
+const PACER_RESOLUTION: Duration = Duration::from_micros(100);
+
+/// Wakes every connection with a send that fell due: one timer for the whole load
+/// instead of one per message.
+async fn pacer(load: Rc<Load>) {
+    let Some(pace) = &load.pace else { return };
+    let n = load.connections as u128;
+    let gap = pace.gap.as_nanos().max(1);
+    let mut next_slot: u128 = 0;
+    while load.live.get() > 0 {
+        let now = Instant::now();
+        let due_slots = now.saturating_duration_since(pace.start).as_nanos() / gap;
+        // Each connection needs waking once, however many of its sends fell due.
+        for slot in next_slot.max((due_slots + 1).saturating_sub(n))..=due_slots {
+            if let Some(waker) = pace.waiting[(slot % n) as usize].take() {
+                waker.wake();
+            }
+        }
+        next_slot = due_slots + 1;
+        if load.sending_is_over(now) {
+            // Let everyone see the end, then stop.
+            for waiting in &pace.waiting {
+                if let Some(waker) = waiting.take() {
+                    waker.wake();
+                }
+            }
+            return;
+        }
+        let next_due =
+            pace.start + Duration::from_nanos(u64::try_from(next_slot * gap).unwrap_or(u64::MAX));
+        sleep_until(next_due.max(now + PACER_RESOLUTION)).await;
     }
 }
 
@@ -213,9 +270,12 @@ pub fn measure(args: &BenchArgs) -> io::Result<Report> {
             prefix: Rc::clone(&prefix),
             framing: args.framing,
             pipeline: args.pipeline as usize,
-            interval: args
-                .rate
-                .map(|r| Duration::from_secs_f64(opened as f64 / r)),
+            connections: opened,
+            pace: args.rate.map(|rate| Pace {
+                start,
+                gap: Duration::from_secs_f64(1.0 / rate),
+                waiting: (0..opened).map(|_| Cell::new(None)).collect(),
+            }),
             deadline: args.requests.is_none().then_some(start + duration),
             budget: Cell::new(args.requests.unwrap_or(u64::MAX)),
             tally: RefCell::new(Tally::new()),
@@ -224,11 +284,9 @@ pub fn measure(args: &BenchArgs) -> io::Result<Report> {
         });
         load.tally.borrow_mut().connect_failures = (connections - opened) as u64;
         for (id, stream) in streams.into_iter().enumerate() {
-            let first = load
-                .interval
-                .map(|i| start + i.mul_f64(id as f64 / opened as f64));
-            drop(coop::spawn(drive(id, stream, first, Rc::clone(&load))));
+            drop(coop::spawn(drive(id, stream, Rc::clone(&load))));
         }
+        drop(coop::spawn(pacer(Rc::clone(&load))));
         let progress = Progress::new(args.quiet, args.duration.map(|_| duration));
         watch(
             &load,
@@ -351,8 +409,8 @@ async fn watch(load: &Load, start: Instant, stall: Duration, progress: &Progress
 }
 
 /// One connection: sends, verifies, records, until its share of the load is done.
-async fn drive(id: usize, stream: TcpStream, first_send: Option<Instant>, load: Rc<Load>) {
-    if let Err(e) = exchange(id, &stream, first_send, &load).await {
+async fn drive(id: usize, stream: TcpStream, load: Rc<Load>) {
+    if let Err(e) = exchange(id, &stream, &load).await {
         let mut tally = load.tally.borrow_mut();
         tally.errors += 1;
         tally.fail(format_args!("connection {id}: {e}"));
@@ -365,12 +423,7 @@ async fn drive(id: usize, stream: TcpStream, first_send: Option<Instant>, load: 
     }
 }
 
-async fn exchange(
-    id: usize,
-    stream: &TcpStream,
-    mut next_send: Option<Instant>,
-    load: &Load,
-) -> io::Result<()> {
+async fn exchange(id: usize, stream: &TcpStream, load: &Load) -> io::Result<()> {
     let size = load.tape.size();
     let mut verifier = Verifier::new(
         Rc::clone(&load.tape),
@@ -383,22 +436,64 @@ async fn exchange(
     let mut message = 0u64;
     // Bytes of `message` already written, while it is only partly sent.
     let mut partial: Option<usize> = None;
-    let mut timer: Option<Sleep> = None;
     loop {
-        // Send what the window, the schedule and the budget allow.
+        // One clock read per turn: replies that arrived are timed by it, and sends
+        // started now are stamped with it.
         let now = Instant::now();
+
+        // Take in what has arrived.
+        SCRATCH.with_borrow_mut(|buf| {
+            let n = match stream.try_read(buf) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection",
+                    ));
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            let done = verifier.feed(&buf[..n]).map_err(|m| {
+                load.tally.borrow_mut().mismatches += 1;
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the reply to message {} is not its echo", m.message),
+                )
+            })?;
+            let mut tally = load.tally.borrow_mut();
+            tally.bytes_received += n as u64;
+            for _ in 0..done {
+                let sent = in_flight.pop_front().ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidData, "a reply to nothing")
+                })?;
+                tally.record(now.saturating_duration_since(sent));
+                tally.bytes_sent += size as u64;
+            }
+            Ok(())
+        })?;
+
+        // Send what the window, the schedule and the budget allow.
+        let mut waiting_for_schedule = false;
         loop {
             let from = match partial {
                 Some(from) => from,
                 None => {
-                    if in_flight.len() >= load.pipeline || next_send.is_some_and(|t| now < t) {
+                    if in_flight.len() >= load.pipeline {
+                        break;
+                    }
+                    let due = match &load.pace {
+                        Some(pace) => pace.due(id, message, load.connections),
+                        None => now,
+                    };
+                    if due > now {
+                        waiting_for_schedule = !load.sending_is_over(now);
                         break;
                     }
                     if !load.may_send(now) {
                         break;
                     }
-                    in_flight.push_back(next_send.unwrap_or(now));
-                    next_send = next_send.zip(load.interval).map(|(t, i)| t + i);
+                    in_flight.push_back(due);
                     0
                 }
             };
@@ -415,65 +510,28 @@ async fn exchange(
                 Err(e) => return Err(e),
             }
         }
-        if in_flight.is_empty() && partial.is_none() && load.sending_is_over() {
+        if in_flight.is_empty() && partial.is_none() && load.sending_is_over(now) {
             return Ok(());
         }
 
-        // Take in what has arrived.
-        let received = SCRATCH.with_borrow_mut(|buf| match stream.try_read(buf) {
-            Ok(0) => Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the server closed the connection",
-            )),
-            Ok(n) => {
-                let done = verifier.feed(&buf[..n]).map_err(|m| {
-                    load.tally.borrow_mut().mismatches += 1;
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("the reply to message {} is not its echo", m.message),
-                    )
-                })?;
-                let now = Instant::now();
-                let mut tally = load.tally.borrow_mut();
-                tally.bytes_received += n as u64;
-                for _ in 0..done {
-                    let sent = in_flight.pop_front().ok_or_else(|| {
-                        io::Error::new(io::ErrorKind::InvalidData, "a reply to nothing")
-                    })?;
-                    tally.record(now.saturating_duration_since(sent));
-                    tally.bytes_sent += size as u64;
-                }
-                Ok(true)
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
-            Err(e) => Err(e),
-        })?;
-        if received {
-            continue;
-        }
-
-        // Nothing to do until a reply, room to write, or the next scheduled send.
-        let wake_at = match (partial, next_send) {
-            (None, Some(t)) if in_flight.len() < load.pipeline => {
-                Some(load.deadline.map_or(t, |d| t.min(d)))
-            }
-            _ => None,
-        };
-        match (&mut timer, wake_at) {
-            (Some(timer), Some(at)) if timer.deadline() != Some(at) => timer.reset(at),
-            (None, Some(at)) => timer = Some(sleep_until(at)),
-            _ => {}
-        }
+        // Nothing to do until a reply, room to write, or the pacer says a send is due.
+        let mut registered = false;
         std::future::poll_fn(|cx| {
             if stream.poll_read_ready(cx).is_ready()
                 || (partial.is_some() && stream.poll_write_ready(cx).is_ready())
             {
                 return Poll::Ready(());
             }
-            match (&mut timer, wake_at) {
-                (Some(timer), Some(_)) => Pin::new(timer).poll(cx),
-                _ => Poll::Pending,
+            if let (true, Some(pace)) = (waiting_for_schedule, &load.pace) {
+                let slot = &pace.waiting[id];
+                match slot.take() {
+                    // The pacer took the waker: a send fell due.
+                    None if registered => return Poll::Ready(()),
+                    _ => slot.set(Some(cx.waker().clone())),
+                }
+                registered = true;
             }
+            Poll::Pending
         })
         .await;
     }

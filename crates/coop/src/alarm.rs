@@ -1,0 +1,72 @@
+//! The alarm: wakes the OS poll at the earliest timer's deadline, to the nanosecond.
+//!
+//! `epoll_wait` takes its timeout in milliseconds, so a poll that waits for a timer
+//! wakes up to a millisecond late. Instead, one `timerfd` per runtime sits in the poll
+//! like a socket, armed for the earliest deadline; the poll itself then waits with no
+//! timeout. Re-arming costs a system call, so the alarm is re-armed only when a timer
+//! earlier than the one it is set for appears, or after it rings: a runtime whose timers
+//! lie in the future (idle timeouts) leaves it alone.
+
+use std::cell::Cell;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Interest, Registry, Token};
+use rustix::time::{
+    Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec, timerfd_create,
+    timerfd_settime,
+};
+
+/// The token the alarm rings under; below the inbox's, above any socket's.
+pub(crate) const ALARM: Token = Token(usize::MAX - 1);
+
+pub(crate) struct Alarm {
+    fd: OwnedFd,
+    /// When it will ring, if armed.
+    armed: Cell<Option<Instant>>,
+}
+
+impl Alarm {
+    pub(crate) fn new(registry: &Registry) -> io::Result<Alarm> {
+        let fd = timerfd_create(
+            TimerfdClockId::Monotonic,
+            TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
+        )?;
+        registry.register(&mut SourceFd(&fd.as_raw_fd()), ALARM, Interest::READABLE)?;
+        Ok(Alarm {
+            fd,
+            armed: Cell::new(None),
+        })
+    }
+
+    /// Makes sure the alarm rings by `deadline` (which is after `now`).
+    pub(crate) fn set(&self, deadline: Instant, now: Instant) -> io::Result<()> {
+        if self.armed.get().is_some_and(|armed| armed <= deadline) {
+            return Ok(());
+        }
+        let wait = deadline
+            .saturating_duration_since(now)
+            .max(Duration::from_nanos(1));
+        let spec = Itimerspec {
+            it_interval: Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: Timespec {
+                tv_sec: wait.as_secs().try_into().unwrap_or(i64::MAX),
+                tv_nsec: wait.subsec_nanos().into(),
+            },
+        };
+        timerfd_settime(&self.fd, TimerfdTimerFlags::empty(), &spec)?;
+        self.armed.set(Some(deadline));
+        Ok(())
+    }
+
+    /// The alarm rang: it is no longer armed. (Edge-triggered, it need not be read: the
+    /// next expiry is a new edge.)
+    pub(crate) fn rang(&self) {
+        self.armed.set(None);
+    }
+}
