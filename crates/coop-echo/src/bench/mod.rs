@@ -434,6 +434,7 @@ async fn exchange(id: usize, stream: &TcpStream, load: &Load) -> io::Result<()> 
     // When each message in flight was sent (or was due, in open loop).
     let mut in_flight: VecDeque<Instant> = VecDeque::with_capacity(load.pipeline);
     let mut message = 0u64;
+    let mut cursor = load.tape.first(id);
     // Bytes of `message` already written, while it is only partly sent.
     let mut partial: Option<usize> = None;
     loop {
@@ -497,10 +498,11 @@ async fn exchange(id: usize, stream: &TcpStream, load: &Load) -> io::Result<()> 
                     0
                 }
             };
-            match stream.try_write_vectored(&load.tape.slices(id, message, from)) {
+            match stream.try_write_vectored(&load.tape.slices(cursor, from)) {
                 Ok(n) if from + n == size => {
                     partial = None;
                     message += 1;
+                    cursor = load.tape.next(cursor);
                 }
                 Ok(n) => partial = Some(from + n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

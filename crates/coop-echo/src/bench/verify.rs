@@ -15,6 +15,8 @@ use crate::echo::Framing;
 pub struct Tape {
     bytes: Box<[u8]>,
     period: usize,
+    /// How far apart consecutive messages start: 13 letters, modulo the period.
+    step: usize,
     size: usize,
 }
 
@@ -40,6 +42,7 @@ impl Tape {
         Some(Tape {
             bytes,
             period,
+            step: 13 % period,
             size,
         })
     }
@@ -49,13 +52,24 @@ impl Tape {
         self.size
     }
 
-    fn offset(&self, connection: usize, message: u64) -> usize {
-        (connection.wrapping_mul(7) + (message % self.period as u64) as usize * 13) % self.period
+    /// Where message 0 of `connection` starts on the tape.
+    pub fn first(&self, connection: usize) -> Cursor {
+        Cursor(connection.wrapping_mul(7) % self.period)
     }
 
-    /// Message `message` of `connection`, from byte `from` on, as at most two slices.
-    pub fn slices(&self, connection: usize, message: u64, from: usize) -> [IoSlice<'_>; 2] {
-        let body = self.body(connection, message);
+    /// Where the message after the one at `cursor` starts: 13 letters on, so that
+    /// consecutive messages differ. (No division: this runs once per message.)
+    pub fn next(&self, cursor: Cursor) -> Cursor {
+        let mut at = cursor.0 + self.step;
+        if at >= self.period {
+            at -= self.period;
+        }
+        Cursor(at)
+    }
+
+    /// The message at `cursor`, from byte `from` on, as at most two slices.
+    pub fn slices(&self, cursor: Cursor, from: usize) -> [IoSlice<'_>; 2] {
+        let body = self.body(cursor);
         if from < body.len() {
             [IoSlice::new(&body[from..]), IoSlice::new(b"\n")]
         } else {
@@ -63,12 +77,15 @@ impl Tape {
         }
     }
 
-    /// Message `message` of `connection` without its newline.
-    fn body(&self, connection: usize, message: u64) -> &[u8] {
-        let offset = self.offset(connection, message);
-        &self.bytes[offset..offset + self.size - 1]
+    /// The message at `cursor` without its newline.
+    fn body(&self, cursor: Cursor) -> &[u8] {
+        &self.bytes[cursor.0..cursor.0 + self.size - 1]
     }
 }
+
+/// A message's place on the [`Tape`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cursor(usize);
 
 /// A reply that was not the echo of what was sent.
 #[derive(Debug, PartialEq, Eq)]
@@ -83,9 +100,9 @@ pub struct Verifier {
     tape: Rc<Tape>,
     prefix: Rc<[u8]>,
     framing: Framing,
-    connection: usize,
-    /// The message whose reply is arriving.
+    /// The message whose reply is arriving: its number, and its place on the tape.
     message: u64,
+    cursor: Cursor,
     /// Bytes of it already checked.
     at: usize,
     /// Bytes of a prefix already matched (0: not inside one).
@@ -98,12 +115,13 @@ impl Verifier {
     /// A verifier for `connection`'s replies, whose first message is number 0.
     pub fn new(tape: Rc<Tape>, prefix: Rc<[u8]>, framing: Framing, connection: usize) -> Self {
         let prefix_due = !prefix.is_empty();
+        let cursor = tape.first(connection);
         Verifier {
             tape,
             prefix,
             framing,
-            connection,
             message: 0,
+            cursor,
             at: 0,
             in_prefix: 0,
             prefix_due,
@@ -125,30 +143,38 @@ impl Verifier {
                 if reply[..n] != want[..n] {
                     return mismatch(self.message);
                 }
-                self.in_prefix = (self.in_prefix + n) % self.prefix.len();
+                self.in_prefix += n;
+                if self.in_prefix == self.prefix.len() {
+                    self.in_prefix = 0;
+                }
                 self.prefix_due = self.prefix_due && self.in_prefix != 0;
                 reply = &reply[n..];
                 continue;
             }
             let size = self.tape.size();
-            let mut n = reply.len().min(size - self.at);
-            if self.framing == Framing::Chunk && !self.prefix.is_empty() {
-                // A prefix may begin anywhere; check up to it.
-                n = memchr::memchr(self.prefix[0], &reply[..n]).unwrap_or(n);
-            }
-            let body = self.tape.body(self.connection, self.message);
+            let body = self.tape.body(self.cursor);
+            let n = reply.len().min(size - self.at);
+            // The expected bytes: what is left of the body, then the newline.
             let in_body = n.min(body.len().saturating_sub(self.at));
-            let body_ok = reply[..in_body] == body[self.at..self.at + in_body];
-            // Past the body there is only the newline.
-            let tail_ok = reply[in_body..n].iter().all(|&b| b == b'\n');
-            if !(body_ok && tail_ok) {
-                return mismatch(self.message);
-            }
+            let expected = &body[self.at..self.at + in_body];
+            let n =
+                if reply[..in_body] == *expected && reply[in_body..n].iter().all(|&b| b == b'\n') {
+                    n
+                } else {
+                    // Compared first, searched only on a difference: a prefix byte is never
+                    // payload, so the first difference is either a prefix or an error.
+                    let differs = (0..n).find(|&i| reply[i] != *expected.get(i).unwrap_or(&b'\n'));
+                    match differs {
+                        Some(i) if starts_prefix_at(self, reply, i) => i,
+                        _ => return mismatch(self.message),
+                    }
+                };
             self.at += n;
             reply = &reply[n..];
             if self.at == size {
                 self.at = 0;
                 self.message += 1;
+                self.cursor = self.tape.next(self.cursor);
                 completed += 1;
                 self.prefix_due = self.framing == Framing::Line && !self.prefix.is_empty();
             }
@@ -157,13 +183,26 @@ impl Verifier {
     }
 }
 
+/// In chunk framing a new chunk's prefix may start anywhere in the reply.
+fn starts_prefix_at(verifier: &Verifier, reply: &[u8], i: usize) -> bool {
+    verifier.framing == Framing::Chunk
+        && verifier
+            .prefix
+            .first()
+            .is_some_and(|&first| reply[i] == first)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::echo::Encoder;
 
     fn message(tape: &Tape, connection: usize, k: u64) -> Vec<u8> {
-        tape.slices(connection, k, 0)
+        let mut cursor = tape.first(connection);
+        for _ in 0..k {
+            cursor = tape.next(cursor);
+        }
+        tape.slices(cursor, 0)
             .iter()
             .flat_map(|s| s.iter().copied())
             .collect()
