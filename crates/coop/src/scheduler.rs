@@ -28,13 +28,12 @@ use std::ptr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
 
 use crate::budget;
 use crate::reactor::Reactor;
 use crate::slab::{Key, Slab};
 use crate::task::{JoinHandle, Task};
-use crate::time::Timers;
+use crate::time::{self, Timers};
 use crate::waker::{Header, Inbox};
 
 /// The key `block_on`'s own future wakes by. Never a task's: slab indices stay below
@@ -198,8 +197,9 @@ impl Core {
             // epoll_wait fails only on a bad descriptor or argument: a bug, not a load.
             Err(e) => panic!("coop: the OS poll failed: {e}"),
         }
+        time::forget_now();
         if deadline.is_some() {
-            self.timers.fire(Instant::now());
+            self.timers.fire(time::now());
         }
         self.inbox.drain(|key| self.wake(key));
     }

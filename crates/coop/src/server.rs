@@ -1,12 +1,18 @@
-//! `tcp_server(address, handler)`: the seed's accept loop, made to survive.
+//! `tcp_server(address, handler)`: the seed's accept loop, made to survive and to stop.
 
+use std::cell::{Cell, RefCell};
+use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use crate::net::{TcpListener, TcpStream};
-use crate::{spawn, time};
+use crate::spawn;
+use crate::time::{Sleep, sleep};
 
 /// How long the accept loop rests after an error that says the process or the system is
 /// out of something (file descriptors, buffers, memory). Freed resources are picked up
@@ -16,8 +22,8 @@ const BACKOFF: Duration = Duration::from_millis(100);
 /// Binds `addr` and serves it forever, starting `handler(stream, peer)` as a task for
 /// every client: the seed's `tcp_server`.
 ///
-/// Fails only if it cannot bind (the port is taken, or not permitted). See [`serve`] for
-/// what it does with errors after that.
+/// Fails only if it cannot bind (the port is taken, or not permitted). See [`Server`]
+/// for what it does with errors after that, and for a server that can be stopped.
 ///
 /// # Examples
 ///
@@ -52,9 +58,19 @@ where
 }
 
 /// Accepts clients on `listener` forever, starting `handler(stream, peer)` as a detached
-/// task for each.
+/// task for each: [`Server::serve`] with no limit and no stop.
+pub async fn serve<H, F>(listener: TcpListener, handler: H)
+where
+    H: FnMut(TcpStream, SocketAddr) -> F,
+    F: Future<Output = ()> + 'static,
+{
+    Server::new(listener).serve(handler).await;
+}
+
+/// An accept loop with what a service needs around it: a limit on open connections, a
+/// way to stop accepting, and a way to know when every connection has finished.
 ///
-/// No error ends it:
+/// No accept error ends it:
 ///
 /// * an error that belongs to one connection (it was reset or aborted while queued, a
 ///   network error `accept` passes on, an interrupted call) is skipped, and the next
@@ -62,32 +78,218 @@ where
 /// * any other error (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`: a limit is reached) is
 ///   logged once, when it starts, and the loop rests 100 ms between tries until it
 ///   clears. The clients already connected are served meanwhile.
-pub async fn serve<H, F>(listener: TcpListener, mut handler: H)
-where
-    H: FnMut(TcpStream, SocketAddr) -> F,
-    F: Future<Output = ()> + 'static,
-{
-    let mut failing = false;
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                if failing {
-                    tracing::info!("accepting connections again");
-                    failing = false;
+///
+/// None of this costs anything per message: a connection is counted when it is accepted
+/// and when its handler returns.
+///
+/// # Examples
+///
+/// ```
+/// use coop::Server;
+/// use coop::net::{TcpListener, TcpStream};
+///
+/// coop::block_on(async {
+///     let server = Server::new(TcpListener::bind("127.0.0.1:0")?).max_connections(100);
+///     let addr = server.local_addr()?;
+///     let handle = server.handle();
+///     let serving = coop::spawn(server.serve(|stream, _peer| async move {
+///         let mut buf = [0; 64];
+///         while let Ok(n @ 1..) = stream.read(&mut buf).await {
+///             let _ = stream.write_all(&buf[..n]).await;
+///         }
+///     }));
+///
+///     let client = TcpStream::connect(addr).await?;
+///     client.write_all(b"ping").await?;
+///     let mut reply = [0; 4];
+///     client.read(&mut reply).await?;
+///     assert_eq!(&reply, b"ping");
+///
+///     handle.stop(); // no new connections; the port is released
+///     serving.await;
+///     drop(client); // the last connection ends...
+///     handle.drained().await; // ...and with it every handler
+///     std::io::Result::Ok(())
+/// })
+/// .unwrap();
+/// ```
+pub struct Server {
+    listener: TcpListener,
+    max_connections: usize,
+    control: Rc<Control>,
+}
+
+/// Controls a [`Server`] from other tasks. Cloning it gives another handle to the same
+/// server.
+#[derive(Clone)]
+pub struct ServerHandle {
+    control: Rc<Control>,
+}
+
+#[derive(Default)]
+struct Control {
+    stopped: Cell<bool>,
+    open: Cell<usize>,
+    total: Cell<u64>,
+    /// The accept loop, while it waits for a client, for room under the limit, or out a
+    /// back-off: woken by `stop` and when a connection ends.
+    acceptor: Cell<Option<Waker>>,
+    /// Tasks waiting for the last connection to end.
+    drained: RefCell<Vec<Waker>>,
+}
+
+impl Server {
+    /// A server for `listener`, with no connection limit.
+    pub fn new(listener: TcpListener) -> Server {
+        Server {
+            listener,
+            max_connections: usize::MAX,
+            control: Rc::default(),
+        }
+    }
+
+    /// Accepts at most `max` connections at a time. Beyond it, new clients wait in the
+    /// kernel's listen queue (their connect succeeds, their first reply waits) until a
+    /// connection ends. At least 1.
+    pub fn max_connections(mut self, max: usize) -> Server {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// A handle to stop the server and follow its connections.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            control: Rc::clone(&self.control),
+        }
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts clients, starting `handler(stream, peer)` as a detached task for each,
+    /// until [`ServerHandle::stop`]; then closes the listener and returns (the handlers
+    /// run on).
+    pub async fn serve<H, F>(self, mut handler: H)
+    where
+        H: FnMut(TcpStream, SocketAddr) -> F,
+        F: Future<Output = ()> + 'static,
+    {
+        let Server {
+            listener,
+            max_connections,
+            control,
+        } = self;
+        let mut backoff: Option<Sleep> = None;
+        loop {
+            let accepted = std::future::poll_fn(|cx| {
+                if control.stopped.get() {
+                    return Poll::Ready(None);
                 }
-                drop(spawn(handler(stream, peer)));
-            }
-            Err(e) if is_connection_error(&e) => {}
-            Err(e) => {
-                if !failing {
-                    tracing::warn!(
-                        "cannot accept connections: {e}; retrying every {} ms until it clears",
-                        BACKOFF.as_millis()
-                    );
-                    failing = true;
+                control.acceptor.set(Some(cx.waker().clone()));
+                if let Some(rest) = &mut backoff {
+                    if Pin::new(rest).poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
                 }
-                time::sleep(BACKOFF).await;
+                if control.open.get() >= max_connections {
+                    return Poll::Pending;
+                }
+                listener.poll_accept(cx).map(Some)
+            })
+            .await;
+            match accepted {
+                None => return,
+                Some(Ok((stream, peer))) => {
+                    if backoff.take().is_some() {
+                        tracing::info!("accepting connections again");
+                    }
+                    let connection = Connection::open(&control);
+                    let handling = handler(stream, peer);
+                    drop(spawn(async move {
+                        let _connection = connection;
+                        handling.await;
+                    }));
+                }
+                Some(Err(e)) if is_connection_error(&e) => {}
+                Some(Err(e)) => {
+                    if backoff.is_none() {
+                        tracing::warn!(
+                            "cannot accept connections: {e}; retrying every {} ms until it clears",
+                            BACKOFF.as_millis()
+                        );
+                    }
+                    backoff = Some(sleep(BACKOFF));
+                }
             }
+        }
+    }
+}
+
+impl ServerHandle {
+    /// Stops accepting: the server's `serve` returns and its listener closes, so the port
+    /// refuses new clients at once. Open connections are not touched.
+    pub fn stop(&self) {
+        self.control.stopped.set(true);
+        if let Some(acceptor) = self.control.acceptor.take() {
+            acceptor.wake();
+        }
+    }
+
+    /// Connections whose handler is still running.
+    pub fn open_connections(&self) -> usize {
+        self.control.open.get()
+    }
+
+    /// Connections accepted so far.
+    pub fn total_connections(&self) -> u64 {
+        self.control.total.get()
+    }
+
+    /// Waits until no connection is open (after [`stop`](Self::stop): until every
+    /// handler has returned).
+    pub async fn drained(&self) {
+        std::future::poll_fn(|cx| {
+            if self.control.open.get() == 0 {
+                return Poll::Ready(());
+            }
+            let mut waiting = self.control.drained.borrow_mut();
+            if !waiting.iter().any(|w| w.will_wake(cx.waker())) {
+                waiting.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await;
+    }
+}
+
+/// One open connection, counted from accept until its handler's task ends (or is
+/// dropped with the runtime).
+struct Connection {
+    control: Rc<Control>,
+}
+
+impl Connection {
+    fn open(control: &Rc<Control>) -> Connection {
+        control.open.set(control.open.get() + 1);
+        control.total.set(control.total.get() + 1);
+        Connection {
+            control: Rc::clone(control),
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let control = &self.control;
+        control.open.set(control.open.get() - 1);
+        if let Some(acceptor) = control.acceptor.take() {
+            acceptor.wake();
+        }
+        if control.open.get() == 0 {
+            let waiting = std::mem::take(&mut *control.drained.borrow_mut());
+            waiting.into_iter().for_each(Waker::wake);
         }
     }
 }
@@ -107,4 +309,24 @@ fn is_connection_error(e: &io::Error) -> bool {
             | HostUnreachable
             | TimedOut
     )
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("listener", &self.listener)
+            .field("max_connections", &self.max_connections)
+            .field("open", &self.control.open.get())
+            .finish()
+    }
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("stopped", &self.control.stopped.get())
+            .field("open", &self.control.open.get())
+            .field("total", &self.control.total.get())
+            .finish()
+    }
 }

@@ -7,7 +7,7 @@
 //! slot's next occupant.
 
 /// Names one value in a [`Slab`]: the slot's index and the generation it was given.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub(crate) struct Key(u64);
 
 impl Key {
@@ -102,6 +102,15 @@ impl<T> Slab<T> {
 
     pub(crate) fn get(&self, key: Key) -> Option<&T> {
         match self.slots.get(key.index()) {
+            Some(Slot::Occupied { generation, value }) if *generation == key.generation() => {
+                Some(value)
+            }
+            _ => None,
+        }
+    }
+
+    pub(crate) fn get_mut(&mut self, key: Key) -> Option<&mut T> {
+        match self.slots.get_mut(key.index()) {
             Some(Slot::Occupied { generation, value }) if *generation == key.generation() => {
                 Some(value)
             }

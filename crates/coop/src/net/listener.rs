@@ -1,6 +1,7 @@
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::task::{Context, Poll};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -63,11 +64,31 @@ impl TcpListener {
     /// Errors are those of `accept(2)`; [`serve`](crate::serve) shows which of them a
     /// server should ride out.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let (stream, peer) = self
-            .registration
-            .io(Direction::Read, || self.io.accept())
-            .await?;
-        Ok((TcpStream::new(stream)?, peer))
+        std::future::poll_fn(|cx| self.poll_accept(cx)).await
+    }
+
+    /// The poll behind [`accept`](Self::accept), for hand-written futures that wait on
+    /// several things at once.
+    pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(TcpStream, SocketAddr)>> {
+        loop {
+            if self
+                .registration
+                .poll_ready(Direction::Read, cx)
+                .is_pending()
+            {
+                return Poll::Pending;
+            }
+            match self
+                .registration
+                .try_io(Direction::Read, || self.io.accept())
+            {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+                Ok((stream, peer)) => {
+                    return Poll::Ready(TcpStream::new(stream).map(|s| (s, peer)));
+                }
+            }
+        }
     }
 
     /// The address the listener is bound to.
