@@ -1,9 +1,10 @@
 //! The `coop-echo` program's parts, as a library so tests and benchmarks can run them
-//! in-process: the reply's framing ([`echo`]), the echo handler ([`serve`]) and the load
-//! generator ([`bench`]).
+//! in-process: the reply's framing ([`echo`]), the echo handler ([`serve`]), the service
+//! around it ([`service`]) and the load generator ([`bench`]).
 
 #![warn(missing_docs, missing_debug_implementations)]
 
 pub mod bench;
 pub mod echo;
 pub mod serve;
+pub mod service;

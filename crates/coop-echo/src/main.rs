@@ -4,6 +4,7 @@ use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::rc::Rc;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -11,6 +12,7 @@ use tracing_subscriber::EnvFilter;
 use coop_echo::bench::{self, BenchArgs};
 use coop_echo::echo::Framing;
 use coop_echo::serve;
+use coop_echo::service::{self, Service};
 
 /// The seed's echo server: every chunk a client sends comes back with `GOT:` in front.
 #[derive(Debug, Parser)]
@@ -53,6 +55,37 @@ struct ServeArgs {
     /// Leave out the per-connection log lines.
     #[arg(long, short)]
     quiet: bool,
+
+    /// Close a connection whose client sends nothing for this many seconds (0: never).
+    #[arg(long, value_name = "SECS", default_value_t = 300.0, value_parser = seconds)]
+    idle_timeout: f64,
+
+    /// Serve at most this many connections at once; more wait to be accepted
+    /// [default: the fd limit, less 32].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: Option<u64>,
+
+    /// On SIGINT or SIGTERM, let open connections go on for up to this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = seconds)]
+    shutdown_timeout: f64,
+
+    /// Log a stats line (connections, bytes, messages per second) every SECS seconds.
+    #[arg(long, value_name = "SECS", value_parser = positive_seconds)]
+    stats: Option<f64>,
+}
+
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1e9).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a number of seconds (0 to 1e9)")),
+    }
+}
+
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match seconds(s) {
+        Ok(v) if v > 0.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a positive number of seconds")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -82,31 +115,22 @@ fn serve(args: ServeArgs) -> ExitCode {
     } else {
         format!("{}:{}", args.host, args.port)
     };
-    let runtime = match coop::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => return fail(format_args!("cannot start the runtime: {e}")),
-    };
-    runtime.block_on(async {
-        let listener = match coop::TcpListener::bind((args.host.as_str(), args.port)) {
-            Ok(listener) => listener,
-            Err(e) => return fail(format_args!("cannot listen on {address}: {e}")),
-        };
-        match listener.local_addr() {
-            Ok(bound) => tracing::info!("Listening on {bound}"),
-            Err(e) => return fail(format_args!("cannot listen on {address}: {e}")),
-        }
-        let settings = serve::Settings {
+    let some_secs = |s: f64| (s > 0.0).then(|| Duration::from_secs_f64(s));
+    service::run(Service {
+        address,
+        host: args.host,
+        port: args.port,
+        settings: serve::Settings {
             prefix: Rc::from(args.prefix.into_encoded_bytes()),
             framing: args.framing,
             quiet: args.quiet,
-        };
-        serve::run(listener, settings).await;
-        ExitCode::SUCCESS
+            idle_timeout: some_secs(args.idle_timeout),
+            totals: serve::Totals::default(),
+        },
+        max_connections: args
+            .max_connections
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        shutdown_timeout: Duration::from_secs_f64(args.shutdown_timeout),
+        stats: args.stats.and_then(some_secs),
     })
-}
-
-/// One line on stderr, exit status 1.
-fn fail(message: std::fmt::Arguments<'_>) -> ExitCode {
-    eprintln!("coop-echo: {message}");
-    ExitCode::FAILURE
 }

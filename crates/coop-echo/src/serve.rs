@@ -1,11 +1,15 @@
 //! `coop-echo serve`: the seed's `echo_handler`, for every client, on one thread.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr};
 use std::rc::Rc;
 
 use coop::net::{TcpListener, TcpStream};
+use coop::time::{Sleep, sleep_until};
 
 use crate::echo::{CHUNK_SLICES, Encoder, Framing, MAX_SLICES};
 
@@ -26,6 +30,27 @@ pub struct Settings {
     pub framing: Framing,
     /// No `Connection from` / `Connection closed` lines.
     pub quiet: bool,
+    /// Close a connection whose client has sent nothing for this long.
+    pub idle_timeout: Option<Duration>,
+    /// What every connection adds to.
+    pub totals: Totals,
+}
+
+/// Counters over every connection, for the stats line and the summary.
+#[derive(Debug, Default)]
+pub struct Totals {
+    /// Bytes read from clients.
+    pub bytes_in: Cell<u64>,
+    /// Bytes written to clients.
+    pub bytes_out: Cell<u64>,
+    /// Reads that returned data.
+    pub messages: Cell<u64>,
+}
+
+impl Totals {
+    fn add(cell: &Cell<u64>, n: u64) {
+        cell.set(cell.get() + n);
+    }
 }
 
 /// Serves `listener` forever.
@@ -44,7 +69,16 @@ struct Counts {
     bytes_out: u64,
 }
 
-async fn handle(stream: TcpStream, peer: SocketAddr, settings: Rc<Settings>) {
+/// How a connection ended, when it ended well.
+enum Ending {
+    /// The client closed its side, and had every byte answered.
+    Closed,
+    /// The client sent nothing for the idle timeout.
+    Idle(Duration),
+}
+
+/// Answers one client until it closes (or falls silent, or fails), and logs the end.
+pub async fn handle(stream: TcpStream, peer: SocketAddr, settings: Rc<Settings>) {
     if !settings.quiet {
         tracing::info!("Connection from {peer}");
     }
@@ -55,20 +89,76 @@ async fn handle(stream: TcpStream, peer: SocketAddr, settings: Rc<Settings>) {
     }
     let mut encoder = Encoder::new(Rc::clone(&settings.prefix), settings.framing);
     let mut counts = Counts::default();
-    let outcome = echo(&stream, &mut encoder, &mut counts).await;
+    let outcome = echo(&stream, &mut encoder, &mut counts, &settings).await;
     if !settings.quiet {
         let Counts {
             bytes_in,
             bytes_out,
         } = counts;
         match outcome {
-            Ok(()) => tracing::info!(
+            Ok(Ending::Closed) => tracing::info!(
                 "Connection closed {peer} ({bytes_in} bytes in, {bytes_out} bytes out)"
+            ),
+            Ok(Ending::Idle(after)) => tracing::info!(
+                "Connection closed {peer}: idle for {} s ({bytes_in} bytes in, {bytes_out} bytes out)",
+                after.as_secs_f64()
             ),
             Err(e) => tracing::info!(
                 "Connection closed {peer}: {e} ({bytes_in} bytes in, {bytes_out} bytes out)"
             ),
         }
+    }
+}
+
+/// A connection's idle timer, cheap per message: a read only notes the (cached) time;
+/// the timer is moved only when it fires and finds that the client spoke since.
+struct IdleTimer {
+    timeout: Duration,
+    last_heard: Instant,
+    timer: Sleep,
+    /// The timer holds this task's waker: until it fires, it need not be polled.
+    armed: bool,
+}
+
+impl IdleTimer {
+    fn new(timeout: Duration) -> IdleTimer {
+        let now = coop::time::now();
+        IdleTimer {
+            timeout,
+            last_heard: now,
+            timer: sleep_until(now + timeout),
+            armed: false,
+        }
+    }
+
+    fn heard(&mut self) {
+        self.last_heard = coop::time::now();
+    }
+
+    /// Waits until the stream may be readable (`true`) or the client has been silent for
+    /// the whole timeout (`false`).
+    async fn readable(&mut self, stream: &TcpStream) -> io::Result<bool> {
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = stream.poll_read_ready(cx) {
+                return Poll::Ready(r.map(|()| true));
+            }
+            let due = self.timer.deadline().is_some_and(|d| coop::time::now() >= d);
+            if self.armed && !due {
+                return Poll::Pending;
+            }
+            loop {
+                if Pin::new(&mut self.timer).poll(cx).is_pending() {
+                    self.armed = true;
+                    return Poll::Pending;
+                }
+                let silent_until = self.last_heard + self.timeout;
+                if coop::time::now() >= silent_until {
+                    return Poll::Ready(Ok(false));
+                }
+                self.timer.reset(silent_until);
+            }
+        })
+        .await
     }
 }
 
@@ -88,10 +178,24 @@ enum Turn {
 ///
 /// The client's input is read only once all earlier input is answered, so a client that
 /// sends without reading stalls itself, not the server's memory.
-async fn echo(stream: &TcpStream, encoder: &mut Encoder, counts: &mut Counts) -> io::Result<()> {
+async fn echo(
+    stream: &TcpStream,
+    encoder: &mut Encoder,
+    counts: &mut Counts,
+    settings: &Settings,
+) -> io::Result<Ending> {
     let mut pending = Vec::new();
+    let mut idle = settings.idle_timeout.map(IdleTimer::new);
     loop {
-        stream.readable().await?;
+        match &mut idle {
+            Some(idle) => {
+                if !idle.readable(stream).await? {
+                    stream.shutdown(Shutdown::Write)?;
+                    return Ok(Ending::Idle(idle.timeout));
+                }
+            }
+            None => stream.readable().await?,
+        }
         let turn = SCRATCH.with_borrow_mut(|scratch| {
             let n = match stream.try_read(scratch) {
                 Ok(0) => return Ok(Turn::Eof),
@@ -100,9 +204,14 @@ async fn echo(stream: &TcpStream, encoder: &mut Encoder, counts: &mut Counts) ->
                 Err(e) => return Err(e),
             };
             counts.bytes_in += n as u64;
+            Totals::add(&settings.totals.bytes_in, n as u64);
+            Totals::add(&settings.totals.messages, 1);
             encoder.begin_chunk();
             let input = &scratch[..n];
-            let answered = answer_now(stream, encoder, input, counts)?;
+            let before = counts.bytes_out;
+            let answered = answer_now(stream, encoder, input, counts);
+            Totals::add(&settings.totals.bytes_out, counts.bytes_out - before);
+            let answered = answered?;
             if answered < n {
                 pending.extend_from_slice(&input[answered..]);
                 return Ok(Turn::Blocked);
@@ -110,15 +219,28 @@ async fn echo(stream: &TcpStream, encoder: &mut Encoder, counts: &mut Counts) ->
             Ok(Turn::Answered)
         })?;
         match turn {
-            Turn::Answered | Turn::NothingRead => {}
-            Turn::Blocked => answer_pending(stream, encoder, &mut pending, counts).await?,
+            Turn::Answered => {
+                if let Some(idle) = &mut idle {
+                    idle.heard();
+                }
+            }
+            Turn::NothingRead => {}
+            Turn::Blocked => {
+                if let Some(idle) = &mut idle {
+                    idle.heard();
+                }
+                let before = counts.bytes_out;
+                let flushed = answer_pending(stream, encoder, &mut pending, counts).await;
+                Totals::add(&settings.totals.bytes_out, counts.bytes_out - before);
+                flushed?;
+            }
             Turn::Eof => break,
         }
     }
     // Everything is answered: say so with a FIN. The client may have closed already.
     match stream.shutdown(Shutdown::Write) {
         Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
-        _ => Ok(()),
+        _ => Ok(Ending::Closed),
     }
 }
 

@@ -1,0 +1,186 @@
+//! The `serve` command as a service: limits, signals, graceful shutdown, stats.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use coop::signal::{SIGINT, SIGTERM, Signals};
+use coop::time::{sleep, sleep_until};
+use coop::{Server, ServerHandle, TcpListener};
+
+use crate::serve::{self, Settings, Totals};
+
+/// File descriptors kept for the server's own needs (epoll, its timer and signal pipe,
+/// the listener, stdio, a margin) when the connection limit is derived from the fd limit.
+pub const FD_RESERVE: u64 = 32;
+
+/// How the service runs, besides what each connection needs.
+#[derive(Debug)]
+pub struct Service {
+    /// Where to listen, as given (for messages).
+    pub address: String,
+    /// What to bind.
+    pub host: String,
+    /// Port to bind.
+    pub port: u16,
+    /// What each connection needs.
+    pub settings: Settings,
+    /// At most this many connections at once; `None`: what the fd limit allows.
+    pub max_connections: Option<usize>,
+    /// How long open connections may go on after a stop signal.
+    pub shutdown_timeout: Duration,
+    /// Log a stats line this often.
+    pub stats: Option<Duration>,
+}
+
+/// Binds, serves until SIGINT or SIGTERM, then stops gracefully. Exit status 0 after a
+/// graceful stop; 1 if it cannot start; 128 + the signal's number if a second signal cuts
+/// the stop short.
+pub fn run(service: Service) -> ExitCode {
+    let runtime = match coop::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(format_args!("cannot start the runtime: {e}")),
+    };
+    runtime.block_on(serve_until_stopped(service))
+}
+
+async fn serve_until_stopped(service: Service) -> ExitCode {
+    let Service {
+        address,
+        host,
+        port,
+        settings,
+        max_connections,
+        shutdown_timeout,
+        stats,
+    } = service;
+    let listener = match TcpListener::bind((host.as_str(), port)) {
+        Ok(listener) => listener,
+        Err(e) => return fail(format_args!("cannot listen on {address}: {e}")),
+    };
+    let signals = match Signals::new(&[SIGINT, SIGTERM]) {
+        Ok(signals) => signals,
+        Err(e) => return fail(format_args!("cannot catch SIGINT and SIGTERM: {e}")),
+    };
+    let limit = max_connections.unwrap_or_else(default_max_connections);
+    let server = Server::new(listener).max_connections(limit);
+    let bound: SocketAddr = match server.local_addr() {
+        Ok(bound) => bound,
+        Err(e) => return fail(format_args!("cannot listen on {address}: {e}")),
+    };
+    tracing::info!("Listening on {bound}");
+    tracing::debug!("at most {limit} connections at once");
+
+    let settings = Rc::new(settings);
+    let handle = server.handle();
+    let handler_settings = Rc::clone(&settings);
+    let serving = coop::spawn(server.serve(move |stream, peer| {
+        serve::handle(stream, peer, Rc::clone(&handler_settings))
+    }));
+    if let Some(every) = stats {
+        drop(coop::spawn(report_stats(every, handle.clone(), Rc::clone(&settings))));
+    }
+
+    let first = match signals.recv().await {
+        Ok(signal) => signal,
+        Err(e) => return fail(format_args!("cannot wait for signals: {e}")),
+    };
+    handle.stop();
+    serving.await; // the listener is closed: new clients are refused from here on
+    tracing::info!(
+        "{}: stopped accepting; waiting up to {} s for {} open connections",
+        signal_name(first),
+        shutdown_timeout.as_secs_f64(),
+        handle.open_connections()
+    );
+
+    let deadline = sleep(shutdown_timeout);
+    let drained = handle.drained();
+    let second = signals.recv();
+    let mut deadline = std::pin::pin!(deadline);
+    let mut drained = std::pin::pin!(drained);
+    let mut second = std::pin::pin!(second);
+    let cut_short = std::future::poll_fn(|cx| {
+        if let Poll::Ready(signal) = second.as_mut().poll(cx) {
+            return Poll::Ready(signal.ok());
+        }
+        if drained.as_mut().poll(cx).is_ready() || deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await;
+    if let Some(signal) = cut_short {
+        tracing::warn!("{}: exiting at once", signal_name(signal));
+        return ExitCode::from(128 + signal as u8);
+    }
+    let cut = handle.open_connections();
+    let totals = &settings.totals;
+    tracing::info!(
+        "Stopped: {} connections served, {} bytes in, {} bytes out{}",
+        handle.total_connections(),
+        totals.bytes_in.get(),
+        totals.bytes_out.get(),
+        if cut > 0 {
+            format!(", {cut} still open at the deadline closed")
+        } else {
+            String::new()
+        }
+    );
+    // Returning drops the runtime, and with it the connections still open.
+    ExitCode::SUCCESS
+}
+
+/// Logs connections and traffic every `every`.
+async fn report_stats(every: Duration, handle: ServerHandle, settings: Rc<Settings>) {
+    let totals: &Totals = &settings.totals;
+    let mut last = (Instant::now(), totals.messages.get());
+    let mut next = last.0 + every;
+    loop {
+        sleep_until(next).await;
+        let now = Instant::now();
+        let messages = totals.messages.get();
+        let rate = (messages - last.1) as f64 / (now - last.0).as_secs_f64();
+        tracing::info!(
+            "stats: {} connections open, {} in all, {} bytes in, {} bytes out, {rate:.0} msg/s",
+            handle.open_connections(),
+            handle.total_connections(),
+            totals.bytes_in.get(),
+            totals.bytes_out.get(),
+        );
+        last = (now, messages);
+        next += every;
+    }
+}
+
+/// Raises the soft fd limit to the hard one (what a server that holds many connections
+/// needs), and allows that many connections less a reserve.
+fn default_max_connections() -> usize {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit.clone()) {
+            tracing::debug!("cannot raise the fd limit: {e}");
+            limit = getrlimit(Resource::Nofile);
+        }
+    }
+    let fds = limit.current.unwrap_or(u64::MAX);
+    usize::try_from(fds.saturating_sub(FD_RESERVE).max(1)).unwrap_or(usize::MAX)
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        SIGINT => "SIGINT",
+        SIGTERM => "SIGTERM",
+        _ => "signal",
+    }
+}
+
+/// One line on stderr, exit status 1.
+pub fn fail(message: std::fmt::Arguments<'_>) -> ExitCode {
+    eprintln!("coop-echo: {message}");
+    ExitCode::FAILURE
+}
