@@ -1,7 +1,8 @@
 //! The reply to what a client sends: the prefix, then the bytes, as pure functions.
 //!
-//! The reply is never built in a buffer of its own. An [`Encoder`] describes it as
-//! slices of the prefix and of the input, handed to one `writev`; after a write it says
+//! An [`Encoder`] describes the reply as slices of the prefix and of the input, handed
+//! to one `writev` (chunk framing), or copies it into a buffer shared by all connections
+//! (line framing, where a chunk may hold thousands of short lines); after a write it says
 //! how much of the input is answered, keeping its place even in the middle of a prefix.
 //! So a connection holds nothing but the input it has not answered yet, and nothing at
 //! all once it has.
@@ -30,9 +31,6 @@ pub struct Encoder {
     /// How much of that prefix is already written.
     prefix_sent: usize,
 }
-
-/// Slices per `writev` in line framing: 32 short lines per system call.
-pub const MAX_SLICES: usize = 64;
 
 /// Slices the reply to one chunk takes in chunk framing: the prefix and the chunk.
 pub const CHUNK_SLICES: usize = 2;
@@ -102,6 +100,25 @@ impl Encoder {
             rest = &rest[len..];
         }
         filled
+    }
+
+    /// Appends the reply to `input` (all of it yet unanswered) to `out`, stopping at the
+    /// first segment boundary past `limit` bytes: the same bytes [`slices`](Self::slices)
+    /// describes, copied, for replies made of many short lines.
+    pub fn render(&self, input: &[u8], out: &mut Vec<u8>, limit: usize) {
+        let mut rest = input;
+        let mut at_start = self.at_start;
+        let mut prefix_from = self.prefix_sent;
+        while !rest.is_empty() && out.len() < limit {
+            if at_start {
+                out.extend_from_slice(&self.prefix[prefix_from..]);
+                prefix_from = 0;
+            }
+            let len = self.segment_len(rest);
+            out.extend_from_slice(&rest[..len]);
+            at_start = self.ends_line(&rest[..len]);
+            rest = &rest[len..];
+        }
     }
 
     /// `written` bytes of the reply to `input` went out: moves past them and returns how
@@ -209,7 +226,7 @@ mod tests {
             encoder.begin_chunk();
             let mut input = &chunk[..];
             while !input.is_empty() {
-                let mut iov = [IoSlice::new(&[]); MAX_SLICES];
+                let mut iov = [IoSlice::new(&[]); 8];
                 let n = encoder.slices(input, &mut iov[..slots]);
                 assert!(n > 0);
                 let reply: Vec<u8> = iov[..n].iter().flat_map(|s| s.iter().copied()).collect();
@@ -226,7 +243,7 @@ mod tests {
     fn the_seed_session() {
         let chunks = [b"Hello\n".to_vec(), b"World\n".to_vec()];
         for framing in [Framing::Chunk, Framing::Line] {
-            let out = encode(b"GOT:", framing, &chunks, usize::MAX, MAX_SLICES);
+            let out = encode(b"GOT:", framing, &chunks, usize::MAX, 8);
             assert_eq!(out, b"GOT:Hello\nGOT:World\n");
         }
     }
@@ -234,14 +251,14 @@ mod tests {
     #[test]
     fn chunk_framing_prefixes_each_chunk_even_mid_line() {
         let chunks = [b"Hel".to_vec(), b"lo\nWorld\n".to_vec()];
-        let out = encode(b"GOT:", Framing::Chunk, &chunks, usize::MAX, MAX_SLICES);
+        let out = encode(b"GOT:", Framing::Chunk, &chunks, usize::MAX, 8);
         assert_eq!(out, b"GOT:HelGOT:lo\nWorld\n");
     }
 
     #[test]
     fn line_framing_streams_a_line_split_across_chunks() {
         let chunks = [b"Hel".to_vec(), b"lo\nWo".to_vec(), b"rld\n".to_vec()];
-        let out = encode(b"GOT:", Framing::Line, &chunks, usize::MAX, MAX_SLICES);
+        let out = encode(b"GOT:", Framing::Line, &chunks, usize::MAX, 8);
         assert_eq!(out, b"GOT:Hello\nGOT:World\n");
     }
 
@@ -249,7 +266,7 @@ mod tests {
     fn a_write_that_stops_inside_the_prefix_resumes_there() {
         let chunks = [b"ab\ncd\n".to_vec()];
         for window in 1..12 {
-            let out = encode(b"GOT:", Framing::Line, &chunks, window, MAX_SLICES);
+            let out = encode(b"GOT:", Framing::Line, &chunks, window, 8);
             assert_eq!(out, b"GOT:ab\nGOT:cd\n", "window {window}");
         }
     }
@@ -262,7 +279,48 @@ mod tests {
         }
     }
 
+    /// As `encode`, with the reply rendered into a buffer `limit` bytes at a time.
+    fn encode_rendered(
+        prefix: &[u8],
+        framing: Framing,
+        chunks: &[Vec<u8>],
+        window: usize,
+        limit: usize,
+    ) -> Vec<u8> {
+        let mut encoder = Encoder::new(prefix.into(), framing);
+        let mut out = Vec::new();
+        for chunk in chunks.iter().filter(|c| !c.is_empty()) {
+            encoder.begin_chunk();
+            let mut input = &chunk[..];
+            while !input.is_empty() {
+                let mut reply = Vec::new();
+                encoder.render(input, &mut reply, limit);
+                assert!(!reply.is_empty());
+                let written = reply.len().min(window);
+                out.extend_from_slice(&reply[..written]);
+                input = &input[encoder.advance(input, written)..];
+            }
+        }
+        out
+    }
+
     proptest! {
+        #[test]
+        fn rendered_replies_are_the_same_bytes(
+            prefix in prop::collection::vec(any::<u8>(), 0..6),
+            chunks in prop::collection::vec(
+                prop::collection::vec(prop_oneof![Just(b'\n'), any::<u8>()], 0..40), 0..8),
+            line in any::<bool>(),
+            window in 1usize..50,
+            limit in 1usize..30,
+        ) {
+            let framing = if line { Framing::Line } else { Framing::Chunk };
+            prop_assert_eq!(
+                encode_rendered(&prefix, framing, &chunks, window, limit),
+                expected(&prefix, framing, &chunks)
+            );
+        }
+
         #[test]
         fn any_split_any_window_gives_the_obvious_reply(
             prefix in prop::collection::vec(any::<u8>(), 0..6),

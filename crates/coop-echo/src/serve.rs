@@ -1,24 +1,29 @@
 //! `coop-echo serve`: the seed's `echo_handler`, for every client, on one thread.
 
 use std::cell::{Cell, RefCell};
-use std::pin::Pin;
-use std::task::Poll;
-use std::time::{Duration, Instant};
 use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr};
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use coop::net::{TcpListener, TcpStream};
 use coop::time::{Sleep, sleep_until};
 
-use crate::echo::{CHUNK_SLICES, Encoder, Framing, MAX_SLICES};
+use crate::echo::{CHUNK_SLICES, Encoder, Framing};
 
 /// Bytes one read may take from a client. Reads land in one buffer that all connections
 /// share; a connection copies out only what its client is not yet accepting back.
 const READ_SIZE: usize = 16 * 1024;
 
+/// Bytes of reply rendered per write in line framing (one line more at most).
+const RENDER_SIZE: usize = 64 * 1024;
+
 thread_local! {
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_SIZE].into_boxed_slice());
+    /// Line framing's replies, rendered: thousands of short lines make one write.
+    static RENDERED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// What every connection's handler needs to know.
@@ -142,7 +147,10 @@ impl IdleTimer {
             if let Poll::Ready(r) = stream.poll_read_ready(cx) {
                 return Poll::Ready(r.map(|()| true));
             }
-            let due = self.timer.deadline().is_some_and(|d| coop::time::now() >= d);
+            let due = self
+                .timer
+                .deadline()
+                .is_some_and(|d| coop::time::now() >= d);
             if self.armed && !due {
                 return Poll::Pending;
             }
@@ -273,7 +281,7 @@ fn answer_now(
             answered + answer_in::<CHUNK_SLICES>(stream, encoder, &input[answered..], counts)?
         );
     }
-    answer_in::<MAX_SLICES>(stream, encoder, input, counts)
+    answer_rendered(stream, encoder, input, counts)
 }
 
 #[inline(never)]
@@ -299,6 +307,34 @@ fn answer_in<const SLICES: usize>(
         }
     }
     Ok(answered)
+}
+
+/// Line framing: renders the reply into the shared buffer and writes it in one call.
+#[inline(never)]
+fn answer_rendered(
+    stream: &TcpStream,
+    encoder: &mut Encoder,
+    input: &[u8],
+    counts: &mut Counts,
+) -> io::Result<usize> {
+    RENDERED.with_borrow_mut(|rendered| {
+        let mut answered = 0;
+        while answered < input.len() {
+            let rest = &input[answered..];
+            rendered.clear();
+            encoder.render(rest, rendered, RENDER_SIZE);
+            match stream.try_write(rendered) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => {
+                    counts.bytes_out += written as u64;
+                    answered += encoder.advance(rest, written);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(answered)
+    })
 }
 
 /// Waits for the client to accept the rest of the reply, then lets the buffer go.

@@ -76,11 +76,15 @@ async fn serve_until_stopped(service: Service) -> ExitCode {
     let settings = Rc::new(settings);
     let handle = server.handle();
     let handler_settings = Rc::clone(&settings);
-    let serving = coop::spawn(server.serve(move |stream, peer| {
-        serve::handle(stream, peer, Rc::clone(&handler_settings))
-    }));
+    let serving = coop::spawn(
+        server.serve(move |stream, peer| serve::handle(stream, peer, Rc::clone(&handler_settings))),
+    );
     if let Some(every) = stats {
-        drop(coop::spawn(report_stats(every, handle.clone(), Rc::clone(&settings))));
+        drop(coop::spawn(report_stats(
+            every,
+            handle.clone(),
+            Rc::clone(&settings),
+        )));
     }
 
     let first = match signals.recv().await {

@@ -60,6 +60,9 @@ fn start_server() -> (Vec<std::net::SocketAddr>, std::net::SocketAddr) {
                     prefix: Rc::from(&b"GOT:"[..]),
                     framing,
                     quiet: true,
+                    // The default: the idle timer must cost no allocation either.
+                    idle_timeout: Some(Duration::from_secs(300)),
+                    totals: Default::default(),
                 };
                 drop(coop::spawn(serve::run(listener, settings)));
             }

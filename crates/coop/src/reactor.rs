@@ -37,8 +37,9 @@ pub(crate) enum Direction {
     Write = 1,
 }
 
-// Cached readiness bits. The `*_CLOSED` and `ERROR` bits are never cleared: once a peer
-// has hung up, every later operation must get to see it.
+// Cached readiness bits. The `*_CLOSED` bits are never cleared: once a peer has hung
+// up, every later operation must get to see it. `ERROR` goes with a `WouldBlock`, like
+// readiness: an error the OS reported once and then took back must not make a task spin.
 const READABLE: u8 = 1 << 0;
 const WRITABLE: u8 = 1 << 1;
 const READ_CLOSED: u8 = 1 << 2;
@@ -54,11 +55,11 @@ impl Direction {
         }
     }
 
-    /// The bit a `WouldBlock` proves stale.
+    /// The bits a `WouldBlock` proves stale.
     fn clear_mask(self) -> u8 {
         match self {
-            Direction::Read => READABLE,
-            Direction::Write => WRITABLE,
+            Direction::Read => READABLE | ERROR,
+            Direction::Write => WRITABLE | ERROR,
         }
     }
 }
@@ -74,16 +75,32 @@ enum Waiter {
 
 /// One registered socket: its cached readiness and the tasks parked on it.
 ///
-/// At most one task waits in each direction (one reader and one writer, which is what a
-/// connection's handler, or a handler split into a reading and a writing task, needs).
-/// A waiter stays in its slot after it is woken, so a task that parks on the same socket
-/// again (every message, for an echo) costs nothing but a comparison.
+/// Usually one task waits in each direction (a connection's handler; or a reading and a
+/// writing task). Its waiter stays in its slot after it is woken, so a task that parks on
+/// the same socket again (every message, for an echo) costs nothing but a comparison.
+/// Further tasks waiting in the same direction (several tasks accepting on one listener)
+/// wait in a list, and all of them are woken together.
 #[derive(Default)]
 pub(crate) struct Source {
     readiness: Cell<u8>,
     /// Bit `1 << dir` is set while a task is parked in that direction.
     parked: Cell<u8>,
-    waiters: [RefCell<Option<Waiter>>; 2],
+    waiters: [RefCell<Waiters>; 2],
+}
+
+#[derive(Default)]
+struct Waiters {
+    first: Option<Waiter>,
+    others: Vec<Waker>,
+}
+
+impl Waiter {
+    fn will_wake(&self, waker: &Waker) -> bool {
+        match self {
+            Waiter::Task(task) => task.waker().will_wake(waker),
+            Waiter::Waker(own) => own.will_wake(waker),
+        }
+    }
 }
 
 impl Source {
@@ -100,19 +117,22 @@ impl Source {
 
     /// Leaves the task (or its waker) in the waiting area for `dir`.
     fn park(&self, dir: Direction, cx: &mut Context<'_>) {
-        let mut slot = self.waiters[dir as usize].borrow_mut();
-        let same = match &*slot {
-            Some(Waiter::Task(task)) => task.waker().will_wake(cx.waker()),
-            Some(Waiter::Waker(waker)) => waker.will_wake(cx.waker()),
-            None => false,
-        };
-        if !same {
-            *slot = Some(match scheduler::polling_task(cx.waker()) {
-                Some(task) => Waiter::Task(task),
-                None => Waiter::Waker(cx.waker().clone()),
-            });
+        let bit = 1 << dir as u8;
+        let waker = cx.waker();
+        let mut waiters = self.waiters[dir as usize].borrow_mut();
+        let is_first = waiters.first.as_ref().is_some_and(|f| f.will_wake(waker));
+        if self.parked.get() & bit == 0 {
+            // Nobody waits here: this task is the one (and most likely was last time).
+            if !is_first {
+                waiters.first = Some(match scheduler::polling_task(waker) {
+                    Some(task) => Waiter::Task(task),
+                    None => Waiter::Waker(waker.clone()),
+                });
+            }
+            self.parked.set(self.parked.get() | bit);
+        } else if !is_first && !waiters.others.iter().any(|w| w.will_wake(waker)) {
+            waiters.others.push(waker.clone());
         }
-        self.parked.set(self.parked.get() | 1 << dir as u8);
     }
 
     #[inline]
@@ -192,22 +212,32 @@ impl Source {
 
     fn wake(&self, dir: Direction) {
         let slot = &self.waiters[dir as usize];
-        if let Some(Waiter::Task(task)) = &*slot.borrow() {
-            task.schedule();
-            return;
-        }
-        // Out of its slot while it runs: a waker may be anyone's, and may park again.
-        let Some(waiter) = slot.borrow_mut().take() else {
-            return;
+        let (first_task, others) = {
+            let mut waiters = slot.borrow_mut();
+            let task = match &waiters.first {
+                Some(Waiter::Task(task)) => Some(Rc::clone(task)),
+                _ => None,
+            };
+            (task, std::mem::take(&mut waiters.others))
         };
-        if let Waiter::Waker(waker) = &waiter {
-            waker.wake_by_ref();
+        match first_task {
+            Some(task) => task.schedule(),
+            None => {
+                // Out of its slot while it runs: a waker may be anyone's, and may park
+                // again.
+                let first = slot.borrow_mut().first.take();
+                if let Some(Waiter::Waker(waker)) = &first {
+                    waker.wake_by_ref();
+                }
+                // Back in its slot for the next park, unless one was parked there
+                // meanwhile.
+                let mut waiters = slot.borrow_mut();
+                if waiters.first.is_none() {
+                    waiters.first = first;
+                }
+            }
         }
-        // Back in its slot for the next park, unless one was parked there meanwhile.
-        let mut slot = slot.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(waiter);
-        }
+        others.into_iter().for_each(Waker::wake);
     }
 }
 

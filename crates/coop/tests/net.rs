@@ -1,0 +1,93 @@
+//! Sockets shared between tasks, and the errors a caller sees.
+
+use std::io;
+use std::rc::Rc;
+use std::time::Duration;
+
+use coop::net::{TcpListener, TcpStream};
+use coop::time::timeout;
+
+/// Two tasks accepting on one listener both get a client: the second waiter is not lost.
+#[test]
+fn two_tasks_accepting_on_one_listener_each_get_a_client() -> io::Result<()> {
+    coop::block_on(async {
+        let listener = Rc::new(TcpListener::bind("127.0.0.1:0")?);
+        let addr = listener.local_addr()?;
+        let acceptors: Vec<_> = (0..2)
+            .map(|_| {
+                let listener = Rc::clone(&listener);
+                coop::spawn(async move { listener.accept().await.map(|(s, _)| s) })
+            })
+            .collect();
+        coop::yield_now().await; // both are parked on the listener now
+        let _a = TcpStream::connect(addr).await?;
+        let _b = TcpStream::connect(addr).await?;
+        for acceptor in acceptors {
+            timeout(Duration::from_secs(10), acceptor).await??;
+        }
+        Ok(())
+    })
+}
+
+/// A reading task and a writing task share one stream.
+#[test]
+fn a_reader_and_a_writer_task_share_a_stream() -> io::Result<()> {
+    coop::block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let client = Rc::new(TcpStream::connect(listener.local_addr()?).await?);
+        let (server, _) = listener.accept().await?;
+        let echo = coop::spawn(async move {
+            let mut buf = [0; 1024];
+            loop {
+                match server.read(&mut buf).await? {
+                    0 => return io::Result::Ok(()),
+                    n => server.write_all(&buf[..n]).await?,
+                }
+            }
+        });
+        const TOTAL: usize = 4 << 20;
+        let writer = coop::spawn({
+            let client = Rc::clone(&client);
+            async move {
+                let block = vec![7u8; 64 * 1024];
+                for _ in 0..TOTAL / block.len() {
+                    client.write_all(&block).await?;
+                }
+                client.shutdown(std::net::Shutdown::Write)
+            }
+        });
+        let mut got = 0;
+        let mut buf = vec![0; 64 * 1024];
+        loop {
+            match client.read(&mut buf).await? {
+                0 => break,
+                n => {
+                    assert!(buf[..n].iter().all(|&b| b == 7));
+                    got += n;
+                }
+            }
+        }
+        writer.await?;
+        echo.await?;
+        assert_eq!(got, TOTAL);
+        Ok(())
+    })
+}
+
+/// Connecting to a port nobody listens on fails with "connection refused", at once.
+#[test]
+fn connecting_to_a_closed_port_is_refused() -> io::Result<()> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    coop::block_on(async {
+        let attempt = timeout(
+            Duration::from_secs(10),
+            TcpStream::connect(("127.0.0.1", port)),
+        )
+        .await?;
+        let error = attempt.expect_err("nobody listens there");
+        assert_eq!(error.kind(), io::ErrorKind::ConnectionRefused);
+        Ok(())
+    })
+}
