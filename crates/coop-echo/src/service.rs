@@ -166,7 +166,7 @@ fn default_max_connections() -> usize {
     let mut limit = getrlimit(Resource::Nofile);
     if limit.current < limit.maximum {
         limit.current = limit.maximum;
-        if let Err(e) = setrlimit(Resource::Nofile, limit.clone()) {
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
             tracing::debug!("cannot raise the fd limit: {e}");
             limit = getrlimit(Resource::Nofile);
         }

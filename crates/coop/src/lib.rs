@@ -94,6 +94,9 @@
 //! not be `Send`, and the scheduler takes no locks. Wakers are `Send` as `std` requires;
 //! a wake from another thread reaches the runtime through a small inbox. To use several
 //! cores, run one runtime per core.
+//!
+//! Sockets, timers and signals belong to the runtime they were made in, and are woken
+//! only by it: make them inside the `block_on` that uses them.
 
 #![warn(missing_docs, missing_debug_implementations)]
 #![forbid(unsafe_code)]

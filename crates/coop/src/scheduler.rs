@@ -240,11 +240,14 @@ impl Runtime {
         })
     }
 
-    /// Runs `future` to completion on this thread, and with it every task it spawns:
-    /// the seed's `run()`.
+    /// Runs `future` on this thread until it completes, running the tasks it spawns
+    /// meanwhile: the seed's `run()`, with `future` as the program's main task.
     ///
-    /// Returns as soon as `future` completes; tasks still running stay with the runtime.
-    /// A panic in any task unwinds out of `block_on`.
+    /// Returns as soon as `future` completes. Tasks still unfinished stay with the
+    /// runtime (a later `block_on` runs them on) and are dropped with it; to wait for a
+    /// task, await its [`JoinHandle`].
+    ///
+    /// A panic in any task unwinds out of `block_on`; drop the runtime after one.
     ///
     /// # Panics
     ///
@@ -364,6 +367,9 @@ impl Drop for Enter {
 }
 
 /// Runs `future` on a new [`Runtime`] and returns its output: the seed's `run()`.
+///
+/// The runtime is dropped on return, and with it any task still unfinished; see
+/// [`Runtime::block_on`].
 ///
 /// # Panics
 ///

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::net::{TcpListener, TcpStream};
 use crate::spawn;
@@ -18,6 +18,10 @@ use crate::time::{Sleep, sleep};
 /// out of something (file descriptors, buffers, memory). Freed resources are picked up
 /// within this time; the loop never spins on the error.
 const BACKOFF: Duration = Duration::from_millis(100);
+
+/// An accept error that comes and goes (fds freed, taken again) is logged at most this
+/// often.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// Binds `addr` and serves it forever, starting `handler(stream, peer)` as a task for
 /// every client: the seed's `tcp_server`.
@@ -76,7 +80,7 @@ where
 ///   network error `accept` passes on, an interrupted call) is skipped, and the next
 ///   client accepted at once;
 /// * any other error (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`: a limit is reached) is
-///   logged once, when it starts, and the loop rests 100 ms between tries until it
+///   logged (at most once a minute), and the loop rests 100 ms between tries until it
 ///   clears. The clients already connected are served meanwhile.
 ///
 /// None of this costs anything per message: a connection is counted when it is accepted
@@ -182,6 +186,7 @@ impl Server {
             control,
         } = self;
         let mut backoff: Option<Sleep> = None;
+        let mut last_warning: Option<Instant> = None;
         loop {
             let accepted = std::future::poll_fn(|cx| {
                 if control.stopped.get() {
@@ -203,7 +208,7 @@ impl Server {
                 None => return,
                 Some(Ok((stream, peer))) => {
                     if backoff.take().is_some() {
-                        tracing::info!("accepting connections again");
+                        tracing::debug!("accepting connections again");
                     }
                     let connection = Connection::open(&control);
                     let handling = handler(stream, peer);
@@ -214,11 +219,13 @@ impl Server {
                 }
                 Some(Err(e)) if is_connection_error(&e) => {}
                 Some(Err(e)) => {
-                    if backoff.is_none() {
+                    let now = crate::time::now();
+                    if last_warning.is_none_or(|at| now - at >= WARN_EVERY) {
                         tracing::warn!(
                             "cannot accept connections: {e}; retrying every {} ms until it clears",
                             BACKOFF.as_millis()
                         );
+                        last_warning = Some(now);
                     }
                     backoff = Some(sleep(BACKOFF));
                 }
@@ -294,10 +301,19 @@ impl Drop for Connection {
     }
 }
 
-/// Errors of one queued connection, not of the listener (see `accept(2)`: Linux passes
-/// pending network errors of the new socket on as errors of `accept`).
+/// Errors of one queued connection, not of the listener: `accept(2)` says Linux passes
+/// pending network errors of the new socket on as errors of `accept`, to be retried.
 fn is_connection_error(e: &io::Error) -> bool {
     use io::ErrorKind::*;
+    use rustix::io::Errno;
+    let retry = [
+        Errno::PROTO,
+        Errno::PERM,
+        Errno::NOPROTOOPT,
+        Errno::HOSTDOWN,
+        Errno::NONET,
+        Errno::OPNOTSUPP,
+    ];
     matches!(
         e.kind(),
         ConnectionAborted
@@ -308,7 +324,9 @@ fn is_connection_error(e: &io::Error) -> bool {
             | NetworkUnreachable
             | HostUnreachable
             | TimedOut
-    )
+    ) || e
+        .raw_os_error()
+        .is_some_and(|code| retry.iter().any(|errno| errno.raw_os_error() == code))
 }
 
 impl fmt::Debug for Server {

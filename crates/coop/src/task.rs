@@ -111,8 +111,8 @@ enum Join<T> {
 /// Awaits a spawned task's output.
 ///
 /// Returned by [`spawn`](crate::spawn). Awaiting it gives the task's output; dropping it
-/// detaches the task, which runs on to its end all the same (the seed's tasks have no
-/// handle at all: every one of them is detached).
+/// detaches the task, which runs on for as long as its runtime runs (the seed's tasks
+/// have no handle at all: every one of them is detached).
 ///
 /// # Examples
 ///

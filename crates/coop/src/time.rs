@@ -76,15 +76,14 @@ impl Timers {
 
     /// Keeps the timer's waker current; `false` once the timer has fired.
     fn refresh(&self, key: Key, waker: &Waker) -> bool {
-        match self.wakers.borrow_mut().get_mut(key) {
-            Some(stored) => {
-                if !stored.will_wake(waker) {
-                    stored.clone_from(waker);
-                }
-                true
-            }
-            None => false,
-        }
+        let replaced = match self.wakers.borrow_mut().get_mut(key) {
+            Some(stored) if stored.will_wake(waker) => return true,
+            Some(stored) => std::mem::replace(stored, waker.clone()),
+            None => return false,
+        };
+        // Dropped outside the borrow: a waker's drop may be anyone's code.
+        drop(replaced);
+        true
     }
 
     fn remove(&self, deadline: Instant, key: Key) {
