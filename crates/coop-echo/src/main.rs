@@ -111,7 +111,11 @@ fn init_logging() {
 
 fn serve(mut args: ServeArgs) -> ExitCode {
     // `[::1]` is how people write an IPv6 address next to a port; the resolver wants `::1`.
-    if let Some(bare) = args.host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+    if let Some(bare) = args
+        .host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+    {
         args.host = bare.to_string();
     }
     let address = if args.host.contains(':') {

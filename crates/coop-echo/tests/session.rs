@@ -22,18 +22,11 @@ fn the_seed_session() {
     client.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty(), "nothing after the replies, then EOF");
 
-    // The closing line comes after the client saw EOF; wait for it without sleeping.
+    // The closing line comes after the client saw EOF.
     let peer = client.local_addr().unwrap();
-    let closed = format!("Connection closed {peer} (12 bytes in, 20 bytes out)");
-    let deadline = std::time::Instant::now() + IO_TIMEOUT;
-    while !server.log().contains(&closed) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "log:\n{}",
-            server.log()
-        );
-        thread::yield_now();
-    }
+    server.wait_for_log(&format!(
+        "Connection closed {peer} (12 bytes in, 20 bytes out)"
+    ));
     assert!(server.log().contains(&format!("Connection from {peer}")));
 }
 

@@ -3,11 +3,11 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long any single socket operation of a test may wait before the test fails.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
@@ -18,16 +18,30 @@ pub fn binary() -> &'static str {
 
 /// A running server, killed when dropped.
 pub struct Server {
-    child: Child,
+    child: Option<Child>,
+    pid: u32,
     pub addr: SocketAddr,
-    log: Arc<Mutex<String>>,
+    log: Arc<(Mutex<String>, Condvar)>,
 }
 
 impl Server {
     /// Starts `coop-echo serve --host 127.0.0.1 --port 0 ARGS` and waits for its
     /// `Listening on` line.
     pub fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(binary())
+        Server::start_under(&[], args)
+    }
+
+    /// As `start`, with the command run by `wrapper` (e.g. `prlimit --nofile=64`).
+    pub fn start_under(wrapper: &[&str], args: &[&str]) -> Server {
+        let mut command = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut command = Command::new(program);
+                command.args(wrapper_args).arg(binary());
+                command
+            }
+            None => Command::new(binary()),
+        };
+        let mut child = command
             .args(["serve", "--host", "127.0.0.1", "--port", "0"])
             .args(args)
             .env("RUST_LOG", "info")
@@ -37,35 +51,33 @@ impl Server {
             .spawn()
             .expect("start coop-echo");
         let stderr = child.stderr.take().expect("stderr is piped");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (addr_tx, addr_rx) = mpsc::channel();
+        let log = Arc::new((Mutex::new(String::new()), Condvar::new()));
         let sink = Arc::clone(&log);
         thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some((_, addr)) = line.split_once("Listening on ") {
-                    let _ = addr_tx.send(addr.trim().to_string());
-                }
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
+                let (text, changed) = &*sink;
+                let mut text = text.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+                changed.notify_all();
             }
         });
-        let addr = match addr_rx.recv_timeout(IO_TIMEOUT) {
-            Ok(addr) => addr.parse().expect("a socket address after 'Listening on'"),
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "coop-echo did not say 'Listening on'; log:\n{}",
-                    log.lock().unwrap()
-                );
-            }
+        let pid = child.id();
+        let mut server = Server {
+            child: Some(child),
+            pid,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            log,
         };
-        Server { child, addr, log }
+        let line = server.wait_for_log("Listening on ");
+        let addr = line.split_once("Listening on ").unwrap().1.trim();
+        server.addr = addr.parse().expect("a socket address after 'Listening on'");
+        server
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.pid
     }
 
     /// A connected client with bounded reads and writes.
@@ -79,7 +91,22 @@ impl Server {
 
     /// The server's log so far.
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.log.0.lock().unwrap().clone()
+    }
+
+    /// Waits (at most `IO_TIMEOUT`) for a log line containing `needle`, and returns it.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        let (text, changed) = &*self.log;
+        let deadline = Instant::now() + IO_TIMEOUT;
+        let mut text = text.lock().unwrap();
+        loop {
+            if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+                return line.to_string();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no log line with {needle:?}; log:\n{text}");
+            text = changed.wait_timeout(text, left).unwrap().0;
+        }
     }
 
     /// Resident memory, in KiB.
@@ -92,16 +119,69 @@ impl Server {
             .expect("VmRSS in /proc/PID/status")
     }
 
+    /// Open file descriptors.
+    pub fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .count()
+    }
+
+    /// CPU time the server has used (all its threads), from the scheduler's accounting.
+    pub fn cpu(&self) -> Duration {
+        let mut total = 0;
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid())).unwrap() {
+            let stat = std::fs::read_to_string(task.unwrap().path().join("schedstat")).unwrap();
+            total += stat
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap();
+        }
+        Duration::from_nanos(total)
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
+        match &mut self.child {
+            Some(child) => child.try_wait().unwrap().is_none(),
+            None => false,
+        }
+    }
+
+    /// Sends `signal` (e.g. "TERM") to the server.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits at most `limit` for the server to exit, and returns its exit status.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("still running");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let status = child.wait();
+            let _ = tx.send((status, child));
+        });
+        match rx.recv_timeout(limit) {
+            Ok((status, _)) => status.unwrap(),
+            Err(_) => panic!(
+                "coop-echo did not exit within {limit:?}; log:\n{}",
+                self.log()
+            ),
+        }
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
