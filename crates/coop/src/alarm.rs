@@ -41,9 +41,15 @@ impl Alarm {
         })
     }
 
+    /// Whether the alarm is set to ring by `deadline` already.
+    #[inline]
+    pub(crate) fn covers(&self, deadline: Instant) -> bool {
+        self.armed.get().is_some_and(|armed| armed <= deadline)
+    }
+
     /// Makes sure the alarm rings by `deadline` (which is after `now`).
     pub(crate) fn set(&self, deadline: Instant, now: Instant) -> io::Result<()> {
-        if self.armed.get().is_some_and(|armed| armed <= deadline) {
+        if self.covers(deadline) {
             return Ok(());
         }
         let wait = deadline

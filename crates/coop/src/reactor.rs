@@ -210,31 +210,39 @@ impl Source {
         }
     }
 
+    #[inline]
     fn wake(&self, dir: Direction) {
+        let waiters = self.waiters[dir as usize].borrow();
+        if let Some(Waiter::Task(task)) = &waiters.first {
+            // Scheduling only pushes on the ready queue: the borrow can stay.
+            task.schedule();
+            if waiters.others.is_empty() {
+                return;
+            }
+        }
+        drop(waiters);
+        self.wake_others(dir);
+    }
+
+    /// The rest of `wake`: a waiter that gave a foreign waker, and further waiters.
+    #[cold]
+    fn wake_others(&self, dir: Direction) {
         let slot = &self.waiters[dir as usize];
-        let (first_task, others) = {
+        // Out of the slot while they run: a waker may be anyone's, and may park again.
+        let (first, others) = {
             let mut waiters = slot.borrow_mut();
-            let task = match &waiters.first {
-                Some(Waiter::Task(task)) => Some(Rc::clone(task)),
+            let first = match waiters.first {
+                Some(Waiter::Waker(_)) => waiters.first.take(),
                 _ => None,
             };
-            (task, std::mem::take(&mut waiters.others))
+            (first, std::mem::take(&mut waiters.others))
         };
-        match first_task {
-            Some(task) => task.schedule(),
-            None => {
-                // Out of its slot while it runs: a waker may be anyone's, and may park
-                // again.
-                let first = slot.borrow_mut().first.take();
-                if let Some(Waiter::Waker(waker)) = &first {
-                    waker.wake_by_ref();
-                }
-                // Back in its slot for the next park, unless one was parked there
-                // meanwhile.
-                let mut waiters = slot.borrow_mut();
-                if waiters.first.is_none() {
-                    waiters.first = first;
-                }
+        if let Some(Waiter::Waker(waker)) = &first {
+            waker.wake_by_ref();
+            // Back in its slot for the next park, unless one was parked there meanwhile.
+            let mut waiters = slot.borrow_mut();
+            if waiters.first.is_none() {
+                waiters.first = first;
             }
         }
         others.into_iter().for_each(Waker::wake);
@@ -244,6 +252,15 @@ impl Source {
 /// The token under which the runtime's inbox interrupts the poll. Slab keys never reach
 /// it, nor the alarm's: a key's index is below `u32::MAX`.
 pub(crate) const INBOX: Token = Token(usize::MAX);
+
+/// What an OS poll found besides sockets.
+#[derive(Default)]
+pub(crate) struct Woken {
+    /// Another thread woke a task: the inbox has work.
+    pub(crate) inbox: bool,
+    /// A timer may be due.
+    pub(crate) timers: bool,
+}
 
 /// The OS poll, every registered socket, and the alarm for timers.
 pub(crate) struct Reactor {
@@ -308,35 +325,36 @@ impl Reactor {
 
     /// Waits for the OS until a socket turns ready, another thread wakes a task, or
     /// `deadline` (a timer's) passes; with `at_once`, does not wait at all. Wakes the
-    /// tasks whose sockets turned ready. Returns whether the inbox was signalled.
-    pub(crate) fn poll(&self, at_once: bool, deadline: Option<Instant>) -> io::Result<bool> {
-        let timeout = match (at_once, deadline) {
-            (true, _) => Some(Duration::ZERO),
-            (false, None) => None,
-            (false, Some(deadline)) => {
-                let now = Instant::now();
-                if deadline <= now {
-                    Some(Duration::ZERO)
-                } else {
-                    match self.alarm.set(deadline, now) {
-                        Ok(()) => None,
-                        // No alarm: wait in the poll itself, to the millisecond.
-                        Err(_) => Some(deadline - now),
-                    }
-                }
+    /// tasks whose sockets turned ready, and says what else needs doing.
+    pub(crate) fn poll(&self, at_once: bool, deadline: Option<Instant>) -> io::Result<Woken> {
+        let mut woken = Woken::default();
+        let mut timeout = if at_once { Some(Duration::ZERO) } else { None };
+        // With the alarm set in time there is nothing to compute: when a timer is due,
+        // the alarm says so. Only a new, earlier deadline costs a clock read.
+        if let Some(deadline) = deadline.filter(|&d| !self.alarm.covers(d)) {
+            let now = Instant::now();
+            if deadline <= now {
+                timeout = Some(Duration::ZERO);
+                woken.timers = true;
+            } else if self.alarm.set(deadline, now).is_err() {
+                // No alarm: wait in the poll itself, to the millisecond.
+                timeout = Some(timeout.unwrap_or(deadline - now));
+                woken.timers = true;
             }
-        };
+        }
         let mut events = self.events.borrow_mut();
         match self.poll.borrow_mut().poll(&mut events, timeout) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(woken),
             Err(e) => return Err(e),
         }
-        let mut inbox = false;
         for event in events.iter() {
             match event.token() {
-                INBOX => inbox = true,
-                ALARM => self.alarm.rang(),
+                INBOX => woken.inbox = true,
+                ALARM => {
+                    self.alarm.rang();
+                    woken.timers = true;
+                }
                 token => {
                     // Cloned out of the table so that a waker may register or forget
                     // sockets.
@@ -347,7 +365,7 @@ impl Reactor {
                 }
             }
         }
-        Ok(inbox)
+        Ok(woken)
     }
 }
 /// A socket's place in the reactor, held by the socket for as long as it lives.

@@ -66,8 +66,9 @@ thread_local! {
     /// The running runtime's ready queue, moved here for the length of `block_on` so a
     /// wake reaches it in one thread-local access.
     static READY: RefCell<VecDeque<Runnable>> = const { RefCell::new(VecDeque::new()) };
-    /// The task being polled, so a socket can hold the task itself instead of a waker.
-    static POLLING: Cell<Option<Rc<Task>>> = const { Cell::new(None) };
+    /// The key of the task being polled, so a socket can hold the task itself instead of
+    /// a waker.
+    static POLLING: Cell<Option<Key>> = const { Cell::new(None) };
 }
 
 fn with_current<R>(f: impl FnOnce(&Rc<Core>) -> R) -> Option<R> {
@@ -98,13 +99,10 @@ pub(crate) fn wake_local(inbox: &Arc<Inbox>, key: Key) -> bool {
 /// The task being polled, if `waker` is its own waker.
 #[inline]
 pub(crate) fn polling_task(waker: &Waker) -> Option<Rc<Task>> {
-    let task = POLLING.take();
-    let found = task
-        .as_ref()
+    let key = POLLING.get()?;
+    with_current(|core| core.tasks.borrow().get(key).cloned())
+        .flatten()
         .filter(|task| task.waker().will_wake(waker))
-        .cloned();
-    POLLING.set(task);
-    found
 }
 
 pub(crate) fn current_reactor() -> io::Result<Rc<Reactor>> {
@@ -177,7 +175,7 @@ impl Core {
     #[inline]
     fn run(&self, task: Rc<Task>) {
         budget::reset();
-        POLLING.set(Some(Rc::clone(&task)));
+        POLLING.set(Some(task.key()));
         let finished = task.poll();
         POLLING.set(None);
         if finished {
@@ -192,16 +190,18 @@ impl Core {
     fn park(&self) {
         let deadline = self.timers.next_deadline();
         let at_once = !READY.with_borrow(VecDeque::is_empty);
-        match self.reactor.poll(at_once, deadline) {
-            Ok(_) => {}
+        let woken = match self.reactor.poll(at_once, deadline) {
+            Ok(woken) => woken,
             // epoll_wait fails only on a bad descriptor or argument: a bug, not a load.
             Err(e) => panic!("coop: the OS poll failed: {e}"),
-        }
+        };
         time::forget_now();
-        if deadline.is_some() {
+        if woken.timers {
             self.timers.fire(time::now());
         }
-        self.inbox.drain(|key| self.wake(key));
+        if woken.inbox {
+            self.inbox.drain(|key| self.wake(key));
+        }
     }
 }
 

@@ -28,6 +28,11 @@ use crate::slab::{Key, Slab};
 pub(crate) struct Timers {
     wakers: RefCell<Slab<Waker>>,
     order: RefCell<BTreeSet<(Instant, Key)>>,
+    /// The first deadline of `order`, kept at hand: the run loop asks every round.
+    earliest: Cell<Option<Instant>>,
+    /// How many timers have fired, ever: a `Sleep` that saw this count when it last
+    /// registered knows, while it is unchanged, that it has not fired.
+    fired: Cell<u64>,
 }
 
 impl Timers {
@@ -35,6 +40,8 @@ impl Timers {
         Timers {
             wakers: RefCell::new(Slab::new()),
             order: RefCell::new(BTreeSet::new()),
+            earliest: Cell::new(None),
+            fired: Cell::new(0),
         }
     }
 
@@ -43,8 +50,14 @@ impl Timers {
     }
 
     /// The earliest deadline, if any timer is pending.
+    #[inline]
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.order.borrow().first().map(|&(deadline, _)| deadline)
+        self.earliest.get()
+    }
+
+    fn update_earliest(&self) {
+        let first = self.order.borrow().first().map(|&(deadline, _)| deadline);
+        self.earliest.set(first);
     }
 
     /// Wakes every timer due by `now`, earliest first.
@@ -58,19 +71,29 @@ impl Timers {
                         order.pop_first();
                         key
                     }
-                    _ => return,
+                    _ => break,
                 }
             };
             let waker = self.wakers.borrow_mut().remove(key);
+            self.fired.set(self.fired.get() + 1);
+            self.update_earliest();
             if let Some(waker) = waker {
                 waker.wake();
             }
         }
+        self.update_earliest();
     }
 
     fn insert(&self, deadline: Instant, waker: Waker) -> Key {
         let key = self.wakers.borrow_mut().insert_with(|_| waker);
         self.order.borrow_mut().insert((deadline, key));
+        if self
+            .earliest
+            .get()
+            .is_none_or(|earliest| deadline < earliest)
+        {
+            self.earliest.set(Some(deadline));
+        }
         key
     }
 
@@ -90,6 +113,9 @@ impl Timers {
         let removed = self.wakers.borrow_mut().remove(key);
         if removed.is_some() {
             self.order.borrow_mut().remove(&(deadline, key));
+            if self.earliest.get() == Some(deadline) {
+                self.update_earliest();
+            }
         }
         drop(removed);
     }
@@ -123,7 +149,24 @@ pub struct Sleep {
     /// `None`: a deadline too far to represent, which is never reached.
     deadline: Option<Instant>,
     /// Set once the timer is in the runtime's table.
-    entry: Option<(Rc<Timers>, Key)>,
+    entry: Option<Entry>,
+}
+
+/// A registered timer, and what its `Sleep` last knew of it.
+struct Entry {
+    timers: Rc<Timers>,
+    key: Key,
+    /// `Timers::fired` when the waker was last stored.
+    fired_seen: u64,
+    /// The stored waker's identity (data and vtable addresses, compared only).
+    waker: (usize, usize),
+}
+
+fn identity(waker: &Waker) -> (usize, usize) {
+    (
+        waker.data() as usize,
+        std::ptr::from_ref(waker.vtable()) as usize,
+    )
 }
 
 /// Waits until `duration` has passed.
@@ -175,8 +218,8 @@ impl Sleep {
     }
 
     fn cancel(&mut self) {
-        if let (Some((timers, key)), Some(deadline)) = (self.entry.take(), self.deadline) {
-            timers.remove(deadline, key);
+        if let (Some(entry), Some(deadline)) = (self.entry.take(), self.deadline) {
+            entry.timers.remove(deadline, entry.key);
         }
     }
 }
@@ -188,15 +231,32 @@ impl Future for Sleep {
         let Some(deadline) = self.deadline else {
             return Poll::Pending;
         };
-        match &self.entry {
-            Some((timers, key)) if timers.refresh(*key, cx.waker()) => Poll::Pending,
-            Some(_) => Poll::Ready(()),
+        match &mut self.entry {
+            Some(entry) => {
+                // Nothing fired, same waker: nothing to look up (a task polls its idle
+                // timer every time it parks).
+                let fired = entry.timers.fired.get();
+                if fired == entry.fired_seen && entry.waker == identity(cx.waker()) {
+                    return Poll::Pending;
+                }
+                if !entry.timers.refresh(entry.key, cx.waker()) {
+                    return Poll::Ready(());
+                }
+                entry.fired_seen = fired;
+                entry.waker = identity(cx.waker());
+                Poll::Pending
+            }
             None if Instant::now() >= deadline => Poll::Ready(()),
             None => {
                 let timers = scheduler::current_timers()
                     .unwrap_or_else(|| panic!("coop::time::Sleep polled outside a coop runtime"));
                 let key = timers.insert(deadline, cx.waker().clone());
-                self.entry = Some((timers, key));
+                self.entry = Some(Entry {
+                    fired_seen: timers.fired.get(),
+                    waker: identity(cx.waker()),
+                    timers,
+                    key,
+                });
                 Poll::Pending
             }
         }
