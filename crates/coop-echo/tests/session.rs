@@ -67,8 +67,9 @@ fn the_seed_session_through_nc() {
         }
     });
     for word in ["Hello", "World"] {
-        writeln!(stdin, "{word}").unwrap();
-        stdin.flush().unwrap();
+        // One write, as a person's terminal sends a line: `writeln!` may split it in two,
+        // and chunk framing would then answer two chunks.
+        stdin.write_all(format!("{word}\n").as_bytes()).unwrap();
         let reply = lines
             .recv_timeout(IO_TIMEOUT)
             .expect("a reply line from nc");
