@@ -10,6 +10,8 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
+use pin_project_lite::pin_project;
+
 use crate::net::{TcpListener, TcpStream};
 use crate::spawn;
 use crate::time::{Sleep, sleep};
@@ -211,10 +213,9 @@ impl Server {
                         tracing::debug!("accepting connections again");
                     }
                     let connection = Connection::open(&control);
-                    let handling = handler(stream, peer);
-                    drop(spawn(async move {
-                        let _connection = connection;
-                        handling.await;
+                    drop(spawn(Counted {
+                        future: handler(stream, peer),
+                        _connection: connection,
                     }));
                 }
                 Some(Err(e)) if is_connection_error(&e) => {}
@@ -268,6 +269,24 @@ impl ServerHandle {
             Poll::Pending
         })
         .await;
+    }
+}
+
+pin_project! {
+    /// A handler's future, counted as an open connection until it is dropped. (A struct,
+    /// not an `async` block, which would store the handler's future twice.)
+    struct Counted<F> {
+        #[pin]
+        future: F,
+        _connection: Connection,
+    }
+}
+
+impl<F: Future> Future for Counted<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<F::Output> {
+        self.project().future.poll(cx)
     }
 }
 

@@ -19,6 +19,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+use pin_project_lite::pin_project;
+
 use crate::scheduler;
 use crate::slab::Key;
 use crate::waker::{Header, Inbox};
@@ -52,13 +54,7 @@ impl Task {
         let handle = JoinHandle {
             join: Rc::clone(&join),
         };
-        let future = Box::pin(async move {
-            let output = future.await;
-            let previous = join.replace(Join::Finished(output));
-            if let Join::Running(Some(waiter)) = previous {
-                waiter.wake();
-            }
-        });
+        let future = Box::pin(Completing { future, join });
         let task = Task {
             key,
             queued: Cell::new(false),
@@ -97,6 +93,36 @@ impl Task {
     pub(crate) fn cancel(&self) {
         let future = self.future.replace(Box::pin(std::future::pending()));
         drop(future);
+    }
+}
+
+pin_project! {
+    /// A spawned future that hands its output to the `JoinHandle` when it completes.
+    ///
+    /// A struct rather than an `async` block: an async block that awaits a captured
+    /// future stores it twice (the capture and the awaited value), and every connection's
+    /// handler would pay for it in memory.
+    struct Completing<F: Future> {
+        #[pin]
+        future: F,
+        join: Rc<RefCell<Join<F::Output>>>,
+    }
+}
+
+impl<F: Future> Future for Completing<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        let output = match this.future.poll(cx) {
+            Poll::Ready(output) => output,
+            Poll::Pending => return Poll::Pending,
+        };
+        let previous = this.join.replace(Join::Finished(output));
+        if let Join::Running(Some(waiter)) = previous {
+            waiter.wake();
+        }
+        Poll::Ready(())
     }
 }
 
