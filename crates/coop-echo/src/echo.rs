@@ -46,6 +46,11 @@ impl Encoder {
         }
     }
 
+    /// The prefix.
+    pub fn prefix(&self) -> &[u8] {
+        &self.prefix
+    }
+
     /// Where this encoder puts the prefix.
     pub fn framing(&self) -> Framing {
         self.framing

@@ -20,8 +20,13 @@ const READ_SIZE: usize = 16 * 1024;
 /// Bytes of reply rendered per write in line framing (one line more at most).
 const RENDER_SIZE: usize = 64 * 1024;
 
+/// Room before the read bytes in the shared buffer, where a prefix this long or shorter
+/// is put so that it and the bytes form the reply in one piece.
+const PREFIX_ROOM: usize = 256;
+
 thread_local! {
-    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_SIZE].into_boxed_slice());
+    static SCRATCH: RefCell<Box<[u8]>> =
+        RefCell::new(vec![0; PREFIX_ROOM + READ_SIZE].into_boxed_slice());
     /// Line framing's replies, rendered: thousands of short lines make one write.
     static RENDERED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
@@ -199,7 +204,7 @@ async fn echo(
             None => stream.readable().await?,
         }
         let turn = SCRATCH.with_borrow_mut(|scratch| {
-            let n = match stream.try_read(scratch) {
+            let n = match stream.try_read(&mut scratch[PREFIX_ROOM..]) {
                 Ok(0) => return Ok(Turn::Eof),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Turn::NothingRead),
@@ -209,13 +214,12 @@ async fn echo(
             Totals::add(&settings.totals.bytes_in, n as u64);
             Totals::add(&settings.totals.messages, 1);
             encoder.begin_chunk();
-            let input = &scratch[..n];
             let before = counts.bytes_out;
-            let answered = answer_now(stream, encoder, input, counts);
+            let answered = answer_now(stream, encoder, scratch, n, counts);
             Totals::add(&settings.totals.bytes_out, counts.bytes_out - before);
             let answered = answered?;
             if answered < n {
-                pending.extend_from_slice(&input[answered..]);
+                pending.extend_from_slice(&scratch[PREFIX_ROOM + answered..PREFIX_ROOM + n]);
                 return Ok(Turn::Blocked);
             }
             Ok(Turn::Answered)
@@ -246,36 +250,58 @@ async fn echo(
     }
 }
 
-/// Writes as much of the reply to `input` as the socket takes without waiting; returns how
-/// many input bytes that answered.
+/// Writes as much of the reply to the `n` bytes just read (at `PREFIX_ROOM` in
+/// `scratch`) as the socket takes without waiting; returns how many of them it answered.
 #[inline]
 fn answer_now(
     stream: &TcpStream,
     encoder: &mut Encoder,
-    input: &[u8],
+    scratch: &mut [u8],
+    n: usize,
     counts: &mut Counts,
 ) -> io::Result<usize> {
-    if encoder.framing() == Framing::Chunk {
-        // Two slices are all chunk framing fills (initialising 64 per message would cost
-        // more than the rest of the reply), and one write nearly always takes them.
-        let mut slices = [IoSlice::new(&[]); CHUNK_SLICES];
-        let filled = encoder.slices(input, &mut slices);
-        let written = match stream.try_write_vectored(&slices[..filled]) {
+    let prefix = encoder.prefix().len();
+    if encoder.framing() == Framing::Chunk && prefix <= PREFIX_ROOM {
+        // The prefix goes just before the bytes read: the reply is one slice, and one
+        // plain write (cheaper in the kernel than a writev of two) nearly always takes it.
+        let start = PREFIX_ROOM - prefix;
+        scratch[start..PREFIX_ROOM].copy_from_slice(encoder.prefix());
+        let written = match stream.try_write(&scratch[start..PREFIX_ROOM + n]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(written) => written,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
             Err(e) => return Err(e),
         };
         counts.bytes_out += written as u64;
+        let input = &scratch[PREFIX_ROOM..PREFIX_ROOM + n];
         let answered = encoder.advance(input, written);
-        if answered == input.len() {
+        if answered == n {
             return Ok(answered);
         }
         return Ok(
             answered + answer_in::<CHUNK_SLICES>(stream, encoder, &input[answered..], counts)?
         );
     }
-    answer_rendered(stream, encoder, input, counts)
+    answer(
+        stream,
+        encoder,
+        &scratch[PREFIX_ROOM..PREFIX_ROOM + n],
+        counts,
+    )
+}
+
+/// Writes as much of the reply to `input` as the socket takes without waiting; returns how
+/// many input bytes that answered.
+fn answer(
+    stream: &TcpStream,
+    encoder: &mut Encoder,
+    input: &[u8],
+    counts: &mut Counts,
+) -> io::Result<usize> {
+    match encoder.framing() {
+        Framing::Chunk => answer_in::<CHUNK_SLICES>(stream, encoder, input, counts),
+        Framing::Line => answer_rendered(stream, encoder, input, counts),
+    }
 }
 
 #[inline(never)]
@@ -341,7 +367,7 @@ async fn answer_pending(
     let mut answered = 0;
     while answered < pending.len() {
         stream.writable().await?;
-        answered += answer_now(stream, encoder, &pending[answered..], counts)?;
+        answered += answer(stream, encoder, &pending[answered..], counts)?;
     }
     // Nothing in flight: keep no buffer for a connection that may now idle for hours.
     *pending = Vec::new();
