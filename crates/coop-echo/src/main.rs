@@ -72,6 +72,11 @@ struct ServeArgs {
     /// Log a stats line (connections, bytes, messages per second) every SECS seconds.
     #[arg(long, value_name = "SECS", value_parser = positive_seconds)]
     stats: Option<f64>,
+
+    /// Print one line per scheduler event: task spawned, run, parked in a waiting area,
+    /// woken by the OS poll, finished.
+    #[arg(long)]
+    trace: bool,
 }
 
 fn seconds(s: &str) -> Result<f64, String> {
@@ -140,5 +145,6 @@ fn serve(mut args: ServeArgs) -> ExitCode {
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         shutdown_timeout: Duration::from_secs_f64(args.shutdown_timeout),
         stats: args.stats.and_then(some_secs),
+        trace: args.trace,
     })
 }

@@ -33,6 +33,8 @@ pub struct Service {
     pub shutdown_timeout: Duration,
     /// Log a stats line this often.
     pub stats: Option<Duration>,
+    /// Print scheduler events.
+    pub trace: bool,
 }
 
 /// Binds, serves until SIGINT or SIGTERM, then stops gracefully. Exit status 0 after a
@@ -55,7 +57,12 @@ async fn serve_until_stopped(service: Service) -> ExitCode {
         max_connections,
         shutdown_timeout,
         stats,
+        trace,
     } = service;
+    if trace {
+        // Straight to stderr, one line each: these are for watching, not for logs.
+        coop::trace::set_hook(|event| eprintln!("trace: {event}"));
+    }
     let listener = match TcpListener::bind((host.as_str(), port)) {
         Ok(listener) => listener,
         Err(e) => return fail(format_args!("cannot listen on {address}: {e}")),

@@ -111,10 +111,11 @@ pub mod signal;
 mod slab;
 mod task;
 pub mod time;
+pub mod trace;
 mod waker;
 
 pub use budget::yield_now;
-pub use net::{TcpListener, TcpStream};
-pub use scheduler::{Runtime, Stats, block_on, spawn};
+pub use net::{TcpListener, TcpStream, UdpSocket};
+pub use scheduler::{Runtime, Stats, block_on, spawn, spawn_named};
 pub use server::{Server, ServerHandle, serve, tcp_server};
 pub use task::JoinHandle;

@@ -29,6 +29,7 @@ use crate::budget;
 use crate::scheduler;
 use crate::slab::{Key, Slab};
 use crate::task::Task;
+use crate::trace::{self, Area};
 
 /// Which waiting area: the seed's `recv_wait` or `send_wait`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +48,13 @@ const WRITE_CLOSED: u8 = 1 << 3;
 const ERROR: u8 = 1 << 4;
 
 impl Direction {
+    fn area(self) -> Area {
+        match self {
+            Direction::Read => Area::Read,
+            Direction::Write => Area::Write,
+        }
+    }
+
     /// Bits that let an operation in this direction proceed.
     fn ready_mask(self) -> u8 {
         match self {
@@ -82,6 +90,8 @@ enum Waiter {
 /// wait in a list, and all of them are woken together.
 #[derive(Default)]
 pub(crate) struct Source {
+    /// The socket's descriptor, for traces.
+    fd: i32,
     readiness: Cell<u8>,
     /// Bit `1 << dir` is set while a task is parked in that direction.
     parked: Cell<u8>,
@@ -130,6 +140,9 @@ impl Source {
                 });
             }
             self.parked.set(self.parked.get() | bit);
+            if trace::enabled() {
+                self.trace_park(dir);
+            }
         } else if !is_first && !waiters.others.iter().any(|w| w.will_wake(waker)) {
             waiters.others.push(waker.clone());
         }
@@ -210,10 +223,26 @@ impl Source {
         }
     }
 
+    #[cold]
+    fn trace_park(&self, dir: Direction) {
+        if let Some(task) = scheduler::polling_id() {
+            trace::emit(|| trace::Event::Park {
+                task,
+                area: dir.area(),
+                fd: self.fd,
+            });
+        }
+    }
+
     #[inline]
     fn wake(&self, dir: Direction) {
         let waiters = self.waiters[dir as usize].borrow();
         if let Some(Waiter::Task(task)) = &waiters.first {
+            trace::emit(|| trace::Event::Wake {
+                task: task.id(),
+                area: dir.area(),
+                fd: self.fd,
+            });
             // Scheduling only pushes on the ready queue: the borrow can stay.
             task.schedule();
             if waiters.others.is_empty() {
@@ -290,8 +319,12 @@ impl Reactor {
     pub(crate) fn register(
         &self,
         io: &mut impl mio::event::Source,
+        fd: i32,
     ) -> io::Result<(Key, Rc<Source>)> {
-        let source = Rc::new(Source::default());
+        let source = Rc::new(Source {
+            fd,
+            ..Source::default()
+        });
         let key = self
             .sources
             .borrow_mut()
@@ -377,9 +410,9 @@ pub(crate) struct Registration {
 
 impl Registration {
     /// Registers `io` with the current runtime's reactor.
-    pub(crate) fn new(io: &mut impl mio::event::Source) -> io::Result<Self> {
+    pub(crate) fn new(io: &mut impl mio::event::Source, fd: i32) -> io::Result<Self> {
         let reactor = crate::scheduler::current_reactor()?;
-        let (key, source) = reactor.register(io)?;
+        let (key, source) = reactor.register(io, fd)?;
         Ok(Registration {
             key,
             source,

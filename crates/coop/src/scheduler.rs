@@ -34,6 +34,7 @@ use crate::reactor::Reactor;
 use crate::slab::{Key, Slab};
 use crate::task::{JoinHandle, Task};
 use crate::time::{self, Timers};
+use crate::trace::{self, Event, TaskId};
 use crate::waker::{Header, Inbox};
 
 /// The key `block_on`'s own future wakes by. Never a task's: slab indices stay below
@@ -69,6 +70,8 @@ thread_local! {
     /// The key of the task being polled, so a socket can hold the task itself instead of
     /// a waker.
     static POLLING: Cell<Option<Key>> = const { Cell::new(None) };
+    /// The number the next task gets in traces.
+    static NEXT_ID: Cell<u64> = const { Cell::new(1) };
 }
 
 fn with_current<R>(f: impl FnOnce(&Rc<Core>) -> R) -> Option<R> {
@@ -139,23 +142,48 @@ where
     F: Future + 'static,
     F::Output: 'static,
 {
-    with_current(|core| core.spawn(future))
+    with_current(|core| core.spawn(future, None))
         .unwrap_or_else(|| panic!("coop::spawn called outside a coop runtime"))
 }
 
+/// [`spawn`], with a name that [traces](crate::trace) show for the task (e.g. `conn
+/// 127.0.0.1:50412`). The name is not kept: it costs nothing when nobody traces, and
+/// callers that build it with `format!` can check [`trace::enabled`] first.
+///
+/// # Panics
+///
+/// When called outside a coop runtime.
+pub fn spawn_named<F>(name: &str, future: F) -> JoinHandle<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    with_current(|core| core.spawn(future, Some(name)))
+        .unwrap_or_else(|| panic!("coop::spawn_named called outside a coop runtime"))
+}
+
+/// The task being polled, for traces.
+pub(crate) fn polling_id() -> Option<TaskId> {
+    let key = POLLING.get()?;
+    with_current(|core| core.tasks.borrow().get(key).map(|task| task.id())).flatten()
+}
+
 impl Core {
-    fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    fn spawn<F>(&self, future: F, name: Option<&str>) -> JoinHandle<F::Output>
     where
         F: Future + 'static,
         F::Output: 'static,
     {
+        let id = TaskId(NEXT_ID.get());
+        NEXT_ID.set(id.0 + 1);
         let mut made = None;
         self.tasks.borrow_mut().insert_with(|key| {
-            let (task, join) = Task::new(key, &self.inbox, future);
+            let (task, join) = Task::new(key, id, &self.inbox, future);
             made = Some((Rc::clone(&task), join));
             task
         });
         let (task, join) = made.unwrap_or_else(|| unreachable!("insert_with calls its closure"));
+        trace::emit(|| Event::Spawn { task: id, name });
         task.schedule();
         join
     }
@@ -176,9 +204,11 @@ impl Core {
     fn run(&self, task: Rc<Task>) {
         budget::reset();
         POLLING.set(Some(task.key()));
+        trace::emit(|| Event::Run { task: task.id() });
         let finished = task.poll();
         POLLING.set(None);
         if finished {
+            trace::emit(|| Event::Finish { task: task.id() });
             let entry = self.tasks.borrow_mut().remove(task.key());
             // Dropped outside the borrow: a task's destructors may spawn or wake.
             drop(entry);

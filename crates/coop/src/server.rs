@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use pin_project_lite::pin_project;
 
 use crate::net::{TcpListener, TcpStream};
-use crate::spawn;
 use crate::time::{Sleep, sleep};
+use crate::{spawn, spawn_named, trace};
 
 /// How long the accept loop rests after an error that says the process or the system is
 /// out of something (file descriptors, buffers, memory). Freed resources are picked up
@@ -213,10 +213,15 @@ impl Server {
                         tracing::debug!("accepting connections again");
                     }
                     let connection = Connection::open(&control);
-                    drop(spawn(Counted {
+                    let counted = Counted {
                         future: handler(stream, peer),
                         _connection: connection,
-                    }));
+                    };
+                    if trace::enabled() {
+                        drop(spawn_named(&format!("conn {peer}"), counted));
+                    } else {
+                        drop(spawn(counted));
+                    }
                 }
                 Some(Err(e)) if is_connection_error(&e) => {}
                 Some(Err(e)) => {

@@ -50,7 +50,8 @@ impl Signals {
     /// SIGSTOP) and outside a coop runtime.
     pub fn new(signals: &[i32]) -> io::Result<Signals> {
         let mut signals = signal_hook_mio::v1_0::Signals::new(signals)?;
-        let registration = Registration::new(&mut signals)?;
+        // The self-pipe's descriptor is the crate's own; traces show -1.
+        let registration = Registration::new(&mut signals, -1)?;
         Ok(Signals {
             registration,
             inner: RefCell::new(Inner {

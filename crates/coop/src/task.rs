@@ -23,6 +23,7 @@ use pin_project_lite::pin_project;
 
 use crate::scheduler;
 use crate::slab::Key;
+use crate::trace::TaskId;
 use crate::waker::{Header, Inbox};
 
 /// A spawned future with its waker.
@@ -32,6 +33,8 @@ use crate::waker::{Header, Inbox};
 /// the table stays free for the task to spawn into.
 pub(crate) struct Task {
     key: Key,
+    /// The task's number in traces.
+    id: TaskId,
     /// In the ready queue already: a task sits there at most once.
     queued: Cell<bool>,
     future: RefCell<Pin<Box<dyn Future<Output = ()>>>>,
@@ -43,6 +46,7 @@ impl Task {
     /// Wraps `future` so its output goes to the returned [`JoinHandle`].
     pub(crate) fn new<F>(
         key: Key,
+        id: TaskId,
         inbox: &Arc<Inbox>,
         future: F,
     ) -> (Rc<Task>, JoinHandle<F::Output>)
@@ -57,6 +61,7 @@ impl Task {
         let future = Box::pin(Completing { future, join });
         let task = Task {
             key,
+            id,
             queued: Cell::new(false),
             future: RefCell::new(future),
             waker: Header::waker(key, inbox),
@@ -66,6 +71,10 @@ impl Task {
 
     pub(crate) fn key(&self) -> Key {
         self.key
+    }
+
+    pub(crate) fn id(&self) -> TaskId {
+        self.id
     }
 
     pub(crate) fn waker(&self) -> &Waker {

@@ -1,6 +1,7 @@
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 use std::task::{Context, Poll};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -54,7 +55,8 @@ impl TcpListener {
     pub fn from_std(listener: std::net::TcpListener) -> io::Result<TcpListener> {
         listener.set_nonblocking(true)?;
         let mut io = mio::net::TcpListener::from_std(listener);
-        let registration = Registration::new(&mut io)?;
+        let fd = io.as_raw_fd();
+        let registration = Registration::new(&mut io, fd)?;
         Ok(TcpListener { registration, io })
     }
 

@@ -8,9 +8,11 @@
 
 mod listener;
 mod stream;
+mod udp;
 
 pub use listener::TcpListener;
 pub use stream::TcpStream;
+pub use udp::UdpSocket;
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};

@@ -1,6 +1,7 @@
 use std::fmt;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 use std::task::{Context, Poll};
 
 use crate::reactor::{Direction, Registration};
@@ -33,7 +34,8 @@ pub struct TcpStream {
 
 impl TcpStream {
     pub(crate) fn new(mut io: mio::net::TcpStream) -> io::Result<Self> {
-        let registration = Registration::new(&mut io)?;
+        let fd = io.as_raw_fd();
+        let registration = Registration::new(&mut io, fd)?;
         Ok(TcpStream { registration, io })
     }
 

@@ -1,0 +1,61 @@
+//! Watching it work: scheduler traces.
+
+mod common;
+
+use std::io::Read;
+use std::net::Shutdown;
+
+use common::{Server, round_trip};
+
+/// `--trace` on a scripted session (one client, two messages) shows the connection's
+/// task go through the seed's steps, in order: spawned, run, parked in the read waiting
+/// area, woken by the OS poll, run, ..., finished.
+#[test]
+fn trace_shows_a_connection_s_life_in_order() {
+    let server = Server::start(&["--trace", "--quiet"]);
+    let mut client = server.connect();
+    let me = client.local_addr().unwrap();
+    assert_eq!(round_trip(&mut client, b"Hello\n", 10), b"GOT:Hello\n");
+    assert_eq!(round_trip(&mut client, b"World\n", 10), b"GOT:World\n");
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).unwrap();
+
+    let spawn = server.wait_for_log(&format!("conn {me}"));
+    let task = spawn
+        .split("spawn task ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("a task number")
+        .to_string();
+    let finish = format!("trace: finish task {task}");
+    server.wait_for_log(&finish);
+
+    // This task's events, in order, as letters: s(pawn) r(un) p(ark read) w(ake read) f.
+    let log = server.log();
+    let steps: String = log
+        .lines()
+        .filter_map(|line| line.strip_prefix("trace: "))
+        .filter(|event| event.split_whitespace().nth(2) == Some(task.as_str()))
+        .map(
+            |event| match event.split_whitespace().collect::<Vec<_>>()[..] {
+                ["spawn", ..] => 's',
+                ["run", ..] => 'r',
+                ["park", _, _, "read", ..] => 'p',
+                ["wake", _, _, "read", ..] => 'w',
+                ["finish", ..] => 'f',
+                _ => '?',
+            },
+        )
+        .collect();
+    // Spawned and run; then park-wake-run turns, at least two (for World and for the end:
+    // the client waits for each reply before it goes on); then finished.
+    assert!(steps.starts_with("sr"), "{steps}\n{log}");
+    assert!(steps.ends_with("f"), "{steps}");
+    let middle = &steps[2..steps.len() - 1];
+    assert!(!middle.contains('?'), "{steps}");
+    let turns: Vec<&str> = middle.split_inclusive('r').collect();
+    assert!(turns.iter().all(|t| *t == "pwr"), "{steps}");
+    assert!(turns.len() >= 2, "{steps}");
+    assert!(log.contains(&format!("trace: park task {task} read fd ")));
+}
