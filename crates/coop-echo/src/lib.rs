@@ -8,3 +8,4 @@ pub mod bench;
 pub mod echo;
 pub mod serve;
 pub mod service;
+pub mod udp;

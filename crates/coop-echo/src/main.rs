@@ -77,6 +77,15 @@ struct ServeArgs {
     /// woken by the OS poll, finished.
     #[arg(long)]
     trace: bool,
+
+    /// Also answer UDP datagrams on the same port (prefix + datagram, one reply each).
+    #[arg(long)]
+    udp: bool,
+
+    /// UDP replies per second to each source address, at most (0: no limit). The limit
+    /// keeps the server from being used to flood a forged source.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    udp_rate: u32,
 }
 
 fn seconds(s: &str) -> Result<f64, String> {
@@ -146,5 +155,6 @@ fn serve(mut args: ServeArgs) -> ExitCode {
         shutdown_timeout: Duration::from_secs_f64(args.shutdown_timeout),
         stats: args.stats.and_then(some_secs),
         trace: args.trace,
+        udp: args.udp.then_some(args.udp_rate),
     })
 }

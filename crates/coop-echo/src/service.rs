@@ -11,6 +11,7 @@ use coop::time::{sleep, sleep_until};
 use coop::{Server, ServerHandle, TcpListener};
 
 use crate::serve::{self, Settings, Totals};
+use crate::udp;
 
 /// File descriptors kept for the server's own needs (epoll, its timer and signal pipe,
 /// the listener, stdio, a margin) when the connection limit is derived from the fd limit.
@@ -35,6 +36,8 @@ pub struct Service {
     pub stats: Option<Duration>,
     /// Print scheduler events.
     pub trace: bool,
+    /// Answer UDP too, with this many replies per second per source at most (0: any).
+    pub udp: Option<u32>,
 }
 
 /// Binds, serves until SIGINT or SIGTERM, then stops gracefully. Exit status 0 after a
@@ -58,6 +61,7 @@ async fn serve_until_stopped(service: Service) -> ExitCode {
         shutdown_timeout,
         stats,
         trace,
+        udp,
     } = service;
     if trace {
         // Straight to stderr, one line each: these are for watching, not for logs.
@@ -79,6 +83,19 @@ async fn serve_until_stopped(service: Service) -> ExitCode {
     };
     tracing::info!("Listening on {bound}");
     tracing::debug!("at most {limit} connections at once");
+    if let Some(rate) = udp {
+        let socket = match coop::UdpSocket::bind((host.as_str(), bound.port())) {
+            Ok(socket) => socket,
+            Err(e) => return fail(format_args!("cannot listen on {address} (udp): {e}")),
+        };
+        tracing::info!("Listening on {bound} (udp)");
+        let limiter = (rate > 0).then(|| udp::Limiter::new(rate));
+        let prefix = Rc::clone(&settings.prefix);
+        drop(coop::spawn_named(
+            "udp",
+            udp::serve(socket, prefix, limiter),
+        ));
+    }
 
     let settings = Rc::new(settings);
     let handle = server.handle();
