@@ -5,6 +5,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 pub mod bench;
+pub mod client;
 pub mod echo;
 pub mod serve;
 pub mod service;

@@ -32,6 +32,19 @@ enum Command {
     Serve(ServeArgs),
     /// Load an echo server: many connections, every reply checked, latency measured.
     Bench(BenchArgs),
+    /// Talk to an echo server: lines from stdin go out, replies are printed.
+    Client(ClientArgs),
+}
+
+#[derive(Debug, Args)]
+struct ClientArgs {
+    /// Server to talk to.
+    #[arg(default_value = "localhost")]
+    host: String,
+
+    /// Its port.
+    #[arg(default_value_t = 25000)]
+    port: u16,
 }
 
 #[derive(Debug, Args)]
@@ -108,6 +121,10 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Bench(args)) => bench::run(args),
+        Some(Command::Client(args)) => {
+            let host = args.host.trim_start_matches('[').trim_end_matches(']');
+            coop_echo::client::run(host, args.port)
+        }
         None => serve(cli.serve),
     }
 }

@@ -59,3 +59,61 @@ fn trace_shows_a_connection_s_life_in_order() {
     assert!(turns.len() >= 2, "{steps}");
     assert!(log.contains(&format!("trace: park task {task} read fd ")));
 }
+
+fn client(args: &[&str], input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(common::binary())
+        .arg("client")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    rx.recv_timeout(common::IO_TIMEOUT)
+        .expect("the client exits")
+        .unwrap()
+}
+
+/// `printf 'Hello\nWorld\n' | coop-echo client`: both replies, then exit 0 once the
+/// server has answered everything.
+#[test]
+fn the_client_in_a_pipe_gets_every_reply() {
+    let server = Server::start(&["--quiet"]);
+    let port = server.addr.port().to_string();
+    let out = client(&["127.0.0.1", &port], b"Hello\nWorld\n");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"GOT:Hello\nGOT:World\n");
+
+    // A last line without a newline is sent too, at the end of input.
+    let out = client(&["127.0.0.1", &port], b"one\ntwo");
+    assert_eq!(out.stdout, b"GOT:one\nGOT:two");
+}
+
+#[test]
+fn the_client_says_so_when_nobody_listens() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let out = client(&["127.0.0.1", &port], b"Hello\n");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot connect to 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("refused"), "{stderr}");
+}

@@ -1,0 +1,183 @@
+//! `coop-echo client`: talk to an echo server without nc (the seed's `telnetlib` line,
+//! which Python 3.13 no longer has).
+//!
+//! Lines from stdin go to the server one at a time: the next one leaves when the reply to
+//! the last one (a newline) has come back, or after a second without one. So
+//! `printf 'Hello\nWorld\n' | coop-echo client` gets two replies, `GOT:Hello` and
+//! `GOT:World`, as a person typing would, and not one reply to both lines. At the end of
+//! stdin the client shuts down its side, prints what is still coming, and exits once the
+//! server has closed.
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, ToSocketAddrs};
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use coop::TcpStream;
+use coop::time::{sleep, timeout};
+
+/// How long a line waits for the reply to the one before.
+const LOCKSTEP: Duration = Duration::from_secs(1);
+
+/// Connects to `host:port` and relays stdin and stdout until the server closes.
+pub fn run(host: &str, port: u16) -> ExitCode {
+    let target = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let fail = |what: std::fmt::Arguments<'_>| {
+        eprintln!("coop-echo: {what}");
+        ExitCode::FAILURE
+    };
+    let runtime = match coop::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(format_args!("cannot start the runtime: {e}")),
+    };
+    runtime.block_on(async {
+        let addrs = match (host, port).to_socket_addrs() {
+            Ok(addrs) => addrs.collect::<Vec<_>>(),
+            Err(e) => return fail(format_args!("cannot resolve {target}: {e}")),
+        };
+        let stream = match timeout(Duration::from_secs(10), TcpStream::connect(&addrs[..])).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return fail(format_args!("cannot connect to {target}: {e}")),
+            Err(_) => return fail(format_args!("cannot connect to {target}: timed out")),
+        };
+        let _ = stream.set_nodelay(true);
+        match relay(&stream).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(format_args!("connection to {target}: {e}")),
+        }
+    })
+}
+
+async fn relay(stream: &TcpStream) -> io::Result<()> {
+    let input = Stdin::spawn();
+    let replies = Cell::new(0u64);
+    let parked = Cell::new(None::<Waker>);
+    let send = async {
+        let mut sent = 0u64;
+        let mut buffered = Vec::new();
+        loop {
+            let Some(chunk) = input.next().await else {
+                stream.write_all(&buffered).await?;
+                return stream.shutdown(Shutdown::Write);
+            };
+            buffered.extend_from_slice(&chunk);
+            while let Some(end) = buffered.iter().position(|&b| b == b'\n') {
+                // One line at a time, each after the reply to the last.
+                let mut patience = sleep(LOCKSTEP);
+                std::future::poll_fn(|cx| {
+                    if replies.get() >= sent || Pin::new(&mut patience).poll(cx).is_ready() {
+                        return Poll::Ready(());
+                    }
+                    parked.set(Some(cx.waker().clone()));
+                    Poll::Pending
+                })
+                .await;
+                stream.write_all(&buffered[..=end]).await?;
+                buffered.drain(..=end);
+                sent += 1;
+            }
+        }
+    };
+    let receive = async {
+        let mut buf = vec![0; 16 * 1024];
+        let mut stdout = io::stdout();
+        loop {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return io::Result::Ok(());
+            }
+            stdout.write_all(&buf[..n])?;
+            stdout.flush()?;
+            let newlines = buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+            replies.set(replies.get() + newlines);
+            if let Some(waker) = parked.take() {
+                waker.wake();
+            }
+        }
+    };
+    // Done when the server closes (it has answered everything), whatever stdin does.
+    let mut send = std::pin::pin!(send);
+    let mut receive = std::pin::pin!(receive);
+    let mut sending = true;
+    std::future::poll_fn(|cx| {
+        if sending {
+            if let Poll::Ready(sent) = send.as_mut().poll(cx) {
+                sending = false;
+                sent?;
+            }
+        }
+        receive.as_mut().poll(cx)
+    })
+    .await
+}
+
+/// Stdin, read by a thread of its own (a terminal cannot be made non-blocking without
+/// disturbing the shell that shares it), handed to the runtime through a queue whose
+/// waker the thread wakes: a cross-thread wake, through coop's inbox.
+struct Stdin {
+    shared: Arc<Mutex<Shared>>,
+}
+
+#[derive(Default)]
+struct Shared {
+    chunks: VecDeque<Vec<u8>>,
+    ended: bool,
+    waiter: Option<Waker>,
+}
+
+impl Stdin {
+    fn spawn() -> Stdin {
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let feed = Arc::clone(&shared);
+        std::thread::spawn(move || {
+            let mut stdin = io::stdin().lock();
+            let mut buf = vec![0; 16 * 1024];
+            loop {
+                let chunk = match stdin.read(&mut buf) {
+                    Ok(0) | Err(_) => None,
+                    Ok(n) => Some(buf[..n].to_vec()),
+                };
+                let waiter = {
+                    let mut shared = feed.lock().unwrap_or_else(PoisonError::into_inner);
+                    match &chunk {
+                        Some(bytes) => shared.chunks.push_back(bytes.clone()),
+                        None => shared.ended = true,
+                    }
+                    shared.waiter.take()
+                };
+                if let Some(waiter) = waiter {
+                    waiter.wake();
+                }
+                if chunk.is_none() {
+                    return;
+                }
+            }
+        });
+        Stdin { shared }
+    }
+
+    /// The next chunk of stdin; `None` at its end.
+    async fn next(&self) -> Option<Vec<u8>> {
+        std::future::poll_fn(|cx| {
+            let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(chunk) = shared.chunks.pop_front() {
+                return Poll::Ready(Some(chunk));
+            }
+            if shared.ended {
+                return Poll::Ready(None);
+            }
+            shared.waiter = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}
