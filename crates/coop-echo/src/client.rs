@@ -61,26 +61,33 @@ async fn relay(stream: &TcpStream) -> io::Result<()> {
     let input = Stdin::spawn();
     let replies = Cell::new(0u64);
     let parked = Cell::new(None::<Waker>);
+    // Waits until the replies have caught up with the lines sent (or for a second).
+    let caught_up = |sent: u64| {
+        let mut patience = sleep(LOCKSTEP);
+        let (replies, parked) = (&replies, &parked);
+        std::future::poll_fn(move |cx| {
+            if replies.get() >= sent || Pin::new(&mut patience).poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            parked.set(Some(cx.waker().clone()));
+            Poll::Pending
+        })
+    };
     let send = async {
         let mut sent = 0u64;
         let mut buffered = Vec::new();
         loop {
             let Some(chunk) = input.next().await else {
-                stream.write_all(&buffered).await?;
+                if !buffered.is_empty() {
+                    caught_up(sent).await;
+                    stream.write_all(&buffered).await?;
+                }
                 return stream.shutdown(Shutdown::Write);
             };
             buffered.extend_from_slice(&chunk);
             while let Some(end) = buffered.iter().position(|&b| b == b'\n') {
                 // One line at a time, each after the reply to the last.
-                let mut patience = sleep(LOCKSTEP);
-                std::future::poll_fn(|cx| {
-                    if replies.get() >= sent || Pin::new(&mut patience).poll(cx).is_ready() {
-                        return Poll::Ready(());
-                    }
-                    parked.set(Some(cx.waker().clone()));
-                    Poll::Pending
-                })
-                .await;
+                caught_up(sent).await;
                 stream.write_all(&buffered[..=end]).await?;
                 buffered.drain(..=end);
                 sent += 1;

@@ -4,6 +4,7 @@
 
 #![warn(missing_docs, missing_debug_implementations)]
 
+pub mod admin;
 pub mod bench;
 pub mod client;
 pub mod echo;

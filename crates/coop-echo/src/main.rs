@@ -2,6 +2,7 @@
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::Duration;
@@ -99,6 +100,25 @@ struct ServeArgs {
     /// keeps the server from being used to flood a forged source.
     #[arg(long, value_name = "N", default_value_t = 100)]
     udp_rate: u32,
+
+    /// Serve metrics (Prometheus text) at http://ADDR/metrics. ADDR is HOST:PORT, or a
+    /// port on 127.0.0.1.
+    #[arg(long, value_name = "ADDR", value_parser = admin_address)]
+    admin: Option<SocketAddr>,
+
+    /// Allow --admin on an address other than loopback.
+    #[arg(long, requires = "admin")]
+    admin_public: bool,
+}
+
+fn admin_address(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| format!("'{s}' is not HOST:PORT or a port"))
 }
 
 fn seconds(s: &str) -> Result<f64, String> {
@@ -173,5 +193,6 @@ fn serve(mut args: ServeArgs) -> ExitCode {
         stats: args.stats.and_then(some_secs),
         trace: args.trace,
         udp: args.udp.then_some(args.udp_rate),
+        admin: args.admin.map(|addr| (addr, args.admin_public)),
     })
 }

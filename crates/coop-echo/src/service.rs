@@ -11,7 +11,7 @@ use coop::time::{sleep, sleep_until};
 use coop::{Server, ServerHandle, TcpListener};
 
 use crate::serve::{self, Settings, Totals};
-use crate::udp;
+use crate::{admin, udp};
 
 /// File descriptors kept for the server's own needs (epoll, its timer and signal pipe,
 /// the listener, stdio, a margin) when the connection limit is derived from the fd limit.
@@ -38,6 +38,8 @@ pub struct Service {
     pub trace: bool,
     /// Answer UDP too, with this many replies per second per source at most (0: any).
     pub udp: Option<u32>,
+    /// Serve metrics here; `true`: even if it is not a loopback address.
+    pub admin: Option<(SocketAddr, bool)>,
 }
 
 /// Binds, serves until SIGINT or SIGTERM, then stops gracefully. Exit status 0 after a
@@ -62,6 +64,7 @@ async fn serve_until_stopped(service: Service) -> ExitCode {
         stats,
         trace,
         udp,
+        admin,
     } = service;
     if trace {
         // Straight to stderr, one line each: these are for watching, not for logs.
@@ -103,6 +106,32 @@ async fn serve_until_stopped(service: Service) -> ExitCode {
     let serving = coop::spawn(
         server.serve(move |stream, peer| serve::handle(stream, peer, Rc::clone(&handler_settings))),
     );
+    if let Some((addr, public)) = admin {
+        if !addr.ip().is_loopback() && !public {
+            return fail(format_args!(
+                "--admin {addr} is not a loopback address: add --admin-public to serve metrics beyond this machine"
+            ));
+        }
+        let listener = match TcpListener::bind(addr) {
+            Ok(listener) => listener,
+            Err(e) => return fail(format_args!("cannot listen on {addr} (admin): {e}")),
+        };
+        match listener.local_addr() {
+            Ok(bound) => tracing::info!("Metrics at http://{bound}/metrics"),
+            Err(e) => return fail(format_args!("cannot listen on {addr} (admin): {e}")),
+        }
+        let rate = Rc::new(std::cell::Cell::new(0.0));
+        drop(coop::spawn_named(
+            "metrics rate",
+            admin::sample_rate(Rc::clone(&settings), Rc::clone(&rate)),
+        ));
+        let sources = Rc::new(admin::Sources {
+            server: handle.clone(),
+            settings: Rc::clone(&settings),
+            rate,
+        });
+        drop(coop::spawn_named("admin", admin::serve(listener, sources)));
+    }
     if let Some(every) = stats {
         drop(coop::spawn(report_stats(
             every,

@@ -116,6 +116,6 @@ mod waker;
 
 pub use budget::yield_now;
 pub use net::{TcpListener, TcpStream, UdpSocket};
-pub use scheduler::{Runtime, Stats, block_on, spawn, spawn_named};
+pub use scheduler::{Runtime, Stats, block_on, spawn, spawn_named, stats};
 pub use server::{Server, ServerHandle, serve, tcp_server};
 pub use task::JoinHandle;

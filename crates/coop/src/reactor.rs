@@ -356,6 +356,19 @@ impl Reactor {
         self.sources.borrow().len()
     }
 
+    /// Tasks parked to read and to write, counted by walking every socket: kept off the
+    /// per-message path, paid by whoever asks (a stats scrape).
+    pub(crate) fn parked(&self) -> (usize, usize) {
+        let sources = self.sources.borrow();
+        sources.iter().fold((0, 0), |(read, write), source| {
+            let parked = source.parked.get();
+            (
+                read + usize::from(parked & (1 << Direction::Read as u8) != 0),
+                write + usize::from(parked & (1 << Direction::Write as u8) != 0),
+            )
+        })
+    }
+
     /// Waits for the OS until a socket turns ready, another thread wakes a task, or
     /// `deadline` (a timer's) passes; with `at_once`, does not wait at all. Wakes the
     /// tasks whose sockets turned ready, and says what else needs doing.

@@ -310,18 +310,32 @@ impl Runtime {
 
     /// Counts of the runtime's state, for tests and diagnostics.
     pub fn stats(&self) -> Stats {
-        let core = &self.core;
-        let running = RUNNING.with(|r| ptr::eq(r.get(), Arc::as_ptr(&core.inbox)));
+        self.core.stats()
+    }
+}
+
+/// The [`Stats`] of the runtime running on this thread, if any (for a task that reports
+/// on its own runtime, e.g. a metrics endpoint).
+pub fn stats() -> Option<Stats> {
+    with_current(|core| core.stats())
+}
+
+impl Core {
+    fn stats(&self) -> Stats {
+        let running = RUNNING.with(|r| ptr::eq(r.get(), Arc::as_ptr(&self.inbox)));
         let ready = if running {
             READY.with_borrow(VecDeque::len)
         } else {
-            core.ready.borrow().len()
+            self.ready.borrow().len()
         };
+        let (parked_read, parked_write) = self.reactor.parked();
         Stats {
-            tasks: core.tasks.borrow().len(),
+            tasks: self.tasks.borrow().len(),
             ready,
-            sockets: core.reactor.len(),
-            timers: core.timers.len(),
+            parked_read,
+            parked_write,
+            sockets: self.reactor.len(),
+            timers: self.timers.len(),
         }
     }
 }
@@ -334,6 +348,10 @@ pub struct Stats {
     pub tasks: usize,
     /// Entries in the ready queue.
     pub ready: usize,
+    /// Tasks parked in a read waiting area (the seed's `recv_wait`).
+    pub parked_read: usize,
+    /// Tasks parked in a write waiting area (the seed's `send_wait`).
+    pub parked_write: usize,
     /// Sockets registered with the reactor.
     pub sockets: usize,
     /// Pending timers.

@@ -138,6 +138,14 @@ impl<T> Slab<T> {
         }
     }
 
+    /// Every value, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> + '_ {
+        self.slots.iter().filter_map(|slot| match slot {
+            Slot::Occupied { value, .. } => Some(value),
+            Slot::Vacant { .. } => None,
+        })
+    }
+
     /// Empties the table, yielding every value (in no particular order).
     pub(crate) fn drain(&mut self) -> impl Iterator<Item = T> + '_ {
         self.free = NONE;
