@@ -10,4 +10,5 @@ pub mod client;
 pub mod echo;
 pub mod serve;
 pub mod service;
+pub mod top;
 pub mod udp;

@@ -35,6 +35,15 @@ enum Command {
     Bench(BenchArgs),
     /// Talk to an echo server: lines from stdin go out, replies are printed.
     Client(ClientArgs),
+    /// Watch a running server's scheduler live (it must run with --admin).
+    Top(TopArgs),
+}
+
+#[derive(Debug, Args)]
+struct TopArgs {
+    /// The server's --admin address: HOST:PORT, or a port on 127.0.0.1.
+    #[arg(long, value_name = "ADDR", value_parser = admin_address)]
+    admin: SocketAddr,
 }
 
 #[derive(Debug, Args)]
@@ -141,6 +150,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Bench(args)) => bench::run(args),
+        Some(Command::Top(args)) => coop_echo::top::run(args.admin),
         Some(Command::Client(args)) => {
             let host = args.host.trim_start_matches('[').trim_end_matches(']');
             coop_echo::client::run(host, args.port)

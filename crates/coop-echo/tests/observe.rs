@@ -200,3 +200,112 @@ fn the_admin_endpoint_is_bounded_and_blocks_nothing() {
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert_eq!(metric(&body, "echo_messages_in_total"), 10.0);
 }
+
+/// Kills a tmux session when dropped.
+struct TmuxSession(String);
+
+impl Drop for TmuxSession {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .args(["kill-session", "-t", &self.0])
+            .status();
+    }
+}
+
+fn tmux(args: &[&str]) -> String {
+    let out = std::process::Command::new("tmux")
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `top` in a real terminal (tmux), against a server with traffic: the screen shows the
+/// counts, and `q` quits with status 0.
+#[test]
+fn top_draws_the_live_scheduler_and_q_quits() {
+    if std::process::Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "tmux is missing, and CI must run this test"
+        );
+        eprintln!("skipped: no tmux on this machine (apt-get install tmux)");
+        return;
+    }
+    let server = Server::start(&["--quiet", "--admin", "0"]);
+    let admin = admin_addr(&server);
+    // Traffic for the view to show: a client that talks until the test is done.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let talker = {
+        let stop = std::sync::Arc::clone(&stop);
+        let mut client = server.connect();
+        std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + common::IO_TIMEOUT;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && std::time::Instant::now() < deadline
+            {
+                assert_eq!(round_trip(&mut client, b"tick\n", 9), b"GOT:tick\n");
+                std::thread::sleep(std::time::Duration::from_millis(2)); // the client's pace
+            }
+        })
+    };
+
+    let session = TmuxSession(format!("coop-top-{}", std::process::id()));
+    let status_file = std::env::temp_dir().join(format!("{}.status", session.0));
+    let _ = std::fs::remove_file(&status_file);
+    let command = format!(
+        "{} top --admin {admin}; echo $? > {}",
+        common::binary(),
+        status_file.display()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session.0,
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &command,
+    ]);
+
+    // Wait for a screen with traffic on it (it refreshes once a second).
+    let deadline = std::time::Instant::now() + common::IO_TIMEOUT;
+    let screen = loop {
+        let screen = tmux(&["capture-pane", "-t", &session.0, "-p"]);
+        let busy = screen.contains("connections 1 open")
+            && !screen.contains(" 0 msg/s")
+            && screen.contains("read ");
+        if busy {
+            break screen;
+        }
+        assert!(std::time::Instant::now() < deadline, "screen:\n{screen}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(screen.contains("tasks:"), "{screen}");
+    assert!(screen.contains("messages per second"), "{screen}");
+
+    tmux(&["send-keys", "-t", &session.0, "q"]);
+    let deadline = std::time::Instant::now() + common::IO_TIMEOUT;
+    let status = loop {
+        if let Ok(status) = std::fs::read_to_string(&status_file) {
+            if !status.is_empty() {
+                break status;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "top did not quit on q"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.trim(), "0");
+    let _ = std::fs::remove_file(&status_file);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    talker.join().unwrap();
+}

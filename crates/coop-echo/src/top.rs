@@ -1,0 +1,202 @@
+//! `coop-echo top --admin ADDR`: the seed's picture of the scheduler, live.
+//!
+//! Once a second it scrapes a running server's `/metrics` and draws the three places a
+//! task can be (the ready queue, the read waiting area, the write waiting area), the
+//! connections, and the throughput of the last minute. `q` (or Esc, or Ctrl-C) quits.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use ratatui::crossterm::event::{self, Event, KeyCode, KeyModifiers};
+use ratatui::layout::{Constraint, Layout};
+use ratatui::style::{Color, Style, Stylize};
+use ratatui::text::Line;
+use ratatui::widgets::{Bar, BarChart, BarGroup, Block, Paragraph, Sparkline};
+use ratatui::{DefaultTerminal, Frame};
+
+/// Samples of messages per second kept for the sparkline: a minute's worth.
+const HISTORY: usize = 60;
+
+/// One scrape, the figures the view shows.
+#[derive(Debug, Default, Clone)]
+struct Snapshot {
+    ready: u64,
+    reading: u64,
+    writing: u64,
+    tasks: u64,
+    open: u64,
+    total: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    rate: f64,
+}
+
+/// Runs the view until the user quits.
+pub fn run(admin: SocketAddr) -> ExitCode {
+    let mut terminal = ratatui::init();
+    let outcome = view(&mut terminal, admin);
+    ratatui::restore();
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("coop-echo: top: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn view(terminal: &mut DefaultTerminal, admin: SocketAddr) -> io::Result<()> {
+    let mut history: VecDeque<u64> = VecDeque::with_capacity(HISTORY);
+    let mut latest: Result<Snapshot, String> = Err("connecting...".into());
+    let mut next = Instant::now();
+    loop {
+        if Instant::now() >= next {
+            latest = scrape(admin).map_err(|e| e.to_string());
+            if let Ok(snapshot) = &latest {
+                if history.len() == HISTORY {
+                    history.pop_front();
+                }
+                history.push_back(snapshot.rate.round() as u64);
+            }
+            next += Duration::from_secs(1);
+            terminal.draw(|frame| draw(frame, admin, &latest, &history))?;
+        }
+        let wait = next.saturating_duration_since(Instant::now());
+        if event::poll(wait)? {
+            if let Event::Key(key) = event::read()? {
+                let ctrl_c =
+                    key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL);
+                if matches!(key.code, KeyCode::Char('q') | KeyCode::Esc) || ctrl_c {
+                    return Ok(());
+                }
+            }
+            terminal.draw(|frame| draw(frame, admin, &latest, &history))?;
+        }
+    }
+}
+
+fn draw(
+    frame: &mut Frame<'_>,
+    admin: SocketAddr,
+    latest: &Result<Snapshot, String>,
+    history: &VecDeque<u64>,
+) {
+    let [title, body, footer] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(0),
+        Constraint::Length(1),
+    ])
+    .areas(frame.area());
+    frame.render_widget(
+        Line::from(format!(" coop-echo top: {admin}, the scheduler live")).bold(),
+        title,
+    );
+    frame.render_widget(Line::from(" q quits").dim(), footer);
+    let snapshot = match latest {
+        Ok(snapshot) => snapshot,
+        Err(e) => {
+            frame.render_widget(
+                Paragraph::new(format!("cannot read http://{admin}/metrics: {e}"))
+                    .block(Block::bordered().title(" not connected ")),
+                body,
+            );
+            return;
+        }
+    };
+    let [queues, traffic] =
+        Layout::vertical([Constraint::Length(9), Constraint::Min(6)]).areas(body);
+    let bar = |label: &'static str, value: u64, color: Color| {
+        Bar::default()
+            .label(Line::from(label))
+            .value(value)
+            .text_value(value.to_string())
+            .style(Style::default().fg(color))
+    };
+    let chart = BarChart::default()
+        .block(Block::bordered().title(format!(
+            " tasks: {} (ready queue / waiting to read / waiting to write) ",
+            snapshot.tasks
+        )))
+        .direction(ratatui::layout::Direction::Horizontal)
+        .bar_width(1)
+        .bar_gap(1)
+        .data(BarGroup::default().bars(&[
+            bar("ready", snapshot.ready, Color::Green),
+            bar("read ", snapshot.reading, Color::Cyan),
+            bar("write", snapshot.writing, Color::Yellow),
+        ]));
+    frame.render_widget(chart, queues);
+
+    let [numbers, spark] =
+        Layout::vertical([Constraint::Length(3), Constraint::Min(3)]).areas(traffic);
+    frame.render_widget(
+        Paragraph::new(format!(
+            "connections {} open, {} in all   bytes {} in, {} out   {:.0} msg/s",
+            snapshot.open, snapshot.total, snapshot.bytes_in, snapshot.bytes_out, snapshot.rate
+        ))
+        .block(Block::bordered().title(" server ")),
+        numbers,
+    );
+    let samples: Vec<u64> = history.iter().copied().collect();
+    frame.render_widget(
+        Sparkline::default()
+            .block(Block::bordered().title(" messages per second, last minute "))
+            .data(&samples)
+            .style(Style::default().fg(Color::Magenta)),
+        spark,
+    );
+}
+
+/// One `GET /metrics`, parsed into the figures the view needs.
+fn scrape(admin: SocketAddr) -> io::Result<Snapshot> {
+    let mut stream = TcpStream::connect_timeout(&admin, Duration::from_millis(500))?;
+    stream.set_read_timeout(Some(Duration::from_millis(800)))?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: coop-echo\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an HTTP response"))?;
+    Ok(parse(body))
+}
+
+fn parse(body: &str) -> Snapshot {
+    let value = |name: &str| -> f64 {
+        body.lines()
+            .find_map(|line| line.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let count = |name: &str| value(name) as u64;
+    Snapshot {
+        ready: count("coop_tasks_ready"),
+        reading: count("coop_tasks_parked{area=\"read\"}"),
+        writing: count("coop_tasks_parked{area=\"write\"}"),
+        tasks: count("coop_tasks"),
+        open: count("echo_connections_open"),
+        total: count("echo_connections_total"),
+        bytes_in: count("echo_bytes_in_total"),
+        bytes_out: count("echo_bytes_out_total"),
+        rate: value("echo_messages_per_second"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scrape_is_read_by_name() {
+        let body = "coop_tasks 4\ncoop_tasks_ready 1\ncoop_tasks_parked{area=\"write\"} 2\n\
+                    coop_tasks_parked{area=\"read\"} 3\necho_connections_total 7\n\
+                    echo_messages_per_second 12.5\n# EOF\n";
+        let s = parse(body);
+        assert_eq!((s.tasks, s.ready, s.reading, s.writing), (4, 1, 3, 2));
+        assert_eq!(s.total, 7);
+        assert_eq!(s.rate, 12.5);
+    }
+}
