@@ -304,6 +304,7 @@ fn answer(
     }
 }
 
+/// Chunk framing, the general case: the reply as slices, in `writev`s.
 #[inline(never)]
 fn answer_in<const SLICES: usize>(
     stream: &TcpStream,
@@ -311,22 +312,11 @@ fn answer_in<const SLICES: usize>(
     input: &[u8],
     counts: &mut Counts,
 ) -> io::Result<usize> {
-    let mut answered = 0;
-    while answered < input.len() {
-        let rest = &input[answered..];
+    answer_by(encoder, input, counts, |encoder, rest| {
         let mut slices = [IoSlice::new(&[]); SLICES];
         let filled = encoder.slices(rest, &mut slices);
-        match stream.try_write_vectored(&slices[..filled]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(written) => {
-                counts.bytes_out += written as u64;
-                answered += encoder.advance(rest, written);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(answered)
+        stream.try_write_vectored(&slices[..filled])
+    })
 }
 
 /// Line framing: renders the reply into the shared buffer and writes it in one call.
@@ -338,23 +328,37 @@ fn answer_rendered(
     counts: &mut Counts,
 ) -> io::Result<usize> {
     RENDERED.with_borrow_mut(|rendered| {
-        let mut answered = 0;
-        while answered < input.len() {
-            let rest = &input[answered..];
+        answer_by(encoder, input, counts, |encoder, rest| {
             rendered.clear();
             encoder.render(rest, rendered, RENDER_SIZE);
-            match stream.try_write(rendered) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(written) => {
-                    counts.bytes_out += written as u64;
-                    answered += encoder.advance(rest, written);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(answered)
+            stream.try_write(rendered)
+        })
     })
+}
+
+/// Writes the reply to `input` with `write` (which writes some of the reply to what is
+/// left of the input) until it is all out or the socket is full; returns how many input
+/// bytes were answered.
+fn answer_by(
+    encoder: &mut Encoder,
+    input: &[u8],
+    counts: &mut Counts,
+    mut write: impl FnMut(&Encoder, &[u8]) -> io::Result<usize>,
+) -> io::Result<usize> {
+    let mut answered = 0;
+    while answered < input.len() {
+        let rest = &input[answered..];
+        match write(encoder, rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => {
+                counts.bytes_out += written as u64;
+                answered += encoder.advance(rest, written);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(answered)
 }
 
 /// Waits for the client to accept the rest of the reply, then lets the buffer go.
