@@ -78,20 +78,30 @@ async fn answer(stream: &TcpStream, sources: &Sources) -> io::Result<()> {
         .await;
     };
     let request_line = head.lines().next().unwrap_or_default();
-    let mut words = request_line.split_whitespace();
-    match (words.next(), words.next()) {
+    let words: Vec<&str> = request_line.split_whitespace().collect();
+    let [method, path, version] = words[..] else {
+        return respond(stream, "400 Bad Request", "bad request line\n").await;
+    };
+    if !version.starts_with("HTTP/1.") {
+        return respond(stream, "400 Bad Request", "HTTP/1.x only\n").await;
+    }
+    match (Some(method), Some(path)) {
         (Some("GET"), Some("/metrics")) => {
             let body = metrics(sources);
+            respond_with(stream, "200 OK", OPENMETRICS, "", &body).await
+        }
+        (Some("GET"), Some(_)) => respond(stream, "404 Not Found", "try /metrics\n").await,
+        _ => {
+            let allow = "Allow: GET\r\n";
             respond_with(
                 stream,
-                "200 OK",
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                &body,
+                "405 Method Not Allowed",
+                TEXT,
+                allow,
+                "GET /metrics only\n",
             )
             .await
         }
-        (Some("GET"), Some(_)) => respond(stream, "404 Not Found", "try /metrics\n").await,
-        _ => respond(stream, "405 Method Not Allowed", "GET /metrics only\n").await,
     }
 }
 
@@ -105,29 +115,41 @@ async fn read_head(stream: &TcpStream) -> io::Result<Option<String>> {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
         head.extend_from_slice(&buf[..n]);
-        if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
-            return Ok(Some(String::from_utf8_lossy(&head).into_owned()));
-        }
-        if head.len() > MAX_REQUEST {
-            return Ok(None);
+        let end = head
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|at| at + 4)
+            .or_else(|| head.windows(2).position(|w| w == b"\n\n").map(|at| at + 2));
+        match end {
+            Some(end) if end <= MAX_REQUEST => {
+                return Ok(Some(String::from_utf8_lossy(&head[..end]).into_owned()));
+            }
+            Some(_) => return Ok(None),
+            None if head.len() > MAX_REQUEST => return Ok(None),
+            None => {}
         }
     }
 }
 
+const TEXT: &str = "text/plain; charset=utf-8";
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 async fn respond(stream: &TcpStream, status: &str, body: &str) -> io::Result<()> {
-    respond_with(stream, status, "text/plain; charset=utf-8", body).await
+    respond_with(stream, status, TEXT, "", body).await
 }
 
+/// Sends one response (`headers`: extra header lines, each ending in CRLF) and closes.
 async fn respond_with(
     stream: &TcpStream,
     status: &str,
     content_type: &str,
+    headers: &str,
     body: &str,
 ) -> io::Result<()> {
     let mut response = String::with_capacity(body.len() + 128);
     let _ = write!(
         response,
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(response.as_bytes()).await?;

@@ -26,6 +26,11 @@ const LOCKSTEP: Duration = Duration::from_secs(1);
 
 /// Connects to `host:port` and relays stdin and stdout until the server closes.
 pub fn run(host: &str, port: u16) -> ExitCode {
+    // `client 127.0.0.1:25000` and `client [::1]:25000` mean what they say.
+    if let Ok(addr) = host.parse::<std::net::SocketAddr>() {
+        return run(&addr.ip().to_string(), addr.port());
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
     let target = if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
@@ -124,7 +129,11 @@ async fn relay(stream: &TcpStream) -> io::Result<()> {
         }
         receive.as_mut().poll(cx)
     })
-    .await
+    .await?;
+    if sending {
+        eprintln!("coop-echo: the server closed the connection");
+    }
+    Ok(())
 }
 
 /// Stdin, read by a thread of its own (a terminal cannot be made non-blocking without

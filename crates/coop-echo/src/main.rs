@@ -80,7 +80,7 @@ struct ServeArgs {
     quiet: bool,
 
     /// Close a connection whose client sends nothing for this many seconds (0: never).
-    #[arg(long, value_name = "SECS", default_value_t = 300.0, value_parser = seconds)]
+    #[arg(long, allow_negative_numbers = true, value_name = "SECS", default_value_t = 300.0, value_parser = seconds)]
     idle_timeout: f64,
 
     /// Serve at most this many connections at once; more wait to be accepted
@@ -89,11 +89,11 @@ struct ServeArgs {
     max_connections: Option<u64>,
 
     /// On SIGINT or SIGTERM, let open connections go on for up to this many seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = seconds)]
+    #[arg(long, allow_negative_numbers = true, value_name = "SECS", default_value_t = 10.0, value_parser = seconds)]
     shutdown_timeout: f64,
 
     /// Log a stats line (connections, bytes, messages per second) every SECS seconds.
-    #[arg(long, value_name = "SECS", value_parser = positive_seconds)]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true, value_parser = stats_interval)]
     stats: Option<f64>,
 
     /// Print one line per scheduler event: task spawned, run, parked in a waiting area,
@@ -107,7 +107,13 @@ struct ServeArgs {
 
     /// UDP replies per second to each source address, at most (0: no limit). The limit
     /// keeps the server from being used to flood a forged source.
-    #[arg(long, value_name = "N", default_value_t = 100)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 100,
+        requires = "udp",
+        allow_negative_numbers = true
+    )]
     udp_rate: u32,
 
     /// Serve metrics (Prometheus text) at http://ADDR/metrics. ADDR is HOST:PORT, or a
@@ -132,15 +138,18 @@ fn admin_address(s: &str) -> Result<SocketAddr, String> {
 
 fn seconds(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(v) if (0.0..=1e9).contains(&v) => Ok(v),
-        _ => Err(format!("'{s}' is not a number of seconds (0 to 1e9)")),
+        // 0 means "never" where allowed; anything else below a millisecond is a typo.
+        Ok(v) if v == 0.0 || (0.001..=1e9).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "'{s}' is not a number of seconds (0, or 0.001 to 1e9)"
+        )),
     }
 }
 
-fn positive_seconds(s: &str) -> Result<f64, String> {
+fn stats_interval(s: &str) -> Result<f64, String> {
     match seconds(s) {
-        Ok(v) if v > 0.0 => Ok(v),
-        _ => Err(format!("'{s}' is not a positive number of seconds")),
+        Ok(v) if v >= 0.1 => Ok(v),
+        _ => Err(format!("'{s}' is not a number of seconds, 0.1 or more")),
     }
 }
 
@@ -151,10 +160,7 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Bench(args)) => bench::run(args),
         Some(Command::Top(args)) => coop_echo::top::run(args.admin),
-        Some(Command::Client(args)) => {
-            let host = args.host.trim_start_matches('[').trim_end_matches(']');
-            coop_echo::client::run(host, args.port)
-        }
+        Some(Command::Client(args)) => coop_echo::client::run(&args.host, args.port),
         None => serve(cli.serve),
     }
 }
@@ -171,6 +177,20 @@ fn init_logging() {
 }
 
 fn serve(mut args: ServeArgs) -> ExitCode {
+    if let Some(admin) = args
+        .admin
+        .filter(|a| !a.ip().is_loopback() && !args.admin_public)
+    {
+        use clap::CommandFactory;
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!(
+                    "--admin {admin} is not a loopback address: add --admin-public to serve metrics beyond this machine"
+                ),
+            )
+            .exit();
+    }
     // `[::1]` is how people write an IPv6 address next to a port; the resolver wants `::1`.
     if let Some(bare) = args
         .host

@@ -5,7 +5,7 @@ use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use coop::net::{TcpListener, TcpStream};
@@ -55,6 +55,12 @@ pub struct Totals {
     pub bytes_out: Cell<u64>,
     /// Reads that returned data.
     pub messages: Cell<u64>,
+    /// UDP datagrams received.
+    pub udp_in: Cell<u64>,
+    /// UDP datagrams answered.
+    pub udp_out: Cell<u64>,
+    /// UDP datagrams left unanswered by the rate limit.
+    pub udp_refused: Cell<u64>,
 }
 
 impl Totals {
@@ -148,24 +154,37 @@ impl IdleTimer {
     /// Waits until the stream may be readable (`true`) or the client has been silent for
     /// the whole timeout (`false`).
     async fn readable(&mut self, stream: &TcpStream) -> io::Result<bool> {
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(r) = stream.poll_read_ready(cx) {
-                return Poll::Ready(r.map(|()| true));
-            }
-            while Pin::new(&mut self.timer).poll(cx).is_ready() {
-                if std::mem::take(&mut self.heard) {
-                    self.quiet_quarters = 0;
-                } else {
-                    self.quiet_quarters += 1;
-                }
-                if self.quiet_quarters >= 4 {
-                    return Poll::Ready(Ok(false));
-                }
-                self.timer.reset(coop::time::now() + self.timeout / 4);
-            }
-            Poll::Pending
+        std::future::poll_fn(|cx| match stream.poll_read_ready(cx) {
+            Poll::Ready(r) => Poll::Ready(r.map(|()| true)),
+            Poll::Pending => self.poll_expired(cx).map(|()| Ok(false)),
         })
         .await
+    }
+
+    /// Waits until the stream may be writable (`true`) or the client has taken none of
+    /// its replies for the whole timeout (`false`).
+    async fn writable(&mut self, stream: &TcpStream) -> io::Result<bool> {
+        std::future::poll_fn(|cx| match stream.poll_write_ready(cx) {
+            Poll::Ready(r) => Poll::Ready(r.map(|()| true)),
+            Poll::Pending => self.poll_expired(cx).map(|()| Ok(false)),
+        })
+        .await
+    }
+
+    /// `Ready` once four quarters in a row passed without `heard`.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while Pin::new(&mut self.timer).poll(cx).is_ready() {
+            if std::mem::take(&mut self.heard) {
+                self.quiet_quarters = 0;
+            } else {
+                self.quiet_quarters += 1;
+            }
+            if self.quiet_quarters >= 4 {
+                return Poll::Ready(());
+            }
+            self.timer.reset(coop::time::now() + self.timeout / 4);
+        }
+        Poll::Pending
     }
 }
 
@@ -236,7 +255,8 @@ async fn echo(
                     idle.heard();
                 }
                 let before = counts.bytes_out;
-                let flushed = answer_pending(stream, encoder, &mut pending, counts).await;
+                let flushed =
+                    answer_pending(stream, encoder, &mut pending, counts, &mut idle).await;
                 Totals::add(&settings.totals.bytes_out, counts.bytes_out - before);
                 flushed?;
             }
@@ -367,11 +387,32 @@ async fn answer_pending(
     encoder: &mut Encoder,
     pending: &mut Vec<u8>,
     counts: &mut Counts,
+    idle: &mut Option<IdleTimer>,
 ) -> io::Result<()> {
     let mut answered = 0;
     while answered < pending.len() {
-        stream.writable().await?;
-        answered += answer(stream, encoder, &pending[answered..], counts)?;
+        match idle {
+            // A client that sends and never reads must not hold its connection forever.
+            Some(idle) => {
+                if !idle.writable(stream).await? {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "the client took no reply for {} s",
+                            idle.timeout.as_secs_f64()
+                        ),
+                    ));
+                }
+            }
+            None => stream.writable().await?,
+        }
+        let n = answer(stream, encoder, &pending[answered..], counts)?;
+        if n > 0 {
+            if let Some(idle) = idle {
+                idle.heard();
+            }
+        }
+        answered += n;
     }
     // Nothing in flight: keep no buffer for a connection that may now idle for hours.
     *pending = Vec::new();

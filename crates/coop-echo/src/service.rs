@@ -70,56 +70,63 @@ async fn serve_until_stopped(service: Service) -> ExitCode {
         // Straight to stderr, one line each: these are for watching, not for logs.
         coop::trace::set_hook(|event| eprintln!("trace: {event}"));
     }
+    // Every socket is bound before anything says "Listening": a failure leaves no
+    // misleading line behind.
     let listener = match TcpListener::bind((host.as_str(), port)) {
         Ok(listener) => listener,
         Err(e) => return fail(format_args!("cannot listen on {address}: {e}")),
+    };
+    let bound: SocketAddr = match listener.local_addr() {
+        Ok(bound) => bound,
+        Err(e) => return fail(format_args!("cannot listen on {address}: {e}")),
+    };
+    let udp_socket = match udp {
+        Some(rate) => match coop::UdpSocket::bind((host.as_str(), bound.port())) {
+            Ok(socket) => Some((socket, rate)),
+            Err(e) => return fail(format_args!("cannot listen on {bound} (udp): {e}")),
+        },
+        None => None,
+    };
+    let admin_listener = match admin {
+        Some((addr, public)) => {
+            if !addr.ip().is_loopback() && !public {
+                return fail(format_args!(
+                    "--admin {addr} is not a loopback address: add --admin-public to serve metrics beyond this machine"
+                ));
+            }
+            match TcpListener::bind(addr).and_then(|l| Ok((l.local_addr()?, l))) {
+                Ok(bound) => Some(bound),
+                Err(e) => return fail(format_args!("cannot listen on {addr} (admin): {e}")),
+            }
+        }
+        None => None,
     };
     let signals = match Signals::new(&[SIGINT, SIGTERM]) {
         Ok(signals) => signals,
         Err(e) => return fail(format_args!("cannot catch SIGINT and SIGTERM: {e}")),
     };
+
     let limit = max_connections.unwrap_or_else(default_max_connections);
     let server = Server::new(listener).max_connections(limit);
-    let bound: SocketAddr = match server.local_addr() {
-        Ok(bound) => bound,
-        Err(e) => return fail(format_args!("cannot listen on {address}: {e}")),
-    };
-    tracing::info!("Listening on {bound}");
-    tracing::debug!("at most {limit} connections at once");
-    if let Some(rate) = udp {
-        let socket = match coop::UdpSocket::bind((host.as_str(), bound.port())) {
-            Ok(socket) => socket,
-            Err(e) => return fail(format_args!("cannot listen on {address} (udp): {e}")),
-        };
-        tracing::info!("Listening on {bound} (udp)");
-        let limiter = (rate > 0).then(|| udp::Limiter::new(rate));
-        let prefix = Rc::clone(&settings.prefix);
-        drop(coop::spawn_named(
-            "udp",
-            udp::serve(socket, prefix, limiter),
-        ));
-    }
-
     let settings = Rc::new(settings);
     let handle = server.handle();
     let handler_settings = Rc::clone(&settings);
-    let serving = coop::spawn(
+    let serving = coop::spawn_named(
+        "accept",
         server.serve(move |stream, peer| serve::handle(stream, peer, Rc::clone(&handler_settings))),
     );
-    if let Some((addr, public)) = admin {
-        if !addr.ip().is_loopback() && !public {
-            return fail(format_args!(
-                "--admin {addr} is not a loopback address: add --admin-public to serve metrics beyond this machine"
-            ));
-        }
-        let listener = match TcpListener::bind(addr) {
-            Ok(listener) => listener,
-            Err(e) => return fail(format_args!("cannot listen on {addr} (admin): {e}")),
-        };
-        match listener.local_addr() {
-            Ok(bound) => tracing::info!("Metrics at http://{bound}/metrics"),
-            Err(e) => return fail(format_args!("cannot listen on {addr} (admin): {e}")),
-        }
+    tracing::info!("Listening on {bound}");
+    tracing::debug!("at most {limit} connections at once");
+    if let Some((socket, rate)) = udp_socket {
+        tracing::info!("Listening on {bound} (udp)");
+        let limiter = (rate > 0).then(|| udp::Limiter::new(rate));
+        drop(coop::spawn_named(
+            "udp",
+            udp::serve(socket, Rc::clone(&settings), limiter),
+        ));
+    }
+    if let Some((admin_bound, listener)) = admin_listener {
+        tracing::info!("Metrics at http://{admin_bound}/metrics");
         let rate = Rc::new(std::cell::Cell::new(0.0));
         drop(coop::spawn_named(
             "metrics rate",
@@ -133,11 +140,10 @@ async fn serve_until_stopped(service: Service) -> ExitCode {
         drop(coop::spawn_named("admin", admin::serve(listener, sources)));
     }
     if let Some(every) = stats {
-        drop(coop::spawn(report_stats(
-            every,
-            handle.clone(),
-            Rc::clone(&settings),
-        )));
+        drop(coop::spawn_named(
+            "stats",
+            report_stats(every, handle.clone(), Rc::clone(&settings)),
+        ));
     }
 
     let first = match signals.recv().await {
@@ -147,10 +153,10 @@ async fn serve_until_stopped(service: Service) -> ExitCode {
     handle.stop();
     serving.await; // the listener is closed: new clients are refused from here on
     tracing::info!(
-        "{}: stopped accepting; waiting up to {} s for {} open connections",
+        "{}: stopped accepting; waiting up to {} s for {} to finish",
         signal_name(first),
         shutdown_timeout.as_secs_f64(),
-        handle.open_connections()
+        count(handle.open_connections() as u64, "open connection")
     );
 
     let deadline = sleep(shutdown_timeout);
@@ -176,8 +182,8 @@ async fn serve_until_stopped(service: Service) -> ExitCode {
     let cut = handle.open_connections();
     let totals = &settings.totals;
     tracing::info!(
-        "Stopped: {} connections served, {} bytes in, {} bytes out{}",
-        handle.total_connections(),
+        "Stopped: {} served, {} bytes in, {} bytes out{}",
+        count(handle.total_connections(), "connection"),
         totals.bytes_in.get(),
         totals.bytes_out.get(),
         if cut > 0 {
@@ -201,14 +207,15 @@ async fn report_stats(every: Duration, handle: ServerHandle, settings: Rc<Settin
         let messages = totals.messages.get();
         let rate = (messages - last.1) as f64 / (now - last.0).as_secs_f64();
         tracing::info!(
-            "stats: {} connections open, {} in all, {} bytes in, {} bytes out, {rate:.0} msg/s",
+            "stats: connections {} open, {} in all; {} bytes in, {} bytes out; {rate:.0} msg/s",
             handle.open_connections(),
             handle.total_connections(),
             totals.bytes_in.get(),
             totals.bytes_out.get(),
         );
         last = (now, messages);
-        next += every;
+        // Behind (the process was stopped, or the system busy)? Skip, don't catch up.
+        next = (next + every).max(now + every / 2);
     }
 }
 
@@ -226,6 +233,15 @@ fn default_max_connections() -> usize {
     }
     let fds = limit.current.unwrap_or(u64::MAX);
     usize::try_from(fds.saturating_sub(FD_RESERVE).max(1)).unwrap_or(usize::MAX)
+}
+
+/// `1 connection`, `2 connections`.
+fn count(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
 }
 
 fn signal_name(signal: i32) -> &'static str {

@@ -36,6 +36,11 @@ struct Snapshot {
 
 /// Runs the view until the user quits.
 pub fn run(admin: SocketAddr) -> ExitCode {
+    use std::io::IsTerminal;
+    if !io::stdout().is_terminal() {
+        eprintln!("coop-echo: top draws on a terminal, and stdout is not one");
+        return ExitCode::FAILURE;
+    }
     let mut terminal = ratatui::init();
     let outcome = view(&mut terminal, admin);
     ratatui::restore();
@@ -100,6 +105,7 @@ fn draw(
         Err(e) => {
             frame.render_widget(
                 Paragraph::new(format!("cannot read http://{admin}/metrics: {e}"))
+                    .wrap(ratatui::widgets::Wrap { trim: true })
                     .block(Block::bordered().title(" not connected ")),
                 body,
             );
@@ -152,15 +158,38 @@ fn draw(
 
 /// One `GET /metrics`, parsed into the figures the view needs.
 fn scrape(admin: SocketAddr) -> io::Result<Snapshot> {
+    let not_admin = |what: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{what}: is this the server's --admin address?"),
+        )
+    };
     let mut stream = TcpStream::connect_timeout(&admin, Duration::from_millis(500))?;
     stream.set_read_timeout(Some(Duration::from_millis(800)))?;
     stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: coop-echo\r\n\r\n")?;
     let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let body = response
+    match stream.read_to_string(&mut response) {
+        Ok(_) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            return Err(not_admin("no HTTP reply within 0.8 s"));
+        }
+        Err(e) => return Err(e),
+    }
+    let (head, body) = response
         .split_once("\r\n\r\n")
-        .map(|(_, body)| body)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an HTTP response"))?;
+        .ok_or_else(|| not_admin("not an HTTP reply"))?;
+    let status = head.lines().next().unwrap_or_default();
+    if !status.starts_with("HTTP/1.") || status.split_whitespace().nth(1) != Some("200") {
+        return Err(not_admin(&format!("the reply was {status:?}")));
+    }
+    if !body.lines().any(|l| l.starts_with("coop_tasks ")) {
+        return Err(not_admin("no coop metrics in the reply"));
+    }
     Ok(parse(body))
 }
 

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use coop::UdpSocket;
 
+use crate::serve::Settings;
+
 /// Largest UDP payload over IPv4 (65,535 less the IPv4 and UDP headers).
 const MAX_PAYLOAD_V4: usize = 65_507;
 /// Largest UDP payload over IPv6 (without jumbograms).
@@ -69,10 +71,10 @@ impl Limiter {
 }
 
 /// Answers datagrams on `socket` forever.
-pub async fn serve(socket: UdpSocket, prefix: Rc<[u8]>, mut limiter: Option<Limiter>) {
+pub async fn serve(socket: UdpSocket, settings: Rc<Settings>, mut limiter: Option<Limiter>) {
     let mut datagram = vec![0; 65_536];
     let mut reply = Vec::with_capacity(MAX_PAYLOAD_V6);
-    let mut refused: u64 = 0;
+    let totals = &settings.totals;
     loop {
         let (n, from) = match socket.recv_from(&mut datagram).await {
             Ok(received) => received,
@@ -82,9 +84,11 @@ pub async fn serve(socket: UdpSocket, prefix: Rc<[u8]>, mut limiter: Option<Limi
                 continue;
             }
         };
+        totals.udp_in.set(totals.udp_in.get() + 1);
         if let Some(limiter) = &mut limiter {
             if !limiter.allow(from.ip(), coop::time::now()) {
-                refused += 1;
+                let refused = totals.udp_refused.get() + 1;
+                totals.udp_refused.set(refused);
                 if refused.is_power_of_two() {
                     tracing::warn!(
                         "udp: over the rate limit, {refused} datagrams unanswered so far (last from {from})"
@@ -94,11 +98,12 @@ pub async fn serve(socket: UdpSocket, prefix: Rc<[u8]>, mut limiter: Option<Limi
             }
         }
         reply.clear();
-        reply.extend_from_slice(&prefix);
+        reply.extend_from_slice(&settings.prefix);
         reply.extend_from_slice(&datagram[..n]);
         reply.truncate(max_payload(from));
-        if let Err(e) = socket.send_to(&reply, from).await {
-            tracing::debug!("udp: reply to {from}: {e}");
+        match socket.send_to(&reply, from).await {
+            Ok(_) => totals.udp_out.set(totals.udp_out.get() + 1),
+            Err(e) => tracing::debug!("udp: reply to {from}: {e}"),
         }
     }
 }

@@ -33,6 +33,14 @@ fn bad_arguments_exit_two_with_clap_s_message() {
         &["--port", "http"],
         &["--framing", "word"],
         &["serve", "--port"],
+        &["--idle-timeout", "-1"],
+        &["--idle-timeout", "abc"],
+        &["--stats", "0.01"],
+        &["--udp-rate", "10"],
+        &["--admin", "nowhere"],
+        // Metrics beyond this machine need saying so; nothing is bound before the refusal.
+        &["--host", "127.0.0.1", "--port", "0", "--admin", "0.0.0.0:0"],
+        &["client", "localhost", "99999"],
     ] {
         let out = run(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");

@@ -354,3 +354,24 @@ fn hostile_input_is_streamed_and_bounded() {
     assert!(grown < 4096, "RSS grew {grown} KiB");
     assert!(server.is_running());
 }
+
+/// A client that sends and never reads is not held forever either: with
+/// `--idle-timeout 1`, once it has taken no reply for a second, its connection ends.
+#[test]
+fn a_client_that_stops_reading_is_closed_by_the_idle_timeout() {
+    let server = Server::start(&["--idle-timeout", "1"]);
+    let client = server.connect();
+    let mut writer = client.try_clone().unwrap();
+    writer
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let block = pseudo_random(MIB, 12);
+    for _ in 0..16 {
+        if writer.write_all(&block).is_err() {
+            break; // stalled: the server stopped reading
+        }
+    }
+    let peer = client.local_addr().unwrap();
+    let line = server.wait_for_log(&format!("Connection closed {peer}"));
+    assert!(line.contains("took no reply for 1 s"), "{line}");
+}

@@ -246,7 +246,9 @@ impl Future for Sleep {
                 entry.waker = identity(cx.waker());
                 Poll::Pending
             }
-            None if Instant::now() >= deadline => Poll::Ready(()),
+            // Already due: it costs the task budget like a ready socket, so that a loop of
+            // elapsed sleeps still lets the others run.
+            None if Instant::now() >= deadline => crate::budget::poll_spend(cx),
             None => {
                 let timers = scheduler::current_timers()
                     .unwrap_or_else(|| panic!("coop::time::Sleep polled outside a coop runtime"));

@@ -105,3 +105,35 @@ fn short_sleeps_are_not_rounded_up_to_milliseconds() {
         "median {median:?}: {took:?}"
     );
 }
+
+/// A task that loops on sleeps already due (a stats loop that fell behind) still lets the
+/// others run: an elapsed sleep spends budget like a ready socket.
+#[test]
+fn elapsed_sleeps_do_not_starve_other_tasks() {
+    use std::cell::Cell;
+    let turns = Rc::new(Cell::new(0u32));
+    coop::block_on({
+        let turns = Rc::clone(&turns);
+        async move {
+            let other = spawn({
+                let turns = Rc::clone(&turns);
+                async move {
+                    loop {
+                        turns.set(turns.get() + 1);
+                        coop::yield_now().await;
+                    }
+                }
+            });
+            let past = Instant::now() - Duration::from_secs(1);
+            for _ in 0..10_000 {
+                sleep_until(past).await;
+            }
+            drop(other);
+        }
+    });
+    assert!(
+        turns.get() >= 10_000 / 128 - 1,
+        "the other task ran {} times",
+        turns.get()
+    );
+}
