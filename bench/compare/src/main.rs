@@ -58,7 +58,7 @@ fn run() -> io::Result<()> {
             rate_secs: 7,
             many: 10_000,
             chart: vec![1, 100, 1000, 10_000],
-            closed_secs: 4,
+            closed_secs: 6,
             scale: 15_000,
         }
     };
