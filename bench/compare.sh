@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: coop-echo, a tokio echo server and a bare epoll loop.
 #
-#   bench/compare.sh           # 3 interleaved runs, ~10 minutes; writes bench/RESULTS.md
+#   bench/compare.sh           # 5 interleaved runs, ~15 minutes; writes bench/RESULTS.md
 #   bench/compare.sh --quick   # one short run, to see that everything works
 #
 # Needs 2 cores (server on core 0, load generator on core 1), perf (system calls),

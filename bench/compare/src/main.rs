@@ -54,8 +54,8 @@ fn run() -> io::Result<()> {
         }
     } else {
         Plan {
-            runs: 3,
-            rate_secs: 7,
+            runs: 5,
+            rate_secs: 9,
             many: 10_000,
             chart: vec![1, 100, 1000, 10_000],
             closed_secs: 6,
