@@ -1,6 +1,6 @@
 //! The `coop-echo` program's parts, as a library so tests and benchmarks can run them
 //! in-process: the reply's framing ([`echo`]), the echo handler ([`serve`]), the service
-//! around it ([`service`]) and the load generator ([`bench`]).
+//! around it ([`service`]) and the load generator ([`bench`](mod@bench)).
 
 #![warn(missing_docs, missing_debug_implementations)]
 

@@ -10,7 +10,7 @@
 //!
 //! | seed (Python)                              | coop (Rust)                                         |
 //! |--------------------------------------------|-----------------------------------------------------|
-//! | a generator function                       | an `async fn` or `async` block: a [`Future`](std::future::Future) |
+//! | a generator function                       | an `async fn` or `async` block: a [`Future`] |
 //! | `tasks = deque()`                          | the runtime's ready queue (FIFO)                    |
 //! | `tasks.append(handler(client, addr))`      | [`spawn`]`(handler(stream, peer))`, a [`JoinHandle`] |
 //! | `yield 'recv', sock`; `recv_wait[sock]`    | [`TcpStream::readable`]; [`TcpStream::read`] parks only on `WouldBlock` |
