@@ -217,13 +217,13 @@ mod tests {
     }
 
     /// Feeds `chunks` through an encoder, as a connection does, with a peer that accepts
-    /// at most `window` bytes per write and `slots` slices per `writev`.
-    fn encode(
+    /// at most `window` bytes per write; `build` makes the next piece of reply to send.
+    fn feed(
         prefix: &[u8],
         framing: Framing,
         chunks: &[Vec<u8>],
         window: usize,
-        slots: usize,
+        build: impl Fn(&Encoder, &[u8]) -> Vec<u8>,
     ) -> Vec<u8> {
         let mut encoder = Encoder::new(prefix.into(), framing);
         let mut out = Vec::new();
@@ -231,17 +231,44 @@ mod tests {
             encoder.begin_chunk();
             let mut input = &chunk[..];
             while !input.is_empty() {
-                let mut iov = [IoSlice::new(&[]); 8];
-                let n = encoder.slices(input, &mut iov[..slots]);
-                assert!(n > 0);
-                let reply: Vec<u8> = iov[..n].iter().flat_map(|s| s.iter().copied()).collect();
+                let reply = build(&encoder, input);
+                assert!(!reply.is_empty());
                 let written = reply.len().min(window);
                 out.extend_from_slice(&reply[..written]);
-                let consumed = encoder.advance(input, written);
-                input = &input[consumed..];
+                input = &input[encoder.advance(input, written)..];
             }
         }
         out
+    }
+
+    /// The reply as slices, at most `slots` per `writev`.
+    fn encode(
+        prefix: &[u8],
+        framing: Framing,
+        chunks: &[Vec<u8>],
+        window: usize,
+        slots: usize,
+    ) -> Vec<u8> {
+        feed(prefix, framing, chunks, window, |encoder, input| {
+            let mut iov = [IoSlice::new(&[]); 8];
+            let n = encoder.slices(input, &mut iov[..slots]);
+            iov[..n].iter().flat_map(|s| s.iter().copied()).collect()
+        })
+    }
+
+    /// The reply rendered into a buffer, `limit` bytes at a time.
+    fn encode_rendered(
+        prefix: &[u8],
+        framing: Framing,
+        chunks: &[Vec<u8>],
+        window: usize,
+        limit: usize,
+    ) -> Vec<u8> {
+        feed(prefix, framing, chunks, window, |encoder, input| {
+            let mut reply = Vec::new();
+            encoder.render(input, &mut reply, limit);
+            reply
+        })
     }
 
     #[test]
@@ -282,31 +309,6 @@ mod tests {
         for framing in [Framing::Chunk, Framing::Line] {
             assert_eq!(encode(b"", framing, &chunks, 2, 3), b"\0\xff\nx");
         }
-    }
-
-    /// As `encode`, with the reply rendered into a buffer `limit` bytes at a time.
-    fn encode_rendered(
-        prefix: &[u8],
-        framing: Framing,
-        chunks: &[Vec<u8>],
-        window: usize,
-        limit: usize,
-    ) -> Vec<u8> {
-        let mut encoder = Encoder::new(prefix.into(), framing);
-        let mut out = Vec::new();
-        for chunk in chunks.iter().filter(|c| !c.is_empty()) {
-            encoder.begin_chunk();
-            let mut input = &chunk[..];
-            while !input.is_empty() {
-                let mut reply = Vec::new();
-                encoder.render(input, &mut reply, limit);
-                assert!(!reply.is_empty());
-                let written = reply.len().min(window);
-                out.extend_from_slice(&reply[..written]);
-                input = &input[encoder.advance(input, written)..];
-            }
-        }
-        out
     }
 
     proptest! {
