@@ -151,7 +151,10 @@ async fn serve_until_stopped(service: Service) -> ExitCode {
         Err(e) => return fail(format_args!("cannot wait for signals: {e}")),
     };
     handle.stop();
-    serving.await; // the listener is closed: new clients are refused from here on
+    // The listener is closed once the accept loop returns: new clients are refused.
+    if let Err(e) = serving.await {
+        tracing::error!("the accept loop ended: {e}");
+    }
     tracing::info!(
         "{}: stopped accepting; waiting up to {} s for {} to finish",
         signal_name(first),

@@ -30,7 +30,7 @@ fn a_thousand_clients_at_once_each_get_their_own_replies() {
             .collect();
         let mut replies = 0;
         for client in clients {
-            replies += client.await?;
+            replies += client.await??;
         }
         io::Result::Ok(replies)
     }));

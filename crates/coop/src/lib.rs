@@ -83,7 +83,7 @@
 //!     let mut reply = [0; 100];
 //!     let n = stream.read(&mut reply).await?;
 //!     assert_eq!(&reply[..n], b"GOT:Hello\n");
-//!     server.await
+//!     server.await? // a JoinError (the task panicked) converts to io::Error
 //! })?;
 //! # std::io::Result::Ok(())
 //! ```
@@ -99,10 +99,11 @@
 //! only by it: make them inside the `block_on` that uses them.
 
 #![warn(missing_docs, missing_debug_implementations)]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod alarm;
-mod budget;
+mod context;
+mod inbox;
 pub mod net;
 mod reactor;
 mod scheduler;
@@ -111,11 +112,12 @@ pub mod signal;
 mod slab;
 mod task;
 pub mod time;
+mod timers;
 pub mod trace;
+mod waiter;
 mod waker;
 
-pub use budget::yield_now;
 pub use net::{TcpListener, TcpStream, UdpSocket};
-pub use scheduler::{Runtime, Stats, block_on, spawn, spawn_named, stats};
+pub use scheduler::{Runtime, Stats, block_on, spawn, spawn_named, stats, yield_now};
 pub use server::{Server, ServerHandle, serve, tcp_server};
-pub use task::JoinHandle;
+pub use task::{JoinError, JoinHandle};

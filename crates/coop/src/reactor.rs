@@ -2,7 +2,7 @@
 //!
 //! The seed keeps two dicts, `recv_wait` and `send_wait`, and calls `select()` on their
 //! keys whenever no task is ready. Here every socket is a [`Source`] with two waiting
-//! slots (read and write), and the OS poll is epoll (kqueue on BSDs) through `mio`.
+//! areas (read and write), and the OS poll is epoll (kqueue on BSDs) through `mio`.
 //!
 //! What the seed gets wrong and this does not:
 //!
@@ -14,22 +14,32 @@
 //!   parks only when the OS says `WouldBlock`, which is also the only thing that clears
 //!   the cache (besides a short read or write, which proves the same without one more
 //!   system call).
+//!
+//! The reactor knows sockets and waiters, not tasks: when a socket turns ready it
+//! *reports* the keys of the tasks parked there, and the runtime schedules them.
+//!
+//! # The waiting-area contract
+//!
+//! * A wake empties the area: every waiter in it is woken once, and must poll again to
+//!   wait again. Readiness stays cached until an operation finds it gone.
+//! * The `poll_*` methods of the sockets keep one waiter per direction: the most recent
+//!   caller's (as `tokio` does). They are for hand-written futures in one task.
+//! * The futures (`readable`, `read`, `accept`, ...) each keep their own place: any
+//!   number of them may wait at once, in any tasks, and each is woken. A future dropped
+//!   before it is woken takes its place back, so nothing accumulates.
 
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
 use mio::{Events, Interest, Poll as OsPoll, Token};
 
 use crate::alarm::{ALARM, Alarm};
-use crate::budget;
-use crate::scheduler;
 use crate::slab::{Key, Slab};
-use crate::task::Task;
-use crate::trace::{self, Area};
+use crate::waiter::{Waiter, Who};
 
 /// Which waiting area: the seed's `recv_wait` or `send_wait`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,13 +58,6 @@ const WRITE_CLOSED: u8 = 1 << 3;
 const ERROR: u8 = 1 << 4;
 
 impl Direction {
-    fn area(self) -> Area {
-        match self {
-            Direction::Read => Area::Read,
-            Direction::Write => Area::Write,
-        }
-    }
-
     /// Bits that let an operation in this direction proceed.
     fn ready_mask(self) -> u8 {
         match self {
@@ -72,80 +75,39 @@ impl Direction {
     }
 }
 
-/// Who waits in a waiting area.
-enum Waiter {
-    /// A coop task parked by its own waker: held as is, and scheduled directly when the
-    /// socket turns ready (no virtual call, no atomic).
-    Task(Rc<Task>),
-    /// Anything else that gave a waker (a combinator's, another executor's).
-    Waker(Waker),
+/// A future's place in a waiting area: its number there, to find it again or take it
+/// back. Numbers are never reused (64 bits do not wrap).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Ticket(u64);
+
+/// One direction's waiters.
+#[derive(Default)]
+struct Area {
+    /// The waiter of the `poll_*` methods: the most recent caller.
+    slot: Option<Waiter>,
+    /// The futures' waiters, by ticket (usually none or one).
+    queue: Vec<(Ticket, Waiter)>,
+    next_ticket: u64,
 }
 
-/// One registered socket: its cached readiness and the tasks parked on it.
-///
-/// Usually one task waits in each direction (a connection's handler; or a reading and a
-/// writing task). Its waiter stays in its slot after it is woken, so a task that parks on
-/// the same socket again (every message, for an echo) costs nothing but a comparison.
-/// Further tasks waiting in the same direction (several tasks accepting on one listener)
-/// wait in a list, and all of them are woken together.
+impl Area {
+    fn is_empty(&self) -> bool {
+        self.slot.is_none() && self.queue.is_empty()
+    }
+}
+
+/// One registered socket: its cached readiness and the waiters parked on it.
 #[derive(Default)]
 pub(crate) struct Source {
     /// The socket's descriptor, for traces.
     fd: i32,
     readiness: Cell<u8>,
-    /// Bit `1 << dir` is set while a task is parked in that direction.
-    parked: Cell<u8>,
-    waiters: [RefCell<Waiters>; 2],
-}
-
-#[derive(Default)]
-struct Waiters {
-    first: Option<Waiter>,
-    others: Vec<Waker>,
-}
-
-impl Waiter {
-    fn will_wake(&self, waker: &Waker) -> bool {
-        match self {
-            Waiter::Task(task) => task.waker().will_wake(waker),
-            Waiter::Waker(own) => own.will_wake(waker),
-        }
-    }
+    areas: [RefCell<Area>; 2],
 }
 
 impl Source {
-    /// `Ready` if the socket may be ready in `dir` (after spending fairness budget);
-    /// otherwise parks the task in the waiting area.
-    #[inline]
-    pub(crate) fn poll_ready(&self, dir: Direction, cx: &mut Context<'_>) -> Poll<()> {
-        if self.readiness.get() & dir.ready_mask() != 0 {
-            return budget::poll_spend(cx);
-        }
-        self.park(dir, cx);
-        Poll::Pending
-    }
-
-    /// Leaves the task (or its waker) in the waiting area for `dir`.
-    fn park(&self, dir: Direction, cx: &mut Context<'_>) {
-        let bit = 1 << dir as u8;
-        let waker = cx.waker();
-        let mut waiters = self.waiters[dir as usize].borrow_mut();
-        let is_first = waiters.first.as_ref().is_some_and(|f| f.will_wake(waker));
-        if self.parked.get() & bit == 0 {
-            // Nobody waits here: this task is the one (and most likely was last time).
-            if !is_first {
-                waiters.first = Some(match scheduler::polling_task(waker) {
-                    Some(task) => Waiter::Task(task),
-                    None => Waiter::Waker(waker.clone()),
-                });
-            }
-            self.parked.set(self.parked.get() | bit);
-            if trace::enabled() {
-                self.trace_park(dir);
-            }
-        } else if !is_first && !waiters.others.iter().any(|w| w.will_wake(waker)) {
-            waiters.others.push(waker.clone());
-        }
+    pub(crate) fn fd(&self) -> i32 {
+        self.fd
     }
 
     #[inline]
@@ -176,23 +138,67 @@ impl Source {
         result
     }
 
-    /// Tries `op`, parking until the socket is ready whenever it would block.
-    pub(crate) async fn io<R>(
-        &self,
-        dir: Direction,
-        mut op: impl FnMut() -> io::Result<R>,
-    ) -> io::Result<R> {
-        loop {
-            std::future::poll_fn(|cx| self.poll_ready(dir, cx)).await;
-            match self.try_io(dir, &mut op) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                result => return result,
+    /// Parks `who` as the one waiter of the `poll_*` methods in `dir`, replacing the
+    /// previous one. Returns whether it was not parked there already.
+    #[inline]
+    pub(crate) fn park_latest(&self, dir: Direction, who: Who<'_>) -> bool {
+        let mut area = self.areas[dir as usize].borrow_mut();
+        if area.slot.as_ref().is_some_and(|waiter| who.is(waiter)) {
+            return false;
+        }
+        let replaced = area.slot.replace(who.to_waiter());
+        drop(area);
+        // Dropped outside the borrow: a waker's drop may be anyone's code.
+        drop(replaced);
+        true
+    }
+
+    /// Parks a future's waiter in `dir`: in its place if `ticket` still holds one (the
+    /// waiter updated if it changed), in a new place otherwise. Returns whether it took
+    /// a new place.
+    pub(crate) fn park(&self, dir: Direction, who: Who<'_>, ticket: &mut Option<Ticket>) -> bool {
+        let mut area = self.areas[dir as usize].borrow_mut();
+        if let Some(mine) = *ticket {
+            if let Some((_, waiter)) = area.queue.iter_mut().find(|(t, _)| *t == mine) {
+                if who.is(waiter) {
+                    return false;
+                }
+                let replaced = std::mem::replace(waiter, who.to_waiter());
+                drop(area);
+                drop(replaced);
+                return false;
             }
+        }
+        let mine = Ticket(area.next_ticket);
+        area.next_ticket += 1;
+        area.queue.push((mine, who.to_waiter()));
+        *ticket = Some(mine);
+        true
+    }
+
+    /// Takes a future's place back (it is dropped, or done, before it was woken).
+    pub(crate) fn unpark(&self, dir: Direction, ticket: Ticket) {
+        let mut area = self.areas[dir as usize].borrow_mut();
+        if let Some(at) = area.queue.iter().position(|(t, _)| *t == ticket) {
+            let (_, waiter) = area.queue.swap_remove(at);
+            drop(area);
+            drop(waiter);
         }
     }
 
-    /// Records what the OS reported and wakes the tasks it concerns.
-    fn on_event(&self, event: &Event) {
+    /// Whether anyone waits in `dir`.
+    pub(crate) fn is_parked(&self, dir: Direction) -> bool {
+        !self.areas[dir as usize].borrow().is_empty()
+    }
+
+    /// Records what the OS reported; reports the tasks it wakes, and collects the other
+    /// waiters' wakers into `others`.
+    fn on_event(
+        &self,
+        event: &Event,
+        report: &mut impl FnMut(Key, Direction, i32),
+        others: &mut Vec<Waker>,
+    ) {
         let mut bits = 0;
         if event.is_readable() {
             bits |= READABLE;
@@ -210,71 +216,24 @@ impl Source {
             bits |= ERROR;
         }
         self.readiness.set(self.readiness.get() | bits);
-        let parked = self.parked.get();
-        if parked == 0 {
-            return;
-        }
         for dir in [Direction::Read, Direction::Write] {
-            let bit = 1 << dir as u8;
-            if parked & bit != 0 && bits & dir.ready_mask() != 0 {
-                self.parked.set(self.parked.get() & !bit);
-                self.wake(dir);
+            if bits & dir.ready_mask() == 0 {
+                continue;
+            }
+            let mut area = self.areas[dir as usize].borrow_mut();
+            if let Some(waiter) = area.slot.take() {
+                match waiter {
+                    Waiter::Task(key) => report(key, dir, self.fd),
+                    Waiter::Waker(waker) => others.push(waker),
+                }
+            }
+            for (_, waiter) in area.queue.drain(..) {
+                match waiter {
+                    Waiter::Task(key) => report(key, dir, self.fd),
+                    Waiter::Waker(waker) => others.push(waker),
+                }
             }
         }
-    }
-
-    #[cold]
-    fn trace_park(&self, dir: Direction) {
-        if let Some(task) = scheduler::polling_id() {
-            trace::emit(|| trace::Event::Park {
-                task,
-                area: dir.area(),
-                fd: self.fd,
-            });
-        }
-    }
-
-    #[inline]
-    fn wake(&self, dir: Direction) {
-        let waiters = self.waiters[dir as usize].borrow();
-        if let Some(Waiter::Task(task)) = &waiters.first {
-            trace::emit(|| trace::Event::Wake {
-                task: task.id(),
-                area: dir.area(),
-                fd: self.fd,
-            });
-            // Scheduling only pushes on the ready queue: the borrow can stay.
-            task.schedule();
-            if waiters.others.is_empty() {
-                return;
-            }
-        }
-        drop(waiters);
-        self.wake_others(dir);
-    }
-
-    /// The rest of `wake`: a waiter that gave a foreign waker, and further waiters.
-    #[cold]
-    fn wake_others(&self, dir: Direction) {
-        let slot = &self.waiters[dir as usize];
-        // Out of the slot while they run: a waker may be anyone's, and may park again.
-        let (first, others) = {
-            let mut waiters = slot.borrow_mut();
-            let first = match waiters.first {
-                Some(Waiter::Waker(_)) => waiters.first.take(),
-                _ => None,
-            };
-            (first, std::mem::take(&mut waiters.others))
-        };
-        if let Some(Waiter::Waker(waker)) = &first {
-            waker.wake_by_ref();
-            // Back in its slot for the next park, unless one was parked there meanwhile.
-            let mut waiters = slot.borrow_mut();
-            if waiters.first.is_none() {
-                waiters.first = first;
-            }
-        }
-        others.into_iter().for_each(Waker::wake);
     }
 }
 
@@ -297,6 +256,9 @@ pub(crate) struct Reactor {
     events: RefCell<Events>,
     sources: RefCell<Slab<Rc<Source>>>,
     alarm: Alarm,
+    /// Wakers of waiters that are not this runtime's tasks, woken once the events are
+    /// read (a waker may be anyone's code).
+    others: RefCell<Vec<Waker>>,
 }
 
 impl Reactor {
@@ -308,6 +270,7 @@ impl Reactor {
             events: RefCell::new(Events::with_capacity(1024)),
             sources: RefCell::new(Slab::new()),
             alarm,
+            others: RefCell::new(Vec::new()),
         })
     }
 
@@ -356,23 +319,28 @@ impl Reactor {
         self.sources.borrow().len()
     }
 
-    /// Tasks parked to read and to write, counted by walking every socket: kept off the
-    /// per-message path, paid by whoever asks (a stats scrape).
+    /// Sockets with a waiter to read and to write, counted by walking every socket: kept
+    /// off the per-message path, paid by whoever asks (a stats scrape).
     pub(crate) fn parked(&self) -> (usize, usize) {
         let sources = self.sources.borrow();
         sources.iter().fold((0, 0), |(read, write), source| {
-            let parked = source.parked.get();
             (
-                read + usize::from(parked & (1 << Direction::Read as u8) != 0),
-                write + usize::from(parked & (1 << Direction::Write as u8) != 0),
+                read + usize::from(source.is_parked(Direction::Read)),
+                write + usize::from(source.is_parked(Direction::Write)),
             )
         })
     }
 
     /// Waits for the OS until a socket turns ready, another thread wakes a task, or
-    /// `deadline` (a timer's) passes; with `at_once`, does not wait at all. Wakes the
-    /// tasks whose sockets turned ready, and says what else needs doing.
-    pub(crate) fn poll(&self, at_once: bool, deadline: Option<Instant>) -> io::Result<Woken> {
+    /// `deadline` (a timer's) passes; with `at_once`, does not wait at all. Reports the
+    /// tasks parked on the sockets that turned ready, wakes the other waiters there, and
+    /// says what else needs doing.
+    pub(crate) fn poll(
+        &self,
+        at_once: bool,
+        deadline: Option<Instant>,
+        mut report: impl FnMut(Key, Direction, i32),
+    ) -> io::Result<Woken> {
         let mut woken = Woken::default();
         let mut timeout = if at_once { Some(Duration::ZERO) } else { None };
         // With the alarm set in time there is nothing to compute: when a timer is due,
@@ -394,6 +362,7 @@ impl Reactor {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(woken),
             Err(e) => return Err(e),
         }
+        let mut others = std::mem::take(&mut *self.others.borrow_mut());
         for event in events.iter() {
             match event.token() {
                 INBOX => woken.inbox = true,
@@ -402,48 +371,34 @@ impl Reactor {
                     woken.timers = true;
                 }
                 token => {
-                    // Cloned out of the table so that a waker may register or forget
-                    // sockets.
+                    // Out of the table (one reference count) so that `report` may
+                    // register or forget sockets.
                     let source = self.sources.borrow().get(Key::from_token(token.0)).cloned();
                     if let Some(source) = source {
-                        source.on_event(event);
+                        source.on_event(event, &mut report, &mut others);
                     }
                 }
             }
         }
+        drop(events);
+        for waker in others.drain(..) {
+            waker.wake();
+        }
+        *self.others.borrow_mut() = others;
         Ok(woken)
     }
-}
-/// A socket's place in the reactor, held by the socket for as long as it lives.
-pub(crate) struct Registration {
-    key: Key,
-    source: Rc<Source>,
-    reactor: Rc<Reactor>,
-}
 
-impl Registration {
-    /// Registers `io` with the current runtime's reactor.
-    pub(crate) fn new(io: &mut impl mio::event::Source, fd: i32) -> io::Result<Self> {
-        let reactor = crate::scheduler::current_reactor()?;
-        let (key, source) = reactor.register(io, fd)?;
-        Ok(Registration {
-            key,
-            source,
-            reactor,
-        })
-    }
-}
-
-impl std::ops::Deref for Registration {
-    type Target = Source;
-
-    fn deref(&self) -> &Source {
-        &self.source
-    }
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        self.reactor.forget(self.key);
+    /// Forgets every socket's waiters (the runtime is going away). The sockets stay
+    /// registered for as long as they live.
+    pub(crate) fn clear_waiters(&self) {
+        let sources: Vec<Rc<Source>> = self.sources.borrow().iter().cloned().collect();
+        for source in sources {
+            for area in &source.areas {
+                let mut area = area.borrow_mut();
+                let taken = (area.slot.take(), std::mem::take(&mut area.queue));
+                drop(area);
+                drop(taken);
+            }
+        }
     }
 }

@@ -1,128 +1,48 @@
-//! The ready queue, `spawn`, and the run loop: the seed's `tasks` deque and `run()`.
+//! The run loop, `spawn`, and the [`Runtime`]: the seed's `tasks` deque and `run()`.
 //!
 //! The seed's loop, and this one:
 //!
 //! ```text
 //! while any task exists:                 loop {
-//!     while not tasks:                       a round: pop and poll each task that was
-//!         select(recv_wait, send_wait)         ready when the round began (FIFO)
+//!     while not tasks:                       a round: take the ready queue as it is,
+//!         select(recv_wait, send_wait)         and poll each task in it, in order
 //!         move ready ones to tasks           park: wait in the OS poll, for no time if
 //!     task = tasks.popleft()                   tasks are ready, until the next timer
 //!     why, what = task.send(None)              if one is pending, forever otherwise;
-//!     park task in recv_wait / send_wait       wake the tasks whose sockets turned
-//!                                              ready or whose timers fired
+//!     park task in recv_wait / send_wait       schedule the tasks whose sockets turned
+//!                                              ready, whose timers fired, or that
+//!                                              other threads woke
 //!                                        }
 //! ```
 //!
-//! A round polls only the tasks that were ready when it began, so tasks that keep waking
-//! themselves cannot keep the OS poll from running: sockets are heard at least once per
-//! round.
+//! A round polls only the tasks that were ready when it began (tasks woken during the
+//! round wait for the next), so tasks that keep waking themselves cannot keep the OS
+//! poll from running: sockets are heard at least once per round.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::pin;
-use std::ptr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use crate::budget;
-use crate::reactor::Reactor;
+use crate::context::{self, Core, ROOT, Slot, State};
+use crate::inbox::Inbox;
+use crate::reactor::{Direction, Reactor};
 use crate::slab::{Key, Slab};
-use crate::task::{JoinHandle, Task};
-use crate::time::{self, Timers};
-use crate::trace::{self, Event, TaskId};
-use crate::waker::{Header, Inbox};
-
-/// The key `block_on`'s own future wakes by. Never a task's: slab indices stay below
-/// `u32::MAX`.
-const ROOT: Key = Key::from_token(usize::MAX);
-
-/// An entry of the ready queue: a task, or `None` for `block_on`'s own future (which is
-/// not `'static`, so it cannot be a task).
-type Runnable = Option<Rc<Task>>;
-
-/// Everything one runtime owns; reached through [`CURRENT`] while it runs.
-struct Core {
-    /// The ready queue while the runtime is not running. While it runs, the queue lives
-    /// in [`READY`].
-    ready: RefCell<VecDeque<Runnable>>,
-    /// `block_on`'s future is in the ready queue.
-    root_queued: Cell<bool>,
-    /// Every live task.
-    tasks: RefCell<Slab<Rc<Task>>>,
-    reactor: Rc<Reactor>,
-    timers: Rc<Timers>,
-    inbox: Arc<Inbox>,
-}
-
-thread_local! {
-    /// The runtime running on this thread, if any.
-    static CURRENT: RefCell<Option<Rc<Core>>> = const { RefCell::new(None) };
-    /// Which runtime that is, by the address of its inbox: compared, never followed.
-    static RUNNING: Cell<*const Inbox> = const { Cell::new(ptr::null()) };
-    /// The running runtime's ready queue, moved here for the length of `block_on` so a
-    /// wake reaches it in one thread-local access.
-    static READY: RefCell<VecDeque<Runnable>> = const { RefCell::new(VecDeque::new()) };
-    /// The key of the task being polled, so a socket can hold the task itself instead of
-    /// a waker.
-    static POLLING: Cell<Option<Key>> = const { Cell::new(None) };
-    /// The number the next task gets in traces.
-    static NEXT_ID: Cell<u64> = const { Cell::new(1) };
-}
-
-fn with_current<R>(f: impl FnOnce(&Rc<Core>) -> R) -> Option<R> {
-    CURRENT
-        .try_with(|current| current.borrow().as_ref().map(f))
-        .ok()
-        .flatten()
-}
-
-/// Puts a task (or, for `None`, `block_on`'s future) at the back of the ready queue.
-#[inline]
-pub(crate) fn push(runnable: Runnable) {
-    READY.with_borrow_mut(|ready| ready.push_back(runnable));
-}
-
-/// Wakes the task `key` if the runtime that owns `inbox` runs on this thread; `false` if
-/// it does not (the caller goes through the inbox).
-pub(crate) fn wake_local(inbox: &Arc<Inbox>, key: Key) -> bool {
-    let mine = RUNNING
-        .try_with(|running| ptr::eq(running.get(), Arc::as_ptr(inbox)))
-        .unwrap_or(false);
-    if mine {
-        with_current(|core| core.wake(key));
-    }
-    mine
-}
-
-/// The task being polled, if `waker` is its own waker.
-#[inline]
-pub(crate) fn polling_task(waker: &Waker) -> Option<Rc<Task>> {
-    let key = POLLING.get()?;
-    with_current(|core| core.tasks.borrow().get(key).cloned())
-        .flatten()
-        .filter(|task| task.waker().will_wake(waker))
-}
-
-pub(crate) fn current_reactor() -> io::Result<Rc<Reactor>> {
-    with_current(|core| Rc::clone(&core.reactor)).ok_or_else(|| {
-        io::Error::other("coop sockets must be created inside a coop runtime (in block_on)")
-    })
-}
-
-pub(crate) fn current_timers() -> Option<Rc<Timers>> {
-    with_current(|core| Rc::clone(&core.timers))
-}
+use crate::task::{self, JoinHandle, TaskId};
+use crate::timers::Timers;
+use crate::trace::{self, Area, Event};
+use crate::waker;
 
 /// Starts a task: the seed's `tasks.append(gen)`.
 ///
 /// The task goes to the back of the ready queue and runs when the current task yields.
-/// Awaiting the returned [`JoinHandle`] gives its output; dropping the handle lets it run
-/// on detached.
+/// Awaiting the returned [`JoinHandle`] gives its outcome; dropping the handle lets it
+/// run on, detached. A panic in the task stays in the task: the runtime and the other
+/// tasks go on, and the handle reports it.
 ///
 /// # Panics
 ///
@@ -135,14 +55,14 @@ pub(crate) fn current_timers() -> Option<Rc<Timers>> {
 ///     let task = coop::spawn(async { 6 * 7 });
 ///     task.await
 /// });
-/// assert_eq!(answer, 42);
+/// assert_eq!(answer.unwrap(), 42);
 /// ```
 pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
 where
     F: Future + 'static,
     F::Output: 'static,
 {
-    with_current(|core| core.spawn(future, None))
+    context::with_core(|core| spawn_on(core, future, None))
         .unwrap_or_else(|| panic!("coop::spawn called outside a coop runtime"))
 }
 
@@ -158,80 +78,134 @@ where
     F: Future + 'static,
     F::Output: 'static,
 {
-    with_current(|core| core.spawn(future, Some(name)))
+    context::with_core(|core| spawn_on(core, future, Some(name)))
         .unwrap_or_else(|| panic!("coop::spawn_named called outside a coop runtime"))
 }
 
-/// The task being polled, for traces.
-pub(crate) fn polling_id() -> Option<TaskId> {
-    let key = POLLING.get()?;
-    with_current(|core| core.tasks.borrow().get(key).map(|task| task.id())).flatten()
+fn spawn_on<F>(core: &Core, future: F, name: Option<&str>) -> JoinHandle<F::Output>
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    let id = TaskId(core.next_id.get());
+    core.next_id.set(id.0 + 1);
+    if core.closing.get() {
+        // Spawned by a destructor while the runtime is dropped: it would never run.
+        let (task, join) = task::new(future, Waker::noop().clone());
+        task.cancel_now();
+        return join;
+    }
+    let mut join = None;
+    let key = core.tasks.borrow_mut().insert_with(|key| {
+        let (task, handle) = task::new(future, waker::waker(key, &core.inbox));
+        join = Some(handle);
+        Slot {
+            state: Cell::new(State::Idle),
+            id,
+            task,
+        }
+    });
+    trace::emit(|| Event::Spawn { task: id, name });
+    core.wake(key);
+    join.unwrap_or_else(|| unreachable!("insert_with calls its closure"))
 }
 
-impl Core {
-    fn spawn<F>(&self, future: F, name: Option<&str>) -> JoinHandle<F::Output>
-    where
-        F: Future + 'static,
-        F::Output: 'static,
-    {
-        let id = TaskId(NEXT_ID.get());
-        NEXT_ID.set(id.0 + 1);
-        let mut made = None;
-        self.tasks.borrow_mut().insert_with(|key| {
-            let (task, join) = Task::new(key, id, &self.inbox, future);
-            made = Some((Rc::clone(&task), join));
-            task
+/// Polls task `key` once, and forgets it once it is over.
+#[inline]
+fn run(core: &Core, key: Key) {
+    let (task, id) = {
+        let tasks = core.tasks.borrow();
+        let Some(slot) = tasks.get(key) else { return };
+        slot.state.set(State::Running);
+        (Rc::clone(&slot.task), slot.id)
+    };
+    context::set_current(Some((key, id, task.waker())));
+    trace::emit(|| Event::Run { task: id });
+    let over = task.run();
+    context::set_current(None);
+    if over {
+        let slot = core.tasks.borrow_mut().remove(key);
+        trace::emit(|| Event::Finish { task: id });
+        // The last references may go here; the future itself went in `run`.
+        drop(slot);
+        drop(task);
+        return;
+    }
+    let tasks = core.tasks.borrow();
+    if let Some(slot) = tasks.get(key) {
+        if slot.state.get() == State::RunningWoken {
+            slot.state.set(State::Scheduled);
+            core.ready.borrow_mut().push(key);
+        } else {
+            slot.state.set(State::Idle);
+        }
+    }
+}
+
+/// Waits in the OS poll, then schedules what the OS, the timers and other threads made
+/// ready.
+fn park(core: &Core) {
+    let at_once = !core.ready.borrow().is_empty();
+    let deadline = core.timers.next_deadline();
+    let polled = core.reactor.poll(at_once, deadline, |key, dir, fd| {
+        if let Some(task) = core.wake(key) {
+            trace::emit(|| Event::Wake {
+                task,
+                area: match dir {
+                    Direction::Read => Area::Read,
+                    Direction::Write => Area::Write,
+                },
+                fd,
+            });
+        }
+    });
+    let woken = match polled {
+        Ok(woken) => woken,
+        // epoll_wait fails only on a bad descriptor or argument: a bug, not a load.
+        Err(e) => panic!("coop: the OS poll failed: {e}"),
+    };
+    context::forget_now();
+    if woken.timers {
+        core.timers.fire(context::now(), &mut |key| {
+            core.wake(key);
         });
-        let (task, join) = made.unwrap_or_else(|| unreachable!("insert_with calls its closure"));
-        trace::emit(|| Event::Spawn { task: id, name });
-        task.schedule();
-        join
     }
-
-    /// Schedules the task `key` (skipped if it has finished), or `block_on`'s future.
-    fn wake(&self, key: Key) {
-        if key == ROOT {
-            if !self.root_queued.replace(true) {
-                push(None);
-            }
-        } else if let Some(task) = self.tasks.borrow().get(key) {
-            task.schedule();
-        }
+    if woken.inbox {
+        core.inbox.drain(|key| {
+            core.wake(key);
+        });
     }
+}
 
-    /// Polls one task, and forgets it once it has finished.
+/// The keys of one round, taken from the ready queue at once. If the round stops early
+/// (`block_on`'s future completes, or panics), the keys not yet run go back to the front
+/// of the queue: they are `Scheduled`, and must stay queued.
+struct Round<'a> {
+    core: &'a Core,
+    keys: &'a mut Vec<Key>,
+    next: usize,
+}
+
+impl Iterator for Round<'_> {
+    type Item = Key;
+
     #[inline]
-    fn run(&self, task: Rc<Task>) {
-        budget::reset();
-        POLLING.set(Some(task.key()));
-        trace::emit(|| Event::Run { task: task.id() });
-        let finished = task.poll();
-        POLLING.set(None);
-        if finished {
-            trace::emit(|| Event::Finish { task: task.id() });
-            let entry = self.tasks.borrow_mut().remove(task.key());
-            // Dropped outside the borrow: a task's destructors may spawn or wake.
-            drop(entry);
-        }
+    fn next(&mut self) -> Option<Key> {
+        let key = *self.keys.get(self.next)?;
+        self.next += 1;
+        Some(key)
     }
+}
 
-    /// Waits in the OS poll, then wakes what the OS, the timers and other threads made
-    /// ready.
-    fn park(&self) {
-        let deadline = self.timers.next_deadline();
-        let at_once = !READY.with_borrow(VecDeque::is_empty);
-        let woken = match self.reactor.poll(at_once, deadline) {
-            Ok(woken) => woken,
-            // epoll_wait fails only on a bad descriptor or argument: a bug, not a load.
-            Err(e) => panic!("coop: the OS poll failed: {e}"),
-        };
-        time::forget_now();
-        if woken.timers {
-            self.timers.fire(time::now());
+impl Drop for Round<'_> {
+    fn drop(&mut self) {
+        if self.next < self.keys.len() {
+            let mut ready = self.core.ready.borrow_mut();
+            let later = std::mem::take(&mut *ready);
+            ready.extend_from_slice(&self.keys[self.next..]);
+            ready.extend(later);
         }
-        if woken.inbox {
-            self.inbox.drain(|key| self.wake(key));
-        }
+        self.keys.clear();
     }
 }
 
@@ -244,7 +218,7 @@ impl Core {
 ///
 /// ```
 /// let runtime = coop::Runtime::new()?;
-/// let n = runtime.block_on(async { coop::spawn(async { 1 }).await + 1 });
+/// let n = runtime.block_on(async { coop::spawn(async { 1 }).await.unwrap() + 1 });
 /// assert_eq!(n, 2);
 /// # std::io::Result::Ok(())
 /// ```
@@ -260,12 +234,14 @@ impl Runtime {
         let inbox = Arc::new(Inbox::new(reactor.inbox_waker()?));
         Ok(Runtime {
             core: Rc::new(Core {
-                ready: RefCell::new(VecDeque::new()),
-                root_queued: Cell::new(false),
+                ready: RefCell::new(Vec::new()),
+                root_scheduled: Cell::new(false),
                 tasks: RefCell::new(Slab::new()),
-                reactor: Rc::new(reactor),
-                timers: Rc::new(Timers::new()),
+                reactor,
+                timers: Timers::default(),
                 inbox,
+                closing: Cell::new(false),
+                next_id: Cell::new(1),
             }),
         })
     }
@@ -277,66 +253,68 @@ impl Runtime {
     /// runtime (a later `block_on` runs them on) and are dropped with it; to wait for a
     /// task, await its [`JoinHandle`].
     ///
-    /// A panic in any task unwinds out of `block_on`; drop the runtime after one.
+    /// A panic in a spawned task stays in that task (its [`JoinHandle`] reports it); a
+    /// panic in `future` itself unwinds out of `block_on`, as it would from a plain
+    /// function call, and the runtime stays usable.
     ///
     /// # Panics
     ///
-    /// When called from inside a coop runtime (a task cannot block its own thread).
+    /// When called from inside a coop runtime (a task cannot block its own thread), and
+    /// when `future` panics.
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
-        let _enter = Enter::new(&self.core);
+        let _enter = context::enter(&self.core).unwrap_or_else(|| {
+            panic!("coop: block_on called from inside a coop runtime; spawn the future instead")
+        });
         let core = &*self.core;
         let mut root = pin!(future);
-        let root_waker = Header::waker(ROOT, &core.inbox);
+        let root_waker = waker::waker(ROOT, &core.inbox);
         core.wake(ROOT);
+        let mut keys = Vec::new();
         loop {
-            let round = READY.with_borrow(VecDeque::len);
-            for _ in 0..round {
-                match READY.with_borrow_mut(VecDeque::pop_front) {
-                    Some(Some(task)) => core.run(task),
-                    Some(None) => {
-                        core.root_queued.set(false);
-                        budget::reset();
-                        let mut cx = Context::from_waker(&root_waker);
-                        if let Poll::Ready(output) = root.as_mut().poll(&mut cx) {
-                            return output;
-                        }
-                    }
-                    None => break,
+            std::mem::swap(&mut keys, &mut *core.ready.borrow_mut());
+            let round = Round {
+                core,
+                keys: &mut keys,
+                next: 0,
+            };
+            for key in round {
+                if key != ROOT {
+                    run(core, key);
+                    continue;
+                }
+                core.root_scheduled.set(false);
+                context::set_current(Some((ROOT, TaskId(0), &root_waker)));
+                let polled = root.as_mut().poll(&mut Context::from_waker(&root_waker));
+                context::set_current(None);
+                if let Poll::Ready(output) = polled {
+                    return output;
                 }
             }
-            core.park();
+            park(core);
         }
     }
 
     /// Counts of the runtime's state, for tests and diagnostics.
     pub fn stats(&self) -> Stats {
-        self.core.stats()
+        stats_of(&self.core)
     }
 }
 
 /// The [`Stats`] of the runtime running on this thread, if any (for a task that reports
 /// on its own runtime, e.g. a metrics endpoint).
 pub fn stats() -> Option<Stats> {
-    with_current(|core| core.stats())
+    context::with_core(|core| stats_of(core))
 }
 
-impl Core {
-    fn stats(&self) -> Stats {
-        let running = RUNNING.with(|r| ptr::eq(r.get(), Arc::as_ptr(&self.inbox)));
-        let ready = if running {
-            READY.with_borrow(VecDeque::len)
-        } else {
-            self.ready.borrow().len()
-        };
-        let (parked_read, parked_write) = self.reactor.parked();
-        Stats {
-            tasks: self.tasks.borrow().len(),
-            ready,
-            parked_read,
-            parked_write,
-            sockets: self.reactor.len(),
-            timers: self.timers.len(),
-        }
+fn stats_of(core: &Core) -> Stats {
+    let (parked_read, parked_write) = core.reactor.parked();
+    Stats {
+        tasks: core.tasks.borrow().len(),
+        ready: core.ready.borrow().len(),
+        parked_read,
+        parked_write,
+        sockets: core.reactor.len(),
+        timers: core.timers.len(),
     }
 }
 
@@ -346,11 +324,11 @@ impl Core {
 pub struct Stats {
     /// Live tasks (not counting `block_on`'s own future).
     pub tasks: usize,
-    /// Entries in the ready queue.
+    /// Tasks scheduled for the next round.
     pub ready: usize,
-    /// Tasks parked in a read waiting area (the seed's `recv_wait`).
+    /// Sockets with a task waiting to read (the seed's `recv_wait`).
     pub parked_read: usize,
-    /// Tasks parked in a write waiting area (the seed's `send_wait`).
+    /// Sockets with a task waiting to write (the seed's `send_wait`).
     pub parked_write: usize,
     /// Sockets registered with the reactor.
     pub sockets: usize,
@@ -359,16 +337,25 @@ pub struct Stats {
 }
 
 impl Drop for Runtime {
+    /// Drops every task's future unfinished (their `JoinHandle`s report them cancelled),
+    /// and with them the sockets and timers they hold; then the inbox and the OS poll
+    /// go. Destructors that spawn or wake meanwhile are harmless: a task spawned now is
+    /// cancelled at once.
     fn drop(&mut self) {
-        // Tasks hold sockets and timers that point back at the core, and sockets may hold
-        // their task: cancelling every future breaks those cycles. Drained first, dropped
-        // after, so no borrow is held while destructors run.
-        let tasks: Vec<_> = self.core.tasks.borrow_mut().drain().collect();
-        for task in &tasks {
-            task.cancel();
+        let core = &self.core;
+        core.closing.set(true);
+        let _enter = context::enter_for_drop(core);
+        // Taken out first, dropped after: no borrow is held while destructors run.
+        let tasks: Vec<Slot> = core.tasks.borrow_mut().drain().collect();
+        for slot in &tasks {
+            slot.task.cancel_now();
         }
         drop(tasks);
-        self.core.ready.borrow_mut().clear();
+        core.ready.borrow_mut().clear();
+        core.root_scheduled.set(false);
+        core.inbox.drain(|_| {});
+        drop(core.timers.clear());
+        core.reactor.clear_waiters();
     }
 }
 
@@ -380,40 +367,6 @@ impl fmt::Debug for Runtime {
     }
 }
 
-/// Makes a runtime current on this thread for the length of a `block_on`, its ready
-/// queue moved into [`READY`].
-struct Enter {
-    core: Rc<Core>,
-}
-
-impl Enter {
-    fn new(core: &Rc<Core>) -> Self {
-        CURRENT.with(|current| {
-            let mut current = current.borrow_mut();
-            assert!(
-                current.is_none(),
-                "coop: block_on called from inside a coop runtime; spawn the future instead"
-            );
-            *current = Some(Rc::clone(core));
-        });
-        RUNNING.set(Arc::as_ptr(&core.inbox));
-        READY.with_borrow_mut(|ready| std::mem::swap(ready, &mut core.ready.borrow_mut()));
-        Enter {
-            core: Rc::clone(core),
-        }
-    }
-}
-
-impl Drop for Enter {
-    fn drop(&mut self) {
-        let _ = READY.try_with(|ready| {
-            std::mem::swap(&mut *ready.borrow_mut(), &mut self.core.ready.borrow_mut())
-        });
-        let _ = RUNNING.try_with(|running| running.set(ptr::null()));
-        let _ = CURRENT.try_with(|current| current.borrow_mut().take());
-    }
-}
-
 /// Runs `future` on a new [`Runtime`] and returns its output: the seed's `run()`.
 ///
 /// The runtime is dropped on return, and with it any task still unfinished; see
@@ -421,8 +374,8 @@ impl Drop for Enter {
 ///
 /// # Panics
 ///
-/// When the OS refuses a poll instance (use [`Runtime::new`] to handle that), or when
-/// called from inside a coop runtime.
+/// When the OS refuses a poll instance (use [`Runtime::new`] to handle that), when
+/// called from inside a coop runtime, and when `future` panics.
 ///
 /// # Examples
 ///
@@ -433,4 +386,29 @@ impl Drop for Enter {
 pub fn block_on<F: Future>(future: F) -> F::Output {
     let runtime = Runtime::new().unwrap_or_else(|e| panic!("coop: cannot create a runtime: {e}"));
     runtime.block_on(future)
+}
+
+/// Lets every other ready task run once before the caller continues.
+///
+/// # Examples
+///
+/// ```
+/// coop::block_on(async {
+///     for _ in 0..3 {
+///         // ... a slice of long computation ...
+///         coop::yield_now().await;
+///     }
+/// });
+/// ```
+pub async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
 }

@@ -5,6 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
@@ -215,7 +216,8 @@ impl Server {
                     let connection = Connection::open(&control);
                     let counted = Counted {
                         future: handler(stream, peer),
-                        _connection: connection,
+                        peer,
+                        connection: Some(connection),
                     };
                     if trace::enabled() {
                         drop(spawn_named(&format!("conn {peer}"), counted));
@@ -278,25 +280,42 @@ impl ServerHandle {
 }
 
 pin_project! {
-    /// A handler's future, counted as an open connection until it is dropped. (A struct,
-    /// not an `async` block, which would store the handler's future twice.)
+    /// A handler's future, counted as an open connection until it returns (or panics,
+    /// or is dropped). (A struct, not an `async` block, which would store the handler's
+    /// future twice.)
     struct Counted<F> {
         #[pin]
         future: F,
-        _connection: Connection,
+        peer: SocketAddr,
+        connection: Option<Connection>,
     }
 }
 
-impl<F: Future> Future for Counted<F> {
-    type Output = F::Output;
+impl<F: Future<Output = ()>> Future for Counted<F> {
+    type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<F::Output> {
-        self.project().future.poll(cx)
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let this = self.project();
+        match catch_unwind(AssertUnwindSafe(|| this.future.poll(cx))) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(())) => {}
+            Err(payload) => {
+                let message =
+                    crate::task::panic_message(payload.as_ref()).unwrap_or("(no message)");
+                tracing::error!(
+                    "Connection {}: the handler panicked: {message}; the server goes on",
+                    this.peer
+                );
+            }
+        }
+        // Counted out now: the task's future goes next, but the count must not wait.
+        this.connection.take();
+        Poll::Ready(())
     }
 }
 
-/// One open connection, counted from accept until its handler's task ends (or is
-/// dropped with the runtime).
+/// One open connection, counted from accept until its handler returns (or is dropped
+/// with the runtime).
 struct Connection {
     control: Rc<Control>,
 }

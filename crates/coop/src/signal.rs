@@ -9,11 +9,11 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
-use std::task::Poll;
 
 pub use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 
-use crate::reactor::{Direction, Registration};
+use crate::net::Registration;
+use crate::reactor::Direction;
 
 /// A set of signals, delivered to whichever task awaits [`recv`](Signals::recv).
 ///
@@ -64,28 +64,19 @@ impl Signals {
     /// Waits for the next signal and returns its number. A signal that arrives several
     /// times before it is received counts once.
     pub async fn recv(&self) -> io::Result<i32> {
-        std::future::poll_fn(|cx| {
-            loop {
-                if let Some(signal) = self.inner.borrow_mut().received.pop_front() {
-                    return Poll::Ready(Ok(signal));
-                }
-                if self
-                    .registration
-                    .poll_ready(Direction::Read, cx)
-                    .is_pending()
-                {
-                    return Poll::Pending;
-                }
-                let mut inner = self.inner.borrow_mut();
-                let Inner { signals, received } = &mut *inner;
-                // `pending` drains the pipe: the next signal writes to it afresh.
-                received.extend(signals.pending());
-                if received.is_empty() {
-                    self.registration.clear(Direction::Read);
-                }
+        loop {
+            if let Some(signal) = self.inner.borrow_mut().received.pop_front() {
+                return Ok(signal);
             }
-        })
-        .await
+            self.registration.ready(Direction::Read).await;
+            let mut inner = self.inner.borrow_mut();
+            let Inner { signals, received } = &mut *inner;
+            // `pending` drains the pipe: the next signal writes to it afresh.
+            received.extend(signals.pending());
+            if received.is_empty() {
+                self.registration.clear(Direction::Read);
+            }
+        }
     }
 }
 

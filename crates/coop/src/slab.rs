@@ -53,6 +53,12 @@ pub(crate) struct Slab<T> {
 
 const NONE: u32 = u32::MAX;
 
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Slab::new()
+    }
+}
+
 impl<T> Slab<T> {
     pub(crate) const fn new() -> Self {
         Slab {

@@ -1,153 +1,206 @@
-//! A spawned task and the handle that waits for its output.
+//! A spawned task: its future and, once it ends, its outcome for the [`JoinHandle`].
 //!
-//! A task is the seed's generator object: a future, boxed so the ready queue can hold
-//! tasks of every type, with a [`Waker`] built once at spawn so that polling it costs no
-//! allocation and no reference count.
+//! A task is one allocation, shared by the runtime's task table (as `Rc<dyn Run>`) and
+//! its `JoinHandle` (as `Rc<dyn Join<T>>`): the future while it runs, then its output,
+//! the payload of its panic, or the news that it was cancelled.
 //!
 //! ```text
-//!   spawn ──► queued ──► running ──► Ready: output to the JoinHandle, task freed
-//!               ▲           │
-//!               │           ▼ Pending
-//!               └── wake ── parked (in a waiting area: a socket, a timer, a JoinHandle)
+//!   Running(future) ──poll: Ready───► Finished(output) ─┐
+//!        │          ──poll: panic───► Panicked(payload) ─┼─ awaited ──► Taken
+//!        └───────── cancelled ──────► Cancelled ─────────┘
 //! ```
+//!
+//! The future is dropped the moment the task leaves `Running`: its sockets, guards and
+//! captured handles go with it, whoever still holds the `JoinHandle`. When the task is
+//! polled and scheduled is the runtime's business (`context.rs` draws that half).
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
+use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use pin_project_lite::pin_project;
+/// A task, as traces name it: numbered from 1 in the order of spawning, per runtime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TaskId(pub u64);
 
-use crate::scheduler;
-use crate::slab::Key;
-use crate::trace::TaskId;
-use crate::waker::{Header, Inbox};
+/// The runtime's side of a task.
+pub(crate) trait Run {
+    /// Polls the future once, or drops it if the task was cancelled; a panic is caught
+    /// and kept for the `JoinHandle`. Returns `true` once the task is over.
+    fn run(&self) -> bool;
 
-/// A spawned future with its waker.
-///
-/// Shared (`Rc`): the task table holds it, and so does the ready queue while it waits
-/// to run, and a socket while it waits there. Nothing in it moves while it is polled, and
-/// the table stays free for the task to spawn into.
-pub(crate) struct Task {
-    key: Key,
-    /// The task's number in traces.
-    id: TaskId,
-    /// In the ready queue already: a task sits there at most once.
-    queued: Cell<bool>,
-    future: RefCell<Pin<Box<dyn Future<Output = ()>>>>,
-    /// Built once: polling a task clones nothing.
-    waker: Waker,
+    /// The task's waker, made once at spawn: polling a task clones nothing.
+    fn waker(&self) -> &Waker;
+
+    /// Drops the future unfinished, now (the runtime is going away).
+    fn cancel_now(&self);
 }
 
-impl Task {
-    /// Wraps `future` so its output goes to the returned [`JoinHandle`].
-    pub(crate) fn new<F>(
-        key: Key,
-        id: TaskId,
-        inbox: &Arc<Inbox>,
-        future: F,
-    ) -> (Rc<Task>, JoinHandle<F::Output>)
-    where
-        F: Future + 'static,
-        F::Output: 'static,
-    {
-        let join = Rc::new(RefCell::new(Join::Running(None)));
-        let handle = JoinHandle {
-            join: Rc::clone(&join),
-        };
-        let future = Box::pin(Completing { future, join });
-        let task = Task {
-            key,
-            id,
-            queued: Cell::new(false),
-            future: RefCell::new(future),
-            waker: Header::waker(key, inbox),
-        };
-        (Rc::new(task), handle)
-    }
-
-    pub(crate) fn key(&self) -> Key {
-        self.key
-    }
-
-    pub(crate) fn id(&self) -> TaskId {
-        self.id
-    }
-
-    pub(crate) fn waker(&self) -> &Waker {
-        &self.waker
-    }
-
-    /// Puts the task at the back of the ready queue, unless it is there already.
-    #[inline]
-    pub(crate) fn schedule(self: &Rc<Self>) {
-        if !self.queued.replace(true) {
-            scheduler::push(Some(Rc::clone(self)));
-        }
-    }
-
-    /// Polls the task once; `true` once it has finished.
-    #[inline]
-    pub(crate) fn poll(&self) -> bool {
-        self.queued.set(false);
-        let mut cx = Context::from_waker(&self.waker);
-        self.future.borrow_mut().as_mut().poll(&mut cx).is_ready()
-    }
-
-    /// Drops the future unfinished, and with it every socket and handle it holds (which
-    /// may hold the task in turn: this is what breaks such cycles).
-    pub(crate) fn cancel(&self) {
-        let future = self.future.replace(Box::pin(std::future::pending()));
-        drop(future);
-    }
+/// The `JoinHandle`'s side of a task.
+trait Join<T> {
+    fn poll_join(&self, cx: &mut Context<'_>) -> Poll<Result<T, JoinError>>;
+    fn is_finished(&self) -> bool;
+    fn abort(&self);
 }
 
-pin_project! {
-    /// A spawned future that hands its output to the `JoinHandle` when it completes.
-    ///
-    /// A struct rather than an `async` block: an async block that awaits a captured
-    /// future stores it twice (the capture and the awaited value), and every connection's
-    /// handler would pay for it in memory.
-    struct Completing<F: Future> {
-        #[pin]
-        future: F,
-        join: Rc<RefCell<Join<F::Output>>>,
-    }
-}
-
-impl<F: Future> Future for Completing<F> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.project();
-        let output = match this.future.poll(cx) {
-            Poll::Ready(output) => output,
-            Poll::Pending => return Poll::Pending,
-        };
-        let previous = this.join.replace(Join::Finished(output));
-        if let Join::Running(Some(waiter)) = previous {
-            waiter.wake();
-        }
-        Poll::Ready(())
-    }
-}
-
-enum Join<T> {
-    /// The task has not finished; the waker of whoever awaits the handle.
-    Running(Option<Waker>),
-    Finished(T),
-    /// The output went to the awaiting task.
+enum Stage<F: Future> {
+    Running(F),
+    Finished(F::Output),
+    Panicked(Box<dyn Any + Send>),
+    Cancelled,
     Taken,
 }
 
-/// Awaits a spawned task's output.
+struct Task<F: Future> {
+    waker: Waker,
+    /// The `JoinHandle` asked for cancellation: the next run drops the future.
+    cancel: Cell<bool>,
+    /// Whoever awaits the `JoinHandle`.
+    joiner: Cell<Option<Waker>>,
+    stage: RefCell<Stage<F>>,
+}
+
+/// Makes a task of `future`, woken by `waker`: the runtime's handle on it, and the
+/// `JoinHandle`.
+pub(crate) fn new<F>(future: F, waker: Waker) -> (Rc<dyn Run>, JoinHandle<F::Output>)
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    let task = Rc::new(Task {
+        waker,
+        cancel: Cell::new(false),
+        joiner: Cell::new(None),
+        stage: RefCell::new(Stage::Running(future)),
+    });
+    let join = JoinHandle {
+        task: Rc::clone(&task) as Rc<dyn Join<F::Output>>,
+    };
+    (task, join)
+}
+
+impl<F: Future> Task<F> {
+    /// Ends the stage `Running` with `end` (dropping the future in place), then tells
+    /// whoever awaits the `JoinHandle`.
+    fn finish(&self, stage: &mut Stage<F>, end: Stage<F>) {
+        // If the future's destructor panics, the assignment still completes (the new
+        // value is written during the unwind); the panic is caught and reported instead.
+        let dropped = catch_unwind(AssertUnwindSafe(|| *stage = end));
+        if let Err(payload) = dropped {
+            *stage = Stage::Panicked(payload);
+        }
+    }
+
+    fn wake_joiner(&self) {
+        if let Some(joiner) = self.joiner.take() {
+            joiner.wake();
+        }
+    }
+}
+
+impl<F: Future> Run for Task<F> {
+    fn run(&self) -> bool {
+        // Only the runtime runs a task, never from inside its own poll: the stage is free.
+        let Ok(mut stage) = self.stage.try_borrow_mut() else {
+            return false;
+        };
+        let Stage::Running(future) = &mut *stage else {
+            return true;
+        };
+        if self.cancel.get() {
+            self.finish(&mut stage, Stage::Cancelled);
+        } else {
+            // SAFETY: a `Task` lives only in the `Rc` that `new` made and is never moved
+            // out of it (no `Rc::try_unwrap`, no `get_mut`, no `&mut Task` anywhere), so
+            // `stage` keeps its address for the life of the allocation. A `Running`
+            // stage is left only by assignment through `finish`, which drops the future
+            // in place before anything else is written there; nothing moves a future
+            // out of its stage. So the future is pinned, as `Pin` requires.
+            // (Tested: `tests/task.rs`, a future that checks its own address.)
+            #[allow(unsafe_code)]
+            let future = unsafe { Pin::new_unchecked(future) };
+            let mut cx = Context::from_waker(&self.waker);
+            match catch_unwind(AssertUnwindSafe(|| future.poll(&mut cx))) {
+                Ok(Poll::Pending) => return false,
+                Ok(Poll::Ready(output)) => self.finish(&mut stage, Stage::Finished(output)),
+                Err(payload) => self.finish(&mut stage, Stage::Panicked(payload)),
+            }
+        }
+        drop(stage);
+        self.wake_joiner();
+        true
+    }
+
+    fn waker(&self) -> &Waker {
+        &self.waker
+    }
+
+    fn cancel_now(&self) {
+        let Ok(mut stage) = self.stage.try_borrow_mut() else {
+            return;
+        };
+        if matches!(*stage, Stage::Running(_)) {
+            self.finish(&mut stage, Stage::Cancelled);
+        }
+        drop(stage);
+        self.wake_joiner();
+    }
+}
+
+impl<F: Future> Join<F::Output> for Task<F> {
+    fn poll_join(&self, cx: &mut Context<'_>) -> Poll<Result<F::Output, JoinError>> {
+        // Borrowed: the task is being polled or dropped right now (its own handle,
+        // awaited from inside it); it has not ended.
+        let ended = match self.stage.try_borrow_mut() {
+            Ok(mut stage) if !matches!(*stage, Stage::Running(_)) => {
+                std::mem::replace(&mut *stage, Stage::Taken)
+            }
+            _ => {
+                let joiner = self.joiner.take();
+                match joiner {
+                    Some(joiner) if joiner.will_wake(cx.waker()) => self.joiner.set(Some(joiner)),
+                    _ => self.joiner.set(Some(cx.waker().clone())),
+                }
+                return Poll::Pending;
+            }
+        };
+        Poll::Ready(match ended {
+            Stage::Finished(output) => Ok(output),
+            Stage::Panicked(payload) => Err(JoinError::Panicked(payload)),
+            Stage::Cancelled => Err(JoinError::Cancelled),
+            Stage::Taken => panic!("coop: JoinHandle polled after it returned the outcome"),
+            Stage::Running(_) => unreachable!("checked above"),
+        })
+    }
+
+    fn is_finished(&self) -> bool {
+        self.stage
+            .try_borrow()
+            .is_ok_and(|stage| !matches!(*stage, Stage::Running(_)))
+    }
+
+    fn abort(&self) {
+        if !self.is_finished() {
+            self.cancel.set(true);
+            self.waker.wake_by_ref();
+        }
+    }
+}
+
+/// Awaits a spawned task's outcome: its output, or why there is none.
 ///
-/// Returned by [`spawn`](crate::spawn). Awaiting it gives the task's output; dropping it
-/// detaches the task, which runs on for as long as its runtime runs (the seed's tasks
-/// have no handle at all: every one of them is detached).
+/// Returned by [`spawn`](crate::spawn). Awaiting it gives `Ok(output)` once the task has
+/// returned, or a [`JoinError`]: the task panicked (the panic stays in its task, as with
+/// [`std::thread::JoinHandle::join`]) or was cancelled.
+///
+/// Dropping the handle *detaches* the task: it runs on for as long as its runtime runs
+/// (the seed's tasks have no handle at all: every one of them is detached).
+/// [`abort`](Self::abort) cancels it.
 ///
 /// # Examples
 ///
@@ -155,41 +208,52 @@ enum Join<T> {
 /// let sum = coop::block_on(async {
 ///     let a = coop::spawn(async { 20 });
 ///     let b = coop::spawn(async { 22 });
-///     a.await + b.await
-/// });
+///     Ok::<_, coop::JoinError>(a.await? + b.await?)
+/// })?;
 /// assert_eq!(sum, 42);
+/// # Ok::<(), coop::JoinError>(())
 /// ```
 #[must_use = "dropping a JoinHandle detaches the task; `let _ = spawn(..)` says so"]
 pub struct JoinHandle<T> {
-    join: Rc<RefCell<Join<T>>>,
+    task: Rc<dyn Join<T>>,
 }
 
 impl<T> JoinHandle<T> {
-    /// Whether the task has finished (its output may already have been taken).
+    /// Whether the task has ended: returned, panicked or been cancelled.
     pub fn is_finished(&self) -> bool {
-        !matches!(*self.join.borrow(), Join::Running(_))
+        self.task.is_finished()
+    }
+
+    /// Cancels the task: its future is dropped, unfinished, the next time its runtime
+    /// runs, and with it everything the future holds (sockets close, timers go). Awaiting
+    /// the handle then gives [`JoinError::Cancelled`], unless the task had already ended.
+    ///
+    /// A task that cancels itself runs on to its next `.await`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// coop::block_on(async {
+    ///     let forever = coop::spawn(std::future::pending::<()>());
+    ///     forever.abort();
+    ///     assert!(forever.await.unwrap_err().is_cancelled());
+    /// });
+    /// ```
+    pub fn abort(&self) {
+        // The task is woken, and its runtime drops the future when it takes it from the
+        // ready queue: never in the middle of someone else's poll.
+        self.task.abort();
     }
 }
 
 impl<T> Future for JoinHandle<T> {
-    type Output = T;
+    type Output = Result<T, JoinError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        let mut join = self.join.borrow_mut();
-        match &mut *join {
-            Join::Running(waiter) => {
-                match waiter {
-                    Some(w) if w.will_wake(cx.waker()) => {}
-                    _ => *waiter = Some(cx.waker().clone()),
-                }
-                Poll::Pending
-            }
-            Join::Finished(_) => match std::mem::replace(&mut *join, Join::Taken) {
-                Join::Finished(output) => Poll::Ready(output),
-                _ => unreachable!(),
-            },
-            Join::Taken => panic!("JoinHandle polled after it returned the output"),
-        }
+    /// # Panics
+    ///
+    /// When polled again after it returned `Ready`.
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, JoinError>> {
+        self.task.poll_join(cx)
     }
 }
 
@@ -198,5 +262,75 @@ impl<T> fmt::Debug for JoinHandle<T> {
         f.debug_struct("JoinHandle")
             .field("finished", &self.is_finished())
             .finish()
+    }
+}
+
+/// Why a task gave no output: it panicked, or it was cancelled.
+pub enum JoinError {
+    /// The task was cancelled ([`JoinHandle::abort`], or its runtime was dropped) before
+    /// it returned.
+    Cancelled,
+    /// The task panicked; the payload is what `panic!` was given, as
+    /// [`std::thread::JoinHandle::join`] returns it.
+    Panicked(Box<dyn Any + Send>),
+}
+
+impl JoinError {
+    /// Whether the task was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, JoinError::Cancelled)
+    }
+
+    /// Whether the task panicked.
+    pub fn is_panic(&self) -> bool {
+        matches!(self, JoinError::Panicked(_))
+    }
+
+    /// The panic's message, if the task panicked with a string (as `panic!("...")` does).
+    pub fn panic_message(&self) -> Option<&str> {
+        match self {
+            JoinError::Panicked(payload) => panic_message(payload.as_ref()),
+            JoinError::Cancelled => None,
+        }
+    }
+}
+
+/// The message of a panic payload, when it is a string.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> Option<&str> {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+}
+
+impl fmt::Debug for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JoinError::Cancelled => f.write_str("Cancelled"),
+            JoinError::Panicked(_) => f
+                .debug_tuple("Panicked")
+                .field(&self.panic_message().unwrap_or("..."))
+                .finish(),
+        }
+    }
+}
+
+impl fmt::Display for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JoinError::Cancelled => f.write_str("the task was cancelled"),
+            JoinError::Panicked(_) => match self.panic_message() {
+                Some(message) => write!(f, "the task panicked: {message}"),
+                None => f.write_str("the task panicked"),
+            },
+        }
+    }
+}
+
+impl std::error::Error for JoinError {}
+
+impl From<JoinError> for io::Error {
+    fn from(e: JoinError) -> io::Error {
+        io::Error::other(e.to_string())
     }
 }

@@ -1,146 +1,30 @@
-//! Timers: [`sleep`], [`sleep_until`] and [`timeout`].
+//! Timers: [`sleep`], [`sleep_until`], [`timeout`], and the runtime's idea of [`now`].
 //!
-//! The seed has no timers; its `select()` waits forever. Here the run loop hands the OS
-//! poll the time left until the earliest deadline, so a sleeping runtime wakes exactly
-//! when a timer is due and never on a periodic tick.
+//! The seed has no timers; its `select()` waits forever. Here the run loop wakes the OS
+//! poll when the earliest deadline passes, so a sleeping runtime wakes exactly when a
+//! timer is due and never on a periodic tick.
 //!
-//! Timers live in an ordered map keyed by deadline. A [`Sleep`] dropped before it fires
-//! takes its entry out with it, so cancelled timers (a `timeout` whose future won) leave
-//! nothing behind.
+//! A [`Sleep`] dropped before it fires takes its timer out with it, so cancelled timers
+//! (a `timeout` whose future won) leave nothing behind. A timer keeps the task that waits
+//! on it by key, never alive.
 
-use std::cell::{Cell, RefCell};
-use std::collections::BTreeSet;
 use std::fmt;
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crate::scheduler;
-use crate::slab::{Key, Slab};
-
-/// The runtime's pending timers.
-///
-/// Wakers live in a slab, so a pending [`Sleep`] checks on its own entry in constant
-/// time; their order lives in a set of `(deadline, key)`, so the earliest is at hand and
-/// any can be removed when its `Sleep` is dropped.
-pub(crate) struct Timers {
-    wakers: RefCell<Slab<Waker>>,
-    order: RefCell<BTreeSet<(Instant, Key)>>,
-    /// The first deadline of `order`, kept at hand: the run loop asks every round.
-    earliest: Cell<Option<Instant>>,
-    /// How many timers have fired, ever: a `Sleep` that saw this count when it last
-    /// registered knows, while it is unchanged, that it has not fired.
-    fired: Cell<u64>,
-}
-
-impl Timers {
-    pub(crate) fn new() -> Self {
-        Timers {
-            wakers: RefCell::new(Slab::new()),
-            order: RefCell::new(BTreeSet::new()),
-            earliest: Cell::new(None),
-            fired: Cell::new(0),
-        }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.wakers.borrow().len()
-    }
-
-    /// The earliest deadline, if any timer is pending.
-    #[inline]
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.earliest.get()
-    }
-
-    fn update_earliest(&self) {
-        let first = self.order.borrow().first().map(|&(deadline, _)| deadline);
-        self.earliest.set(first);
-    }
-
-    /// Wakes every timer due by `now`, earliest first.
-    pub(crate) fn fire(&self, now: Instant) {
-        loop {
-            // One at a time: a woken waker may be anyone's and may touch the timers.
-            let key = {
-                let mut order = self.order.borrow_mut();
-                match order.first() {
-                    Some(&(deadline, key)) if deadline <= now => {
-                        order.pop_first();
-                        key
-                    }
-                    _ => break,
-                }
-            };
-            let waker = self.wakers.borrow_mut().remove(key);
-            self.fired.set(self.fired.get() + 1);
-            self.update_earliest();
-            if let Some(waker) = waker {
-                waker.wake();
-            }
-        }
-        self.update_earliest();
-    }
-
-    fn insert(&self, deadline: Instant, waker: Waker) -> Key {
-        let key = self.wakers.borrow_mut().insert_with(|_| waker);
-        self.order.borrow_mut().insert((deadline, key));
-        if self
-            .earliest
-            .get()
-            .is_none_or(|earliest| deadline < earliest)
-        {
-            self.earliest.set(Some(deadline));
-        }
-        key
-    }
-
-    /// Keeps the timer's waker current; `false` once the timer has fired.
-    fn refresh(&self, key: Key, waker: &Waker) -> bool {
-        let replaced = match self.wakers.borrow_mut().get_mut(key) {
-            Some(stored) if stored.will_wake(waker) => return true,
-            Some(stored) => std::mem::replace(stored, waker.clone()),
-            None => return false,
-        };
-        // Dropped outside the borrow: a waker's drop may be anyone's code.
-        drop(replaced);
-        true
-    }
-
-    fn remove(&self, deadline: Instant, key: Key) {
-        let removed = self.wakers.borrow_mut().remove(key);
-        if removed.is_some() {
-            self.order.borrow_mut().remove(&(deadline, key));
-            if self.earliest.get() == Some(deadline) {
-                self.update_earliest();
-            }
-        }
-        drop(removed);
-    }
-}
-
-thread_local! {
-    /// When the runtime last came back from the OS poll, once someone asked.
-    static NOW: Cell<Option<Instant>> = const { Cell::new(None) };
-}
+use crate::context::{self, Core};
+use crate::slab::Key;
+use crate::waiter::Who;
 
 /// The time, as of the runtime's last return from the OS poll: what a task that runs
 /// now should call "now" for bookkeeping (idle timeouts, rates), at the cost of one
 /// thread-local read instead of a clock read per call. Never earlier than the start of
 /// the current round of tasks; outside a runtime, simply [`Instant::now`].
 pub fn now() -> Instant {
-    NOW.get().unwrap_or_else(|| {
-        let now = Instant::now();
-        NOW.set(Some(now));
-        now
-    })
-}
-
-/// Called by the run loop after each OS poll: the next [`now`] reads the clock afresh.
-pub(crate) fn forget_now() {
-    NOW.set(None);
+    context::now()
 }
 
 /// A future that completes at a deadline. Made by [`sleep`] and [`sleep_until`].
@@ -154,19 +38,29 @@ pub struct Sleep {
 
 /// A registered timer, and what its `Sleep` last knew of it.
 struct Entry {
-    timers: Rc<Timers>,
+    core: Rc<Core>,
     key: Key,
-    /// `Timers::fired` when the waker was last stored.
+    /// `Timers::fired` when the waiter was last stored.
     fired_seen: u64,
-    /// The stored waker's identity (data and vtable addresses, compared only).
-    waker: (usize, usize),
+    /// The stored waiter: a task's key, or a waker's identity (data and vtable
+    /// addresses, compared only).
+    waiter: Identity,
 }
 
-fn identity(waker: &Waker) -> (usize, usize) {
-    (
-        waker.data() as usize,
-        std::ptr::from_ref(waker.vtable()) as usize,
-    )
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Identity {
+    Task(Key),
+    Waker(usize, usize),
+}
+
+fn identity(who: Who<'_>) -> Identity {
+    match who {
+        Who::Task(key) => Identity::Task(key),
+        Who::Waker(waker) => Identity::Waker(
+            waker.data() as usize,
+            std::ptr::from_ref(waker.vtable()) as usize,
+        ),
+    }
 }
 
 /// Waits until `duration` has passed.
@@ -219,7 +113,7 @@ impl Sleep {
 
     fn cancel(&mut self) {
         if let (Some(entry), Some(deadline)) = (self.entry.take(), self.deadline) {
-            entry.timers.remove(deadline, entry.key);
+            entry.core.timers.remove(deadline, entry.key);
         }
     }
 }
@@ -233,30 +127,32 @@ impl Future for Sleep {
         };
         match &mut self.entry {
             Some(entry) => {
-                // Nothing fired, same waker: nothing to look up (a task polls its idle
+                // Nothing fired, same waiter: nothing to look up (a task polls its idle
                 // timer every time it parks).
-                let fired = entry.timers.fired.get();
-                if fired == entry.fired_seen && entry.waker == identity(cx.waker()) {
+                let who = context::who(cx, &entry.core);
+                let fired = entry.core.timers.fired();
+                if fired == entry.fired_seen && entry.waiter == identity(who) {
                     return Poll::Pending;
                 }
-                if !entry.timers.refresh(entry.key, cx.waker()) {
+                if !entry.core.timers.refresh(entry.key, who) {
                     return Poll::Ready(());
                 }
                 entry.fired_seen = fired;
-                entry.waker = identity(cx.waker());
+                entry.waiter = identity(who);
                 Poll::Pending
             }
             // Already due: it costs the task budget like a ready socket, so that a loop of
             // elapsed sleeps still lets the others run.
-            None if Instant::now() >= deadline => crate::budget::poll_spend(cx),
+            None if Instant::now() >= deadline => context::poll_spend(cx),
             None => {
-                let timers = scheduler::current_timers()
+                let core = context::with_core(Rc::clone)
                     .unwrap_or_else(|| panic!("coop::time::Sleep polled outside a coop runtime"));
-                let key = timers.insert(deadline, cx.waker().clone());
+                let who = context::who(cx, &core);
+                let key = core.timers.insert(deadline, who);
                 self.entry = Some(Entry {
-                    fired_seen: timers.fired.get(),
-                    waker: identity(cx.waker()),
-                    timers,
+                    fired_seen: core.timers.fired(),
+                    waiter: identity(who),
+                    core,
                     key,
                 });
                 Poll::Pending

@@ -31,13 +31,12 @@
 //! assert_eq!(seen.borrow()[0], "spawn task 1 worker");
 //! ```
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::fmt;
+use std::rc::Rc;
 
-/// A task, as traces name it: numbered from 1 in the order of spawning, per thread.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct TaskId(pub u64);
-
+use crate::context;
+pub use crate::task::TaskId;
 /// Which waiting area.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Area {
@@ -115,47 +114,73 @@ impl fmt::Display for Event<'_> {
     }
 }
 
-type Hook = Box<dyn Fn(&Event<'_>)>;
+type Hook = Rc<dyn Fn(&Event<'_>)>;
 
 thread_local! {
-    static ON: Cell<bool> = const { Cell::new(false) };
-    static HOOK: RefCell<Option<Hook>> = const { RefCell::new(None) };
+    /// The hook, and whether it is running (its own events are not reported to it).
+    static HOOK: RefCell<(Option<Hook>, bool)> = const { RefCell::new((None, false)) };
 }
 
 /// Calls `hook` with every scheduler event on this thread, from now on.
+///
+/// The hook may do anything a task may (spawn, wake, set or clear the hook); events
+/// that happen while the hook runs are not reported to it.
 pub fn set_hook(hook: impl Fn(&Event<'_>) + 'static) {
-    HOOK.set(Some(Box::new(hook)));
-    ON.set(true);
+    let hook: Hook = Rc::new(hook);
+    let old = HOOK.with_borrow_mut(|(slot, _)| slot.replace(hook));
+    drop(old);
+    context::set_tracing(true);
 }
 
-/// Stops calling the hook.
+/// Stops calling the hook (one that is running finishes its call).
 pub fn clear_hook() {
-    ON.set(false);
-    HOOK.set(None);
+    context::set_tracing(false);
+    let old = HOOK
+        .try_with(|hook| hook.borrow_mut().0.take())
+        .ok()
+        .flatten();
+    drop(old);
 }
 
 /// Whether a hook is installed: worth building a task's name for.
 #[inline]
 pub fn enabled() -> bool {
-    ON.get()
+    context::tracing()
 }
 
 /// Reports the event `make` builds, if a hook is installed.
 #[inline]
 pub(crate) fn emit<'a>(make: impl FnOnce() -> Event<'a>) {
-    if ON.get() {
+    if context::tracing() {
         emit_slow(&make());
     }
 }
 
 #[cold]
 fn emit_slow(event: &Event<'_>) {
-    // A hook that traces from inside itself would borrow twice: its events are dropped.
-    HOOK.with(|hook| {
-        if let Ok(hook) = hook.try_borrow() {
-            if let Some(hook) = hook.as_ref() {
-                hook(event);
+    // Taken out (a reference count) and called with no borrow held: the hook may set
+    // or clear the hook, or cause events of its own, which are dropped.
+    let hook = HOOK
+        .try_with(|hook| {
+            let mut hook = hook.borrow_mut();
+            match &*hook {
+                (Some(f), false) => {
+                    let f = Rc::clone(f);
+                    hook.1 = true;
+                    Some(f)
+                }
+                _ => None,
             }
+        })
+        .ok()
+        .flatten();
+    let Some(hook) = hook else { return };
+    struct Running;
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = HOOK.try_with(|hook| hook.borrow_mut().1 = false);
         }
-    });
+    }
+    let _running = Running;
+    hook(event);
 }

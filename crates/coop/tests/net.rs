@@ -23,7 +23,7 @@ fn two_tasks_accepting_on_one_listener_each_get_a_client() -> io::Result<()> {
         let _a = TcpStream::connect(addr).await?;
         let _b = TcpStream::connect(addr).await?;
         for acceptor in acceptors {
-            timeout(Duration::from_secs(10), acceptor).await??;
+            timeout(Duration::from_secs(10), acceptor).await???;
         }
         Ok(())
     })
@@ -67,8 +67,8 @@ fn a_reader_and_a_writer_task_share_a_stream() -> io::Result<()> {
                 }
             }
         }
-        writer.await?;
-        echo.await?;
+        writer.await??;
+        echo.await??;
         assert_eq!(got, TOTAL);
         Ok(())
     })

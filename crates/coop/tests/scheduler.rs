@@ -30,7 +30,7 @@ fn ready_tasks_run_in_fifo_order() {
                 })
                 .collect();
             for task in tasks {
-                task.await;
+                task.await.unwrap();
             }
         }
     });
@@ -46,9 +46,9 @@ fn tasks_spawn_tasks_and_handles_give_their_output() {
     let total = coop::block_on(async {
         let outer = spawn(async {
             let inner = spawn(async { spawn(async { String::from("deep") }).await });
-            format!("{} and {}", inner.await, "outer")
+            format!("{} and {}", inner.await.unwrap().unwrap(), "outer")
         });
-        outer.await
+        outer.await.unwrap()
     });
     assert_eq!(total, "deep and outer");
 }
@@ -116,7 +116,7 @@ fn a_parked_task_resumes_when_its_socket_turns_ready() -> io::Result<()> {
         assert_eq!(runtime.stats().ready, 0, "only the root is running");
 
         client.write_all(b"wake up").await?;
-        assert_eq!(reader.await?, b"wake up");
+        assert_eq!(reader.await??, b"wake up");
         assert_eq!(polls.get(), 2, "one wake, one poll");
         Ok(())
     })
@@ -159,7 +159,7 @@ fn a_flooding_client_does_not_starve_other_tasks() -> io::Result<()> {
             }
             yield_now().await;
         }
-        assert_eq!(reader.await?, FLOOD);
+        assert_eq!(reader.await??, FLOOD);
         flooder.join().unwrap();
         // Budget 128 per turn: about FLOOD / 128 = 2048 turns for everyone else.
         assert!(

@@ -29,7 +29,7 @@ fn many_timers_fire_in_deadline_order() {
                 })
                 .collect();
             for task in tasks {
-                task.await;
+                task.await.unwrap();
             }
         }
     });

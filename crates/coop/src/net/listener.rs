@@ -6,8 +6,9 @@ use std::task::{Context, Poll};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::Registration;
 use super::{TcpStream, each_addr};
-use crate::reactor::{Direction, Registration};
+use crate::reactor::Direction;
 
 /// Connections a listener queues before `accept` takes them. The seed's 5 drops clients
 /// as soon as a few connect at once; the kernel caps this at `net.core.somaxconn`.
@@ -64,13 +65,19 @@ impl TcpListener {
     /// followed by `sock.accept()`.
     ///
     /// Errors are those of `accept(2)`; [`serve`](crate::serve) shows which of them a
-    /// server should ride out.
+    /// server should ride out. Cancel safe: dropped before it is ready, it took no
+    /// client. Several tasks may accept on one listener at once.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        std::future::poll_fn(|cx| self.poll_accept(cx)).await
+        let (stream, peer) = self
+            .registration
+            .io(Direction::Read, || self.io.accept())
+            .await?;
+        Ok((TcpStream::new(stream)?, peer))
     }
 
     /// The poll behind [`accept`](Self::accept), for hand-written futures that wait on
-    /// several things at once.
+    /// several things at once. Only the most recent caller waits: for several accepting
+    /// tasks, use [`accept`](Self::accept).
     pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(TcpStream, SocketAddr)>> {
         loop {
             if self

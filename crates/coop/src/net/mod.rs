@@ -7,8 +7,11 @@
 //! [`TcpStream::try_read`] and [`TcpStream::try_write`].
 
 mod listener;
+mod registration;
 mod stream;
 mod udp;
+
+pub(crate) use registration::Registration;
 
 pub use listener::TcpListener;
 pub use stream::TcpStream;

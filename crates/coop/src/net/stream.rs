@@ -4,12 +4,27 @@ use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::task::{Context, Poll};
 
-use crate::reactor::{Direction, Registration};
+use super::Registration;
+use crate::reactor::Direction;
 
 /// A TCP connection, registered with the runtime that created it.
 ///
 /// Methods take `&self`, so a reading task and a writing task may share one stream (in
-/// an `Rc`); at most one task may wait in each direction at a time.
+/// an `Rc`).
+///
+/// # Waiting, and cancel safety
+///
+/// * The futures ([`read`](Self::read), [`write`](Self::write),
+///   [`readable`](Self::readable), ...) may wait in any number, in any tasks, in both
+///   directions: each is woken when its direction turns ready. Dropped before it is
+///   ready (in a `select`, a `timeout`), such a future takes its place back, and nothing
+///   was read or written: `read`, `write`, `readable` and `writable` are cancel safe.
+///   `write_all` is not: dropped midway, an unknown prefix of the buffer has been sent.
+/// * [`poll_read_ready`](Self::poll_read_ready) and
+///   [`poll_write_ready`](Self::poll_write_ready), for hand-written futures, keep one
+///   waiter per direction: the most recent caller's.
+/// * A wake is a hint: the next `try_*` may still say `WouldBlock`, and the waiter must
+///   poll again to wait again.
 ///
 /// # Examples
 ///
@@ -89,17 +104,20 @@ impl TcpStream {
     /// Returns at once when readiness is cached from an earlier event; the next
     /// [`try_read`](Self::try_read) may still find nothing and say `WouldBlock`.
     pub async fn readable(&self) -> io::Result<()> {
-        std::future::poll_fn(|cx| self.poll_read_ready(cx)).await
+        self.registration.ready(Direction::Read).await;
+        Ok(())
     }
 
     /// Waits until the stream may be writable: the seed's `yield 'send', sock`.
     pub async fn writable(&self) -> io::Result<()> {
-        std::future::poll_fn(|cx| self.poll_write_ready(cx)).await
+        self.registration.ready(Direction::Write).await;
+        Ok(())
     }
 
     /// The poll behind [`readable`](Self::readable), for hand-written futures that wait
     /// on several things at once: `Ready` when the stream may be readable, otherwise the
-    /// task is parked in the read waiting area.
+    /// caller is parked in the read waiting area, replacing the previous `poll_read_ready`
+    /// caller (only the most recent one is woken).
     #[inline]
     pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.registration.poll_ready(Direction::Read, cx).map(Ok)

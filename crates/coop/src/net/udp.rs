@@ -3,8 +3,9 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 
+use super::Registration;
 use super::each_addr;
-use crate::reactor::{Direction, Registration};
+use crate::reactor::Direction;
 
 /// A UDP socket, registered with the runtime that created it.
 ///

@@ -1,0 +1,88 @@
+//! Wakes that come from other threads.
+//!
+//! A [`Waker`](std::task::Waker) is `Send`: it may be woken from any thread. A wake from
+//! the runtime's own thread schedules the task at once; from any other thread the task's
+//! [`Header`] goes into its runtime's inbox, and the OS poll is interrupted so that the
+//! runtime's thread takes it.
+//!
+//! A header points at its inbox weakly: a waker kept past its runtime's life (in another
+//! thread, in a global) keeps neither the inbox nor its descriptor alive, and a wake
+//! through it then does nothing.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use crate::slab::Key;
+
+/// What a coop task's [`Waker`](std::task::Waker) points at.
+pub(crate) struct Header {
+    pub(crate) key: Key,
+    pub(crate) inbox: Weak<Inbox>,
+    /// In the inbox already: a task waits there at most once.
+    in_inbox: AtomicBool,
+}
+
+impl Header {
+    pub(crate) fn new(key: Key, inbox: &Arc<Inbox>) -> Header {
+        Header {
+            key,
+            inbox: Arc::downgrade(inbox),
+            in_inbox: AtomicBool::new(false),
+        }
+    }
+
+    /// Hands the wake to the runtime's thread (does nothing if the runtime is gone).
+    pub(crate) fn send(self: &Arc<Self>) {
+        if self.in_inbox.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        match self.inbox.upgrade() {
+            Some(inbox) => inbox.push(Arc::clone(self)),
+            None => self.in_inbox.store(false, Ordering::Release),
+        }
+    }
+}
+
+/// Wakes from other threads, waiting for the runtime's thread to take them.
+pub(crate) struct Inbox {
+    headers: Mutex<Vec<Arc<Header>>>,
+    /// Set when `headers` may be non-empty, so the run loop checks it without locking.
+    pending: AtomicBool,
+    /// Interrupts the OS poll.
+    waker: mio::Waker,
+}
+
+impl Inbox {
+    pub(crate) fn new(waker: mio::Waker) -> Self {
+        Inbox {
+            headers: Mutex::new(Vec::new()),
+            pending: AtomicBool::new(false),
+            waker,
+        }
+    }
+
+    fn push(&self, header: Arc<Header>) {
+        self.headers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(header);
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            // Fails only if the poll's descriptor is gone, and with it the runtime: then
+            // nobody is left to wake.
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Hands the key of every task woken from another thread to `wake`.
+    pub(crate) fn drain(&self, mut wake: impl FnMut(Key)) {
+        if !self.pending.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let headers =
+            std::mem::take(&mut *self.headers.lock().unwrap_or_else(PoisonError::into_inner));
+        for header in headers {
+            header.in_inbox.store(false, Ordering::Release);
+            wake(header.key);
+        }
+    }
+}
