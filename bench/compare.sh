@@ -3,6 +3,7 @@
 #
 #   bench/compare.sh           # 5 interleaved runs, ~15 minutes; writes bench/RESULTS.md
 #   bench/compare.sh --quick   # one short run, to see that everything works
+#   bench/compare.sh --instructions [coop|tokio|floor]...   # only instructions per echo
 #
 # Needs 2 cores (server on core 0, load generator on core 1), perf (system calls),
 # valgrind (instructions) and a font for the chart; installs what is missing.

@@ -43,6 +43,24 @@ fn main() {
 fn run() -> io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let bin = root.join("target/release");
+    if args.iter().any(|a| a == "--instructions") {
+        // Only the callgrind figure, for each server: minutes, not the whole run.
+        let scratch = std::env::temp_dir();
+        let only: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+        for kind in Kind::ALL
+            .into_iter()
+            .filter(|kind| only.is_empty() || only.iter().any(|name| *name == kind.name()))
+        {
+            let per_echo = instructions_per_echo(kind, &bin, &scratch)?;
+            println!(
+                "{}: {per_echo:.0} user-space instructions per echo",
+                kind.name()
+            );
+        }
+        return Ok(());
+    }
     let plan = if quick {
         Plan {
             runs: 1,
@@ -62,8 +80,6 @@ fn run() -> io::Result<()> {
             scale: 15_000,
         }
     };
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let bin = root.join("target/release");
     let out = root.join("bench");
     let mut samples = Samples::default();
 

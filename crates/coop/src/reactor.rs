@@ -227,10 +227,12 @@ impl Source {
                     Waiter::Waker(waker) => others.push(waker),
                 }
             }
-            for (_, waiter) in area.queue.drain(..) {
-                match waiter {
-                    Waiter::Task(key) => report(key, dir, self.fd),
-                    Waiter::Waker(waker) => others.push(waker),
+            if !area.queue.is_empty() {
+                for (_, waiter) in area.queue.drain(..) {
+                    match waiter {
+                        Waiter::Task(key) => report(key, dir, self.fd),
+                        Waiter::Waker(waker) => others.push(waker),
+                    }
                 }
             }
         }
@@ -381,8 +383,10 @@ impl Reactor {
             }
         }
         drop(events);
-        for waker in others.drain(..) {
-            waker.wake();
+        if !others.is_empty() {
+            for waker in others.drain(..) {
+                waker.wake();
+            }
         }
         *self.others.borrow_mut() = others;
         Ok(woken)
