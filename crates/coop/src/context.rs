@@ -77,21 +77,23 @@ pub(crate) struct Core {
     pub(crate) closing: Cell<bool>,
     /// The number the next task gets in traces.
     pub(crate) next_id: Cell<u64>,
+    /// While the future of a task that panicked is dropped: the panic's message, for
+    /// the destructors that want to say why (`Server`'s connection count).
+    pub(crate) panic_message: RefCell<Option<String>>,
 }
 
 impl Core {
-    /// Schedules the task `key` unless it is scheduled already or gone. Returns its
-    /// number if it is a live task (for traces).
-    #[inline]
-    pub(crate) fn wake(&self, key: Key) -> Option<TaskId> {
+    /// Schedules the task `key` unless it is scheduled already or gone.
+    #[inline(always)]
+    pub(crate) fn wake(&self, key: Key) {
         if key == ROOT {
             if !self.root_scheduled.replace(true) {
                 self.ready.borrow_mut().push(ROOT);
             }
-            return None;
+            return;
         }
         let tasks = self.tasks.borrow();
-        let slot = tasks.get(key)?;
+        let Some(slot) = tasks.get(key) else { return };
         match slot.state.get() {
             State::Idle => {
                 slot.state.set(State::Scheduled);
@@ -100,7 +102,11 @@ impl Core {
             State::Running => slot.state.set(State::RunningWoken),
             State::Scheduled | State::RunningWoken => {}
         }
-        Some(slot.id)
+    }
+
+    /// The number of live task `key`, for traces.
+    pub(crate) fn task_id(&self, key: Key) -> Option<TaskId> {
+        self.tasks.borrow().get(key).map(|slot| slot.id)
     }
 }
 
@@ -114,10 +120,10 @@ struct Current {
     waker: *const (),
 }
 
-struct Context {
-    /// The runtime running on this thread.
-    core: RefCell<Option<Rc<Core>>>,
-    /// The same, as an address: compared, never followed.
+/// The state read on every poll: plain cells, no destructor, so that reaching it is one
+/// address computation.
+struct Hot {
+    /// The runtime running on this thread, as an address: compared, never followed.
     running: Cell<*const Core>,
     current: Cell<Option<Current>>,
     budget: Cell<u32>,
@@ -127,9 +133,8 @@ struct Context {
 }
 
 thread_local! {
-    static CONTEXT: Context = const {
-        Context {
-            core: RefCell::new(None),
+    static HOT: Hot = const {
+        Hot {
             running: Cell::new(ptr::null()),
             current: Cell::new(None),
             budget: Cell::new(BUDGET),
@@ -137,6 +142,9 @@ thread_local! {
             tracing: Cell::new(false),
         }
     };
+    /// The runtime running on this thread, for what needs more than its address
+    /// (spawning, registering a socket or a timer, a wake through a `Waker`).
+    static CORE: RefCell<Option<Rc<Core>>> = const { RefCell::new(None) };
 }
 
 /// Makes `core` the running runtime of this thread until dropped, restoring whatever
@@ -148,39 +156,38 @@ pub(crate) struct Enter {
 
 /// Makes `core` current; `None` if another runtime is already running here.
 pub(crate) fn enter(core: &Rc<Core>) -> Option<Enter> {
-    CONTEXT.with(|cx| {
-        if cx.core.borrow().is_some() {
-            return None;
-        }
-        Some(enter_over(cx, core))
-    })
+    if CORE.with_borrow(Option::is_some) {
+        return None;
+    }
+    enter_for_drop(core)
 }
 
 /// Makes `core` current even inside another runtime (to drop it, not to run it).
 pub(crate) fn enter_for_drop(core: &Rc<Core>) -> Option<Enter> {
-    CONTEXT.try_with(|cx| enter_over(cx, core)).ok()
-}
-
-fn enter_over(cx: &Context, core: &Rc<Core>) -> Enter {
-    let previous = cx.core.replace(Some(Rc::clone(core)));
-    cx.running.set(Rc::as_ptr(core));
-    Enter {
+    let previous = CORE
+        .try_with(|current| current.replace(Some(Rc::clone(core))))
+        .ok()?;
+    let previous_current = HOT.with(|hot| {
+        hot.running.set(Rc::as_ptr(core));
+        hot.current.take()
+    });
+    Some(Enter {
         previous,
-        previous_current: cx.current.take(),
-    }
+        previous_current,
+    })
 }
 
 impl Drop for Enter {
     fn drop(&mut self) {
         let previous = self.previous.take();
-        let previous_current = self.previous_current;
-        let _ = CONTEXT.try_with(|cx| {
-            cx.running
+        let _ = HOT.try_with(|hot| {
+            hot.running
                 .set(previous.as_ref().map_or(ptr::null(), Rc::as_ptr));
-            cx.current.set(previous_current);
-            let ours = cx.core.replace(previous);
-            drop(ours);
+            hot.current.set(self.previous_current);
+            hot.now.set(None);
         });
+        let ours = CORE.try_with(|current| current.replace(previous));
+        drop(ours);
     }
 }
 
@@ -188,56 +195,57 @@ impl Drop for Enter {
 pub(crate) fn with_core<R>(f: impl FnOnce(&Rc<Core>) -> R) -> Option<R> {
     // Cloned out, so that no borrow is held while `f` runs (it may run a trace hook,
     // which may do anything, even drop a runtime).
-    let core = CONTEXT.try_with(|cx| cx.core.borrow().clone()).ok()??;
+    let core = CORE.try_with(|current| current.borrow().clone()).ok()??;
     Some(f(&core))
+}
+
+/// Inside the destructor of a future that panicked: the panic's message.
+pub(crate) fn task_panic() -> Option<String> {
+    with_core(|core| core.panic_message.borrow().clone()).flatten()
 }
 
 /// Wakes the task of `header` here if its runtime runs on this thread; `false` if it
 /// does not (the caller goes through the inbox).
 pub(crate) fn wake_local(header: &Header) -> bool {
-    CONTEXT
-        .try_with(|cx| {
-            let core = cx.core.borrow();
-            match &*core {
-                Some(core) if ptr::eq(Arc::as_ptr(&core.inbox), header.inbox.as_ptr()) => {
-                    core.wake(header.key);
-                    true
-                }
-                _ => false,
+    CORE.try_with(|current| {
+        let core = current.borrow();
+        match &*core {
+            Some(core) if ptr::eq(Arc::as_ptr(&core.inbox), header.inbox.as_ptr()) => {
+                core.wake(header.key);
+                true
             }
-        })
-        .unwrap_or(false)
+            _ => false,
+        }
+    })
+    .unwrap_or(false)
 }
 
 /// Marks the start of a poll of task `key` (whose waker is `waker`), with a full
-/// budget; `None` marks its end.
+/// budget. (Nothing marks its end: who the current task is matters only inside a poll.)
 #[inline]
-pub(crate) fn set_current(task: Option<(Key, TaskId, &Waker)>) {
-    CONTEXT.with(|cx| {
-        cx.current.set(task.map(|(key, id, waker)| Current {
+pub(crate) fn set_current(key: Key, id: TaskId, waker: &Waker) {
+    HOT.with(|hot| {
+        hot.current.set(Some(Current {
             key,
             id,
             waker: waker.data(),
         }));
-        cx.budget.set(BUDGET);
+        hot.budget.set(BUDGET);
     });
 }
 
 /// The number of the task being polled, for traces.
 pub(crate) fn current_id() -> Option<TaskId> {
-    CONTEXT
-        .try_with(|cx| cx.current.get().map(|c| c.id))
-        .ok()
-        .flatten()
+    HOT.with(|hot| hot.current.get().map(|c| c.id))
 }
 
 /// Who is waiting, for a waiting area of `core`: the task being polled, by key, if `cx`
 /// carries its own waker and it is `core`'s; else the waker.
-#[inline]
+#[inline(always)]
 pub(crate) fn who<'a>(cx: &TaskContext<'a>, core: &Core) -> Who<'a> {
     let waker = cx.waker();
-    let own = CONTEXT.with(|cx| match cx.current.get() {
-        Some(current) if current.waker == waker.data() && ptr::eq(cx.running.get(), core) => {
+    let own = HOT.with(|hot| match hot.current.get() {
+        Some(current) if current.waker == waker.data() && ptr::eq(hot.running.get(), core) => {
             Some(current.key)
         }
         _ => None,
@@ -250,11 +258,11 @@ pub(crate) fn who<'a>(cx: &TaskContext<'a>, core: &Core) -> Who<'a> {
 
 /// Spends one unit of the task's budget, or, when it is spent, wakes the task and
 /// returns `Pending`: the task goes to the back of the ready queue as if it had yielded.
-#[inline]
+#[inline(always)]
 pub(crate) fn poll_spend(cx: &mut TaskContext<'_>) -> Poll<()> {
-    let left = CONTEXT.with(|c| {
-        let left = c.budget.get();
-        c.budget.set(left.saturating_sub(1));
+    let left = HOT.with(|hot| {
+        let left = hot.budget.get();
+        hot.budget.set(left.saturating_sub(1));
         left
     });
     if left == 0 {
@@ -266,31 +274,29 @@ pub(crate) fn poll_spend(cx: &mut TaskContext<'_>) -> Poll<()> {
 
 /// The time as of the last OS poll, inside a runtime; the clock, outside.
 pub(crate) fn now() -> Instant {
-    CONTEXT
-        .try_with(|cx| {
-            if cx.running.get().is_null() {
-                return Instant::now();
-            }
-            cx.now.get().unwrap_or_else(|| {
-                let now = Instant::now();
-                cx.now.set(Some(now));
-                now
-            })
+    HOT.with(|hot| {
+        if hot.running.get().is_null() {
+            return Instant::now();
+        }
+        hot.now.get().unwrap_or_else(|| {
+            let now = Instant::now();
+            hot.now.set(Some(now));
+            now
         })
-        .unwrap_or_else(|_| Instant::now())
+    })
 }
 
 /// Called by the run loop after each OS poll: the next [`now`] reads the clock afresh.
 #[inline]
 pub(crate) fn forget_now() {
-    CONTEXT.with(|cx| cx.now.set(None));
+    HOT.with(|hot| hot.now.set(None));
 }
 
 #[inline]
 pub(crate) fn tracing() -> bool {
-    CONTEXT.try_with(|cx| cx.tracing.get()).unwrap_or(false)
+    HOT.with(|hot| hot.tracing.get())
 }
 
 pub(crate) fn set_tracing(on: bool) {
-    let _ = CONTEXT.try_with(|cx| cx.tracing.set(on));
+    HOT.with(|hot| hot.tracing.set(on));
 }

@@ -80,28 +80,36 @@ impl Direction {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Ticket(u64);
 
-/// One direction's waiters.
+/// One direction's waiters other than a task parked by the `poll_*` methods.
 #[derive(Default)]
 struct Area {
-    /// The waiter of the `poll_*` methods: the most recent caller.
-    slot: Option<Waiter>,
+    /// The `poll_*` methods' waiter when it is not a task of this runtime.
+    latest: Option<Waker>,
     /// The futures' waiters, by ticket (usually none or one).
     queue: Vec<(Ticket, Waiter)>,
     next_ticket: u64,
 }
 
-impl Area {
-    fn is_empty(&self) -> bool {
-        self.slot.is_none() && self.queue.is_empty()
-    }
-}
+// Who waits, per direction, in `Source::parked`: the `poll_*` methods' task (its key in
+// `Source::task`), or anyone in the `Area` (a waker, or a future's waiter).
+const TASK: [u8; 2] = [1 << 0, 1 << 1];
+const AREA: [u8; 2] = [1 << 2, 1 << 3];
 
 /// One registered socket: its cached readiness and the waiters parked on it.
+///
+/// The common waiter (one task, parked by a `poll_*` method, as a connection's handler
+/// does at every message) costs two stores to park and no borrow; everyone else waits
+/// in the `Area`.
 #[derive(Default)]
 pub(crate) struct Source {
     /// The socket's descriptor, for traces.
     fd: i32,
     readiness: Cell<u8>,
+    parked: Cell<u8>,
+    /// The `poll_*` methods' waiter, per direction, when it is a task of this runtime.
+    /// Kept after a wake (only `parked` says whether it waits), so that parking the same
+    /// task again is a comparison.
+    task: [Cell<Option<Key>>; 2],
     areas: [RefCell<Area>; 2],
 }
 
@@ -140,24 +148,62 @@ impl Source {
 
     /// Parks `who` as the one waiter of the `poll_*` methods in `dir`, replacing the
     /// previous one. Returns whether it was not parked there already.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn park_latest(&self, dir: Direction, who: Who<'_>) -> bool {
-        let mut area = self.areas[dir as usize].borrow_mut();
-        if area.slot.as_ref().is_some_and(|waiter| who.is(waiter)) {
-            return false;
+        let d = dir as usize;
+        let parked = self.parked.get();
+        match who {
+            Who::Task(key) if parked & AREA[d] == 0 => {
+                if parked & TASK[d] != 0 && self.task[d].get() == Some(key) {
+                    return false;
+                }
+                self.task[d].set(Some(key));
+                self.parked.set(parked | TASK[d]);
+                true
+            }
+            _ => self.park_latest_slow(dir, who),
         }
-        let replaced = area.slot.replace(who.to_waiter());
+    }
+
+    #[cold]
+    fn park_latest_slow(&self, dir: Direction, who: Who<'_>) -> bool {
+        let d = dir as usize;
+        let mut area = self.areas[d].borrow_mut();
+        let (replaced, new) = match who {
+            Who::Task(key) => {
+                let new = self.parked.get() & TASK[d] == 0 || self.task[d].get() != Some(key);
+                self.task[d].set(Some(key));
+                self.parked.set(self.parked.get() | TASK[d]);
+                (area.latest.take(), new)
+            }
+            Who::Waker(waker) => {
+                if area.latest.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                    return false;
+                }
+                self.parked.set(self.parked.get() & !TASK[d]);
+                (area.latest.replace(waker.clone()), true)
+            }
+        };
+        self.mark_area(d, &area);
         drop(area);
         // Dropped outside the borrow: a waker's drop may be anyone's code.
         drop(replaced);
-        true
+        new
+    }
+
+    fn mark_area(&self, d: usize, area: &Area) {
+        let parked = self.parked.get() & !AREA[d];
+        let busy = area.latest.is_some() || !area.queue.is_empty();
+        self.parked
+            .set(if busy { parked | AREA[d] } else { parked });
     }
 
     /// Parks a future's waiter in `dir`: in its place if `ticket` still holds one (the
     /// waiter updated if it changed), in a new place otherwise. Returns whether it took
     /// a new place.
     pub(crate) fn park(&self, dir: Direction, who: Who<'_>, ticket: &mut Option<Ticket>) -> bool {
-        let mut area = self.areas[dir as usize].borrow_mut();
+        let d = dir as usize;
+        let mut area = self.areas[d].borrow_mut();
         if let Some(mine) = *ticket {
             if let Some((_, waiter)) = area.queue.iter_mut().find(|(t, _)| *t == mine) {
                 if who.is(waiter) {
@@ -173,14 +219,20 @@ impl Source {
         area.next_ticket += 1;
         area.queue.push((mine, who.to_waiter()));
         *ticket = Some(mine);
+        self.mark_area(d, &area);
         true
     }
 
     /// Takes a future's place back (it is dropped, or done, before it was woken).
     pub(crate) fn unpark(&self, dir: Direction, ticket: Ticket) {
-        let mut area = self.areas[dir as usize].borrow_mut();
+        let d = dir as usize;
+        if self.parked.get() & AREA[d] == 0 {
+            return;
+        }
+        let mut area = self.areas[d].borrow_mut();
         if let Some(at) = area.queue.iter().position(|(t, _)| *t == ticket) {
             let (_, waiter) = area.queue.swap_remove(at);
+            self.mark_area(d, &area);
             drop(area);
             drop(waiter);
         }
@@ -188,11 +240,13 @@ impl Source {
 
     /// Whether anyone waits in `dir`.
     pub(crate) fn is_parked(&self, dir: Direction) -> bool {
-        !self.areas[dir as usize].borrow().is_empty()
+        let d = dir as usize;
+        self.parked.get() & (TASK[d] | AREA[d]) != 0
     }
 
     /// Records what the OS reported; reports the tasks it wakes, and collects the other
     /// waiters' wakers into `others`.
+    #[inline(always)]
     fn on_event(
         &self,
         event: &Event,
@@ -216,25 +270,52 @@ impl Source {
             bits |= ERROR;
         }
         self.readiness.set(self.readiness.get() | bits);
+        let parked = self.parked.get();
+        if parked == 0 {
+            return;
+        }
         for dir in [Direction::Read, Direction::Write] {
-            if bits & dir.ready_mask() == 0 {
+            let d = dir as usize;
+            if bits & dir.ready_mask() == 0 || parked & (TASK[d] | AREA[d]) == 0 {
                 continue;
             }
-            let mut area = self.areas[dir as usize].borrow_mut();
-            if let Some(waiter) = area.slot.take() {
-                match waiter {
-                    Waiter::Task(key) => report(key, dir, self.fd),
-                    Waiter::Waker(waker) => others.push(waker),
+            self.parked.set(self.parked.get() & !(TASK[d] | AREA[d]));
+            if parked & TASK[d] != 0 {
+                if let Some(key) = self.task[d].get() {
+                    report(key, dir, self.fd);
                 }
             }
-            if !area.queue.is_empty() {
-                for (_, waiter) in area.queue.drain(..) {
-                    match waiter {
-                        Waiter::Task(key) => report(key, dir, self.fd),
-                        Waiter::Waker(waker) => others.push(waker),
-                    }
-                }
+            if parked & AREA[d] != 0 {
+                self.wake_area(dir, report, others);
             }
+        }
+    }
+
+    #[cold]
+    fn wake_area(
+        &self,
+        dir: Direction,
+        report: &mut impl FnMut(Key, Direction, i32),
+        others: &mut Vec<Waker>,
+    ) {
+        let mut area = self.areas[dir as usize].borrow_mut();
+        others.extend(area.latest.take());
+        for (_, waiter) in area.queue.drain(..) {
+            match waiter {
+                Waiter::Task(key) => report(key, dir, self.fd),
+                Waiter::Waker(waker) => others.push(waker),
+            }
+        }
+    }
+
+    /// Forgets every waiter (the runtime is going away).
+    fn clear_waiters(&self) {
+        self.parked.set(0);
+        for area in &self.areas {
+            let mut area = area.borrow_mut();
+            let taken = (area.latest.take(), std::mem::take(&mut area.queue));
+            drop(area);
+            drop(taken);
         }
     }
 }
@@ -258,9 +339,6 @@ pub(crate) struct Reactor {
     events: RefCell<Events>,
     sources: RefCell<Slab<Rc<Source>>>,
     alarm: Alarm,
-    /// Wakers of waiters that are not this runtime's tasks, woken once the events are
-    /// read (a waker may be anyone's code).
-    others: RefCell<Vec<Waker>>,
 }
 
 impl Reactor {
@@ -272,7 +350,6 @@ impl Reactor {
             events: RefCell::new(Events::with_capacity(1024)),
             sources: RefCell::new(Slab::new()),
             alarm,
-            others: RefCell::new(Vec::new()),
         })
     }
 
@@ -337,6 +414,8 @@ impl Reactor {
     /// `deadline` (a timer's) passes; with `at_once`, does not wait at all. Reports the
     /// tasks parked on the sockets that turned ready, wakes the other waiters there, and
     /// says what else needs doing.
+    ///
+    /// `report` must only schedule (it runs while the socket table is borrowed).
     pub(crate) fn poll(
         &self,
         at_once: bool,
@@ -364,7 +443,11 @@ impl Reactor {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(woken),
             Err(e) => return Err(e),
         }
-        let mut others = std::mem::take(&mut *self.others.borrow_mut());
+        // Wakers of waiters that are not this runtime's tasks, woken once the events are
+        // read (a waker may be anyone's code). Allocated only if there are any.
+        let mut others = Vec::new();
+        // Held across the events: `report` only schedules, and runs no one else's code.
+        let sources = self.sources.borrow();
         for event in events.iter() {
             match event.token() {
                 INBOX => woken.inbox = true,
@@ -373,22 +456,17 @@ impl Reactor {
                     woken.timers = true;
                 }
                 token => {
-                    // Out of the table (one reference count) so that `report` may
-                    // register or forget sockets.
-                    let source = self.sources.borrow().get(Key::from_token(token.0)).cloned();
-                    if let Some(source) = source {
+                    if let Some(source) = sources.get(Key::from_token(token.0)) {
                         source.on_event(event, &mut report, &mut others);
                     }
                 }
             }
         }
+        drop(sources);
         drop(events);
         if !others.is_empty() {
-            for waker in others.drain(..) {
-                waker.wake();
-            }
+            others.into_iter().for_each(Waker::wake);
         }
-        *self.others.borrow_mut() = others;
         Ok(woken)
     }
 
@@ -397,12 +475,7 @@ impl Reactor {
     pub(crate) fn clear_waiters(&self) {
         let sources: Vec<Rc<Source>> = self.sources.borrow().iter().cloned().collect();
         for source in sources {
-            for area in &source.areas {
-                let mut area = area.borrow_mut();
-                let taken = (area.slot.take(), std::mem::take(&mut area.queue));
-                drop(area);
-                drop(taken);
-            }
+            source.clear_waiters();
         }
     }
 }

@@ -19,11 +19,13 @@
 //! round wait for the next), so tasks that keep waking themselves cannot keep the OS
 //! poll from running: sockets are heard at least once per round.
 
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::pin::pin;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::pin::{Pin, pin};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -111,7 +113,7 @@ where
 }
 
 /// Polls task `key` once, and forgets it once it is over.
-#[inline]
+#[inline(always)]
 fn run(core: &Core, key: Key) {
     let (task, id) = {
         let tasks = core.tasks.borrow();
@@ -119,10 +121,9 @@ fn run(core: &Core, key: Key) {
         slot.state.set(State::Running);
         (Rc::clone(&slot.task), slot.id)
     };
-    context::set_current(Some((key, id, task.waker())));
+    context::set_current(key, id, task.waker());
     trace::emit(|| Event::Run { task: id });
     let over = task.run();
-    context::set_current(None);
     if over {
         let slot = core.tasks.borrow_mut().remove(key);
         trace::emit(|| Event::Finish { task: id });
@@ -142,23 +143,71 @@ fn run(core: &Core, key: Key) {
     }
 }
 
+/// Runs the tasks of one round; `block_on`'s output if its future completes.
+#[inline(always)]
+fn run_round<F: Future>(
+    core: &Core,
+    round: &mut Round<'_>,
+    mut root: Pin<&mut F>,
+    root_waker: &Waker,
+) -> Option<F::Output> {
+    while let Some(key) = round.next() {
+        if key != ROOT {
+            run(core, key);
+            continue;
+        }
+        core.root_scheduled.set(false);
+        context::set_current(ROOT, TaskId(0), root_waker);
+        if let Poll::Ready(output) = root.as_mut().poll(&mut Context::from_waker(root_waker)) {
+            return Some(output);
+        }
+    }
+    None
+}
+
+/// Task `key` panicked while it was polled: it is over, and its handle says why.
+#[cold]
+fn fail(core: &Core, key: Key, payload: Box<dyn Any + Send>) {
+    let Some((task, id)) = core
+        .tasks
+        .borrow()
+        .get(key)
+        .map(|slot| (Rc::clone(&slot.task), slot.id))
+    else {
+        return;
+    };
+    let message = task::panic_message(payload.as_ref()).map(str::to_owned);
+    *core.panic_message.borrow_mut() = Some(message.unwrap_or_else(|| "(no message)".into()));
+    task.fail(payload);
+    core.panic_message.borrow_mut().take();
+    let slot = core.tasks.borrow_mut().remove(key);
+    trace::emit(|| Event::Finish { task: id });
+    drop(slot);
+}
+
 /// Waits in the OS poll, then schedules what the OS, the timers and other threads made
 /// ready.
 fn park(core: &Core) {
     let at_once = !core.ready.borrow().is_empty();
     let deadline = core.timers.next_deadline();
+    // A trace hook is anyone's code: its wake events wait until the reactor is done.
+    let mut traced = Vec::new();
+    let tracing = trace::enabled();
     let polled = core.reactor.poll(at_once, deadline, |key, dir, fd| {
-        if let Some(task) = core.wake(key) {
-            trace::emit(|| Event::Wake {
-                task,
-                area: match dir {
-                    Direction::Read => Area::Read,
-                    Direction::Write => Area::Write,
-                },
-                fd,
-            });
+        core.wake(key);
+        if tracing {
+            traced.push((key, dir, fd));
         }
     });
+    for (key, dir, fd) in traced {
+        let area = match dir {
+            Direction::Read => Area::Read,
+            Direction::Write => Area::Write,
+        };
+        if let Some(task) = core.task_id(key) {
+            trace::emit(|| Event::Wake { task, area, fd });
+        }
+    }
     let woken = match polled {
         Ok(woken) => woken,
         // epoll_wait fails only on a bad descriptor or argument: a bug, not a load.
@@ -186,26 +235,37 @@ struct Round<'a> {
     next: usize,
 }
 
-impl Iterator for Round<'_> {
-    type Item = Key;
-
-    #[inline]
+impl Round<'_> {
+    #[inline(always)]
     fn next(&mut self) -> Option<Key> {
         let key = *self.keys.get(self.next)?;
         self.next += 1;
         Some(key)
     }
+
+    /// The key taken last.
+    fn last(&self) -> Key {
+        self.keys[self.next - 1]
+    }
 }
 
 impl Drop for Round<'_> {
+    #[inline(always)]
     fn drop(&mut self) {
         if self.next < self.keys.len() {
-            let mut ready = self.core.ready.borrow_mut();
-            let later = std::mem::take(&mut *ready);
-            ready.extend_from_slice(&self.keys[self.next..]);
-            ready.extend(later);
+            self.requeue();
         }
         self.keys.clear();
+    }
+}
+
+impl Round<'_> {
+    #[cold]
+    fn requeue(&mut self) {
+        let mut ready = self.core.ready.borrow_mut();
+        let later = std::mem::take(&mut *ready);
+        ready.extend_from_slice(&self.keys[self.next..]);
+        ready.extend(later);
     }
 }
 
@@ -242,6 +302,7 @@ impl Runtime {
                 inbox,
                 closing: Cell::new(false),
                 next_id: Cell::new(1),
+                panic_message: RefCell::new(None),
             }),
         })
     }
@@ -272,24 +333,28 @@ impl Runtime {
         let mut keys = Vec::new();
         loop {
             std::mem::swap(&mut keys, &mut *core.ready.borrow_mut());
-            let round = Round {
+            let mut round = Round {
                 core,
                 keys: &mut keys,
                 next: 0,
             };
-            for key in round {
-                if key != ROOT {
-                    run(core, key);
-                    continue;
-                }
-                core.root_scheduled.set(false);
-                context::set_current(Some((ROOT, TaskId(0), &root_waker)));
-                let polled = root.as_mut().poll(&mut Context::from_waker(&root_waker));
-                context::set_current(None);
-                if let Poll::Ready(output) = polled {
-                    return output;
+            // One catch per round, not one per task: a panic unwinds out of the task
+            // that was polled, and the round goes on with the next.
+            loop {
+                let ran = catch_unwind(AssertUnwindSafe(|| {
+                    run_round(core, &mut round, root.as_mut(), &root_waker)
+                }));
+                match ran {
+                    Ok(Some(output)) => return output,
+                    Ok(None) => break,
+                    Err(payload) => match round.last() {
+                        // `block_on`'s own future panicked: the caller's panic.
+                        ROOT => resume_unwind(payload),
+                        key => fail(core, key, payload),
+                    },
                 }
             }
+            drop(round);
             park(core);
         }
     }

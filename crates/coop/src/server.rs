@@ -5,10 +5,9 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::{Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
 use pin_project_lite::pin_project;
@@ -289,28 +288,38 @@ pin_project! {
         peer: SocketAddr,
         connection: Option<Connection>,
     }
+    impl<F> PinnedDrop for Counted<F> {
+        fn drop(this: Pin<&mut Self>) {
+            Counted::dropped(this);
+        }
+    }
 }
 
 impl<F: Future<Output = ()>> Future for Counted<F> {
     type Output = ();
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
         let this = self.project();
-        match catch_unwind(AssertUnwindSafe(|| this.future.poll(cx))) {
-            Ok(Poll::Pending) => return Poll::Pending,
-            Ok(Poll::Ready(())) => {}
-            Err(payload) => {
-                let message =
-                    crate::task::panic_message(payload.as_ref()).unwrap_or("(no message)");
+        ready!(this.future.poll(cx));
+        // Counted out now: the task's future goes next, but the count must not wait.
+        this.connection.take();
+        Poll::Ready(())
+    }
+}
+
+impl<F> Counted<F> {
+    fn dropped(this: Pin<&mut Self>) {
+        // Dropped before the handler returned: it panicked (the runtime caught it and
+        // is dropping its future), or it was cancelled.
+        if this.connection.is_some() {
+            if let Some(message) = crate::context::task_panic() {
                 tracing::error!(
                     "Connection {}: the handler panicked: {message}; the server goes on",
                     this.peer
                 );
             }
         }
-        // Counted out now: the task's future goes next, but the count must not wait.
-        this.connection.take();
-        Poll::Ready(())
     }
 }
 

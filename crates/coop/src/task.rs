@@ -30,9 +30,14 @@ pub struct TaskId(pub u64);
 
 /// The runtime's side of a task.
 pub(crate) trait Run {
-    /// Polls the future once, or drops it if the task was cancelled; a panic is caught
-    /// and kept for the `JoinHandle`. Returns `true` once the task is over.
+    /// Polls the future once, or drops it if the task was cancelled. Returns `true` once
+    /// the task is over. A panic of the future unwinds out of here; the runtime catches
+    /// it and calls [`fail`](Run::fail).
     fn run(&self) -> bool;
+
+    /// The future panicked with `payload`: drops it, and keeps the payload for the
+    /// `JoinHandle`.
+    fn fail(&self, payload: Box<dyn Any + Send>);
 
     /// The task's waker, made once at spawn: polling a task clones nothing.
     fn waker(&self) -> &Waker;
@@ -96,6 +101,18 @@ impl<F: Future> Task<F> {
         }
     }
 
+    /// Ends a running task with `end`, from outside its poll.
+    fn end(&self, end: Stage<F>) {
+        let Ok(mut stage) = self.stage.try_borrow_mut() else {
+            return;
+        };
+        if matches!(*stage, Stage::Running(_)) {
+            self.finish(&mut stage, end);
+        }
+        drop(stage);
+        self.wake_joiner();
+    }
+
     fn wake_joiner(&self) {
         if let Some(joiner) = self.joiner.take() {
             joiner.wake();
@@ -124,11 +141,9 @@ impl<F: Future> Run for Task<F> {
             // (Tested: `tests/task.rs`, a future that checks its own address.)
             #[allow(unsafe_code)]
             let future = unsafe { Pin::new_unchecked(future) };
-            let mut cx = Context::from_waker(&self.waker);
-            match catch_unwind(AssertUnwindSafe(|| future.poll(&mut cx))) {
-                Ok(Poll::Pending) => return false,
-                Ok(Poll::Ready(output)) => self.finish(&mut stage, Stage::Finished(output)),
-                Err(payload) => self.finish(&mut stage, Stage::Panicked(payload)),
+            match future.poll(&mut Context::from_waker(&self.waker)) {
+                Poll::Pending => return false,
+                Poll::Ready(output) => self.finish(&mut stage, Stage::Finished(output)),
             }
         }
         drop(stage);
@@ -141,14 +156,11 @@ impl<F: Future> Run for Task<F> {
     }
 
     fn cancel_now(&self) {
-        let Ok(mut stage) = self.stage.try_borrow_mut() else {
-            return;
-        };
-        if matches!(*stage, Stage::Running(_)) {
-            self.finish(&mut stage, Stage::Cancelled);
-        }
-        drop(stage);
-        self.wake_joiner();
+        self.end(Stage::Cancelled);
+    }
+
+    fn fail(&self, payload: Box<dyn Any + Send>) {
+        self.end(Stage::Panicked(payload));
     }
 }
 

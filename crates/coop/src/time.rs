@@ -12,12 +12,11 @@ use std::fmt;
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, RawWakerVTable, Waker};
 use std::time::{Duration, Instant};
 
 use crate::context::{self, Core};
 use crate::slab::Key;
-use crate::waiter::Who;
 
 /// The time, as of the runtime's last return from the OS poll: what a task that runs
 /// now should call "now" for bookkeeping (idle timeouts, rates), at the cost of one
@@ -42,25 +41,13 @@ struct Entry {
     key: Key,
     /// `Timers::fired` when the waiter was last stored.
     fired_seen: u64,
-    /// The stored waiter: a task's key, or a waker's identity (data and vtable
-    /// addresses, compared only).
-    waiter: Identity,
+    /// The identity of the waker the waiter was stored for (data and vtable addresses,
+    /// compared only): while it polls with the same one, the stored waiter is current.
+    waker: (*const (), *const RawWakerVTable),
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Identity {
-    Task(Key),
-    Waker(usize, usize),
-}
-
-fn identity(who: Who<'_>) -> Identity {
-    match who {
-        Who::Task(key) => Identity::Task(key),
-        Who::Waker(waker) => Identity::Waker(
-            waker.data() as usize,
-            std::ptr::from_ref(waker.vtable()) as usize,
-        ),
-    }
+fn identity(waker: &Waker) -> (*const (), *const RawWakerVTable) {
+    (waker.data(), waker.vtable())
 }
 
 /// Waits until `duration` has passed.
@@ -121,24 +108,33 @@ impl Sleep {
 impl Future for Sleep {
     type Output = ();
 
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // Registered, nothing fired since, same waker: nothing to look up (a connection
+        // polls its idle timer every time it parks).
+        if let Some(entry) = &self.entry {
+            if entry.fired_seen == entry.core.timers.fired() && entry.waker == identity(cx.waker())
+            {
+                return Poll::Pending;
+            }
+        }
+        self.poll_slow(cx)
+    }
+}
+
+impl Sleep {
+    fn poll_slow(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let Some(deadline) = self.deadline else {
             return Poll::Pending;
         };
         match &mut self.entry {
             Some(entry) => {
-                // Nothing fired, same waiter: nothing to look up (a task polls its idle
-                // timer every time it parks).
                 let who = context::who(cx, &entry.core);
-                let fired = entry.core.timers.fired();
-                if fired == entry.fired_seen && entry.waiter == identity(who) {
-                    return Poll::Pending;
-                }
                 if !entry.core.timers.refresh(entry.key, who) {
                     return Poll::Ready(());
                 }
-                entry.fired_seen = fired;
-                entry.waiter = identity(who);
+                entry.fired_seen = entry.core.timers.fired();
+                entry.waker = identity(cx.waker());
                 Poll::Pending
             }
             // Already due: it costs the task budget like a ready socket, so that a loop of
@@ -147,11 +143,10 @@ impl Future for Sleep {
             None => {
                 let core = context::with_core(Rc::clone)
                     .unwrap_or_else(|| panic!("coop::time::Sleep polled outside a coop runtime"));
-                let who = context::who(cx, &core);
-                let key = core.timers.insert(deadline, who);
+                let key = core.timers.insert(deadline, context::who(cx, &core));
                 self.entry = Some(Entry {
                     fired_seen: core.timers.fired(),
-                    waiter: identity(who),
+                    waker: identity(cx.waker()),
                     core,
                     key,
                 });

@@ -45,7 +45,7 @@ impl Registration {
 
     /// `Ready` if the socket may be ready in `dir` (spending fairness budget); otherwise
     /// parks the caller as the one `poll_*` waiter of `dir`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn poll_ready(&self, dir: Direction, cx: &mut Context<'_>) -> Poll<()> {
         if self.source.is_ready(dir) {
             return context::poll_spend(cx);
@@ -81,9 +81,16 @@ impl Registration {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn trace_park(&self, dir: Direction) {
         if trace::enabled() {
+            self.trace_park_slow(dir);
+        }
+    }
+
+    #[cold]
+    fn trace_park_slow(&self, dir: Direction) {
+        {
             if let Some(task) = context::current_id() {
                 trace::emit(|| Event::Park {
                     task,
