@@ -238,6 +238,18 @@ impl Source {
         }
     }
 
+    /// How many wait, in both directions.
+    fn waiters(&self) -> usize {
+        let parked = self.parked.get();
+        let mut n = 0;
+        for (d, area) in self.areas.iter().enumerate() {
+            n += usize::from(parked & TASK[d] != 0);
+            let area = area.borrow();
+            n += usize::from(area.latest.is_some()) + area.queue.len();
+        }
+        n
+    }
+
     /// Whether anyone waits in `dir`.
     pub(crate) fn is_parked(&self, dir: Direction) -> bool {
         let d = dir as usize;
@@ -398,16 +410,20 @@ impl Reactor {
         self.sources.borrow().len()
     }
 
-    /// Sockets with a waiter to read and to write, counted by walking every socket: kept
-    /// off the per-message path, paid by whoever asks (a stats scrape).
-    pub(crate) fn parked(&self) -> (usize, usize) {
+    /// Sockets with a waiter to read, to write, and all waiters, counted by walking
+    /// every socket: kept off the per-message path, paid by whoever asks (a stats
+    /// scrape).
+    pub(crate) fn parked(&self) -> (usize, usize, usize) {
         let sources = self.sources.borrow();
-        sources.iter().fold((0, 0), |(read, write), source| {
-            (
-                read + usize::from(source.is_parked(Direction::Read)),
-                write + usize::from(source.is_parked(Direction::Write)),
-            )
-        })
+        sources
+            .iter()
+            .fold((0, 0, 0), |(read, write, all), source| {
+                (
+                    read + usize::from(source.is_parked(Direction::Read)),
+                    write + usize::from(source.is_parked(Direction::Write)),
+                    all + source.waiters(),
+                )
+            })
     }
 
     /// Waits for the OS until a socket turns ready, another thread wakes a task, or

@@ -372,12 +372,13 @@ pub fn stats() -> Option<Stats> {
 }
 
 fn stats_of(core: &Core) -> Stats {
-    let (parked_read, parked_write) = core.reactor.parked();
+    let (parked_read, parked_write, waiters) = core.reactor.parked();
     Stats {
         tasks: core.tasks.borrow().len(),
         ready: core.ready.borrow().len(),
         parked_read,
         parked_write,
+        waiters,
         sockets: core.reactor.len(),
         timers: core.timers.len(),
     }
@@ -395,6 +396,8 @@ pub struct Stats {
     pub parked_read: usize,
     /// Sockets with a task waiting to write (the seed's `send_wait`).
     pub parked_write: usize,
+    /// Waiters in every socket's waiting areas (a socket may have several).
+    pub waiters: usize,
     /// Sockets registered with the reactor.
     pub sockets: usize,
     /// Pending timers.

@@ -8,36 +8,41 @@ use std::task::{Poll, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{LIMIT, bounded};
 use coop::net::{TcpListener, TcpStream};
 use coop::{Runtime, spawn, yield_now};
 
 /// Tasks run in the order they were made ready, and each yield sends a task to the back.
 #[test]
 fn ready_tasks_run_in_fifo_order() {
-    let log = Rc::new(RefCell::new(Vec::new()));
-    coop::block_on({
-        let log = Rc::clone(&log);
-        async move {
-            let tasks: Vec<_> = (0..3)
-                .map(|id| {
-                    let log = Rc::clone(&log);
-                    spawn(async move {
-                        for step in 0..2 {
-                            log.borrow_mut().push((id, step));
-                            yield_now().await;
-                        }
+    bounded(LIMIT, || {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        coop::block_on({
+            let log = Rc::clone(&log);
+            async move {
+                let tasks: Vec<_> = (0..3)
+                    .map(|id| {
+                        let log = Rc::clone(&log);
+                        spawn(async move {
+                            for step in 0..2 {
+                                log.borrow_mut().push((id, step));
+                                yield_now().await;
+                            }
+                        })
                     })
-                })
-                .collect();
-            for task in tasks {
-                task.await.unwrap();
+                    .collect();
+                for task in tasks {
+                    task.await.unwrap();
+                }
             }
-        }
+        });
+        assert_eq!(
+            *log.borrow(),
+            [(0, 0), (1, 0), (2, 0), (0, 1), (1, 1), (2, 1)]
+        );
     });
-    assert_eq!(
-        *log.borrow(),
-        [(0, 0), (1, 0), (2, 0), (0, 1), (1, 1), (2, 1)]
-    );
 }
 
 /// A task may spawn tasks, which may spawn tasks; outputs come back through the handles.
@@ -83,42 +88,44 @@ fn a_detached_task_runs_to_completion() {
 /// then resumes where it stopped.
 #[test]
 fn a_parked_task_resumes_when_its_socket_turns_ready() -> io::Result<()> {
-    let runtime = Runtime::new()?;
-    runtime.block_on(async {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let client = TcpStream::connect(listener.local_addr()?).await?;
-        let (server_side, _) = listener.accept().await?;
-        let polls = Rc::new(Cell::new(0));
-        let reader = spawn({
-            let polls = Rc::clone(&polls);
-            async move {
-                let mut buf = [0; 16];
-                let n = {
-                    let mut read = std::pin::pin!(server_side.read(&mut buf));
-                    std::future::poll_fn(|cx| {
-                        polls.set(polls.get() + 1);
-                        read.as_mut().poll(cx)
-                    })
-                    .await?
-                };
-                io::Result::Ok(buf[..n].to_vec())
+    bounded(LIMIT, || -> io::Result<()> {
+        let runtime = Runtime::new()?;
+        runtime.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0")?;
+            let client = TcpStream::connect(listener.local_addr()?).await?;
+            let (server_side, _) = listener.accept().await?;
+            let polls = Rc::new(Cell::new(0));
+            let reader = spawn({
+                let polls = Rc::clone(&polls);
+                async move {
+                    let mut buf = [0; 16];
+                    let n = {
+                        let mut read = std::pin::pin!(server_side.read(&mut buf));
+                        std::future::poll_fn(|cx| {
+                            polls.set(polls.get() + 1);
+                            read.as_mut().poll(cx)
+                        })
+                        .await?
+                    };
+                    io::Result::Ok(buf[..n].to_vec())
+                }
+            });
+            for _ in 0..10 {
+                yield_now().await;
             }
-        });
-        for _ in 0..10 {
-            yield_now().await;
-        }
-        assert!(!reader.is_finished(), "nothing was sent yet");
-        assert_eq!(
-            polls.get(),
-            1,
-            "a parked task is not polled again until woken"
-        );
-        assert_eq!(runtime.stats().ready, 0, "only the root is running");
+            assert!(!reader.is_finished(), "nothing was sent yet");
+            assert_eq!(
+                polls.get(),
+                1,
+                "a parked task is not polled again until woken"
+            );
+            assert_eq!(runtime.stats().ready, 0, "only the root is running");
 
-        client.write_all(b"wake up").await?;
-        assert_eq!(reader.await??, b"wake up");
-        assert_eq!(polls.get(), 2, "one wake, one poll");
-        Ok(())
+            client.write_all(b"wake up").await?;
+            assert_eq!(reader.await??, b"wake up");
+            assert_eq!(polls.get(), 2, "one wake, one poll");
+            Ok(())
+        })
     })
 }
 
@@ -126,47 +133,49 @@ fn a_parked_task_resumes_when_its_socket_turns_ready() -> io::Result<()> {
 /// of ready operations it goes to the back of the queue.
 #[test]
 fn a_flooding_client_does_not_starve_other_tasks() -> io::Result<()> {
-    const FLOOD: usize = 256 * 1024;
-    coop::block_on(async {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let addr = listener.local_addr()?;
-        let flooder = thread::spawn(move || {
-            let mut client = std::net::TcpStream::connect(addr).unwrap();
-            client.write_all(&vec![7u8; FLOOD]).unwrap();
-        });
-        let (stream, _) = listener.accept().await?;
-        let progress = Rc::new(Cell::new(0));
+    bounded(LIMIT, || -> io::Result<()> {
+        const FLOOD: usize = 256 * 1024;
+        coop::block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0")?;
+            let addr = listener.local_addr()?;
+            let flooder = thread::spawn(move || {
+                let mut client = std::net::TcpStream::connect(addr).unwrap();
+                client.write_all(&vec![7u8; FLOOD]).unwrap();
+            });
+            let (stream, _) = listener.accept().await?;
+            let progress = Rc::new(Cell::new(0));
 
-        // One byte per read: the socket stays readable for the whole flood, so without a
-        // budget this task would never give the thread up.
-        let reader = spawn({
-            let progress = Rc::clone(&progress);
-            async move {
-                let mut byte = [0; 1];
-                while progress.get() < FLOOD {
-                    match stream.read(&mut byte).await? {
-                        0 => break,
-                        n => progress.set(progress.get() + n),
+            // One byte per read: the socket stays readable for the whole flood, so without a
+            // budget this task would never give the thread up.
+            let reader = spawn({
+                let progress = Rc::clone(&progress);
+                async move {
+                    let mut byte = [0; 1];
+                    while progress.get() < FLOOD {
+                        match stream.read(&mut byte).await? {
+                            0 => break,
+                            n => progress.set(progress.get() + n),
+                        }
                     }
+                    io::Result::Ok(progress.get())
                 }
-                io::Result::Ok(progress.get())
+            });
+            let mut turns_during_flood = 0;
+            while !reader.is_finished() {
+                if progress.get() > 0 && progress.get() < FLOOD {
+                    turns_during_flood += 1;
+                }
+                yield_now().await;
             }
-        });
-        let mut turns_during_flood = 0;
-        while !reader.is_finished() {
-            if progress.get() > 0 && progress.get() < FLOOD {
-                turns_during_flood += 1;
-            }
-            yield_now().await;
-        }
-        assert_eq!(reader.await??, FLOOD);
-        flooder.join().unwrap();
-        // Budget 128 per turn: about FLOOD / 128 = 2048 turns for everyone else.
-        assert!(
-            turns_during_flood >= 1000,
-            "other tasks got only {turns_during_flood} turns during the flood"
-        );
-        Ok(())
+            assert_eq!(reader.await??, FLOOD);
+            flooder.join().unwrap();
+            // Budget 128 per turn: about FLOOD / 128 = 2048 turns for everyone else.
+            assert!(
+                turns_during_flood >= 1000,
+                "other tasks got only {turns_during_flood} turns during the flood"
+            );
+            Ok(())
+        })
     })
 }
 
@@ -181,59 +190,63 @@ fn thread_cpu() -> Duration {
 /// the OS poll: no CPU is spent while the timer runs down.
 #[test]
 fn an_idle_runtime_does_not_spin() -> io::Result<()> {
-    coop::block_on(async {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let waiting = spawn(async move { listener.accept().await.map(|_| ()) });
-        yield_now().await;
+    bounded(LIMIT, || -> io::Result<()> {
+        coop::block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0")?;
+            let waiting = spawn(async move { listener.accept().await.map(|_| ()) });
+            yield_now().await;
 
-        let (cpu, wall) = (thread_cpu(), Instant::now());
-        coop::time::sleep(Duration::from_millis(200)).await;
-        let (cpu, wall) = (thread_cpu() - cpu, wall.elapsed());
+            let (cpu, wall) = (thread_cpu(), Instant::now());
+            coop::time::sleep(Duration::from_millis(200)).await;
+            let (cpu, wall) = (thread_cpu() - cpu, wall.elapsed());
 
-        assert!(wall >= Duration::from_millis(200));
-        assert!(
-            cpu < Duration::from_millis(10),
-            "{cpu:?} of CPU in {wall:?} idle"
-        );
-        assert!(!waiting.is_finished());
-        Ok(())
+            assert!(wall >= Duration::from_millis(200));
+            assert!(
+                cpu < Duration::from_millis(10),
+                "{cpu:?} of CPU in {wall:?} idle"
+            );
+            assert!(!waiting.is_finished());
+            Ok(())
+        })
     })
 }
 
 /// A waker used from another thread reaches the runtime and wakes the task.
 #[test]
 fn a_wake_from_another_thread_reaches_the_runtime() {
-    let slot: Arc<Mutex<(bool, Option<Waker>)>> = Arc::default();
-    let (send_waker, get_waker) = mpsc::channel::<()>();
-    let other = thread::spawn({
-        let slot = Arc::clone(&slot);
-        move || {
-            get_waker.recv().unwrap();
-            let waker = {
+    bounded(LIMIT, || {
+        let slot: Arc<Mutex<(bool, Option<Waker>)>> = Arc::default();
+        let (send_waker, get_waker) = mpsc::channel::<()>();
+        let other = thread::spawn({
+            let slot = Arc::clone(&slot);
+            move || {
+                get_waker.recv().unwrap();
+                let waker = {
+                    let mut slot = slot.lock().unwrap();
+                    slot.0 = true;
+                    slot.1.take().unwrap()
+                };
+                waker.wake();
+            }
+        });
+        coop::block_on(async {
+            let mut announced = false;
+            std::future::poll_fn(|cx| {
                 let mut slot = slot.lock().unwrap();
-                slot.0 = true;
-                slot.1.take().unwrap()
-            };
-            waker.wake();
-        }
+                if slot.0 {
+                    return Poll::Ready(());
+                }
+                slot.1 = Some(cx.waker().clone());
+                if !announced {
+                    announced = true;
+                    send_waker.send(()).unwrap();
+                }
+                Poll::Pending
+            })
+            .await;
+        });
+        other.join().unwrap();
     });
-    coop::block_on(async {
-        let mut announced = false;
-        std::future::poll_fn(|cx| {
-            let mut slot = slot.lock().unwrap();
-            if slot.0 {
-                return Poll::Ready(());
-            }
-            slot.1 = Some(cx.waker().clone());
-            if !announced {
-                announced = true;
-                send_waker.send(()).unwrap();
-            }
-            Poll::Pending
-        })
-        .await;
-    });
-    other.join().unwrap();
 }
 
 /// Outside a runtime, spawning is a programming error with a clear message.
@@ -246,29 +259,31 @@ fn spawn_outside_a_runtime_panics_clearly() {
 /// Tasks left running when the runtime goes are dropped with it, sockets and all.
 #[test]
 fn dropping_the_runtime_drops_its_tasks() -> io::Result<()> {
-    let dropped = Rc::new(Cell::new(false));
-    struct Flag(Rc<Cell<bool>>);
-    impl Drop for Flag {
-        fn drop(&mut self) {
-            self.0.set(true);
+    bounded(LIMIT, || -> io::Result<()> {
+        let dropped = Rc::new(Cell::new(false));
+        struct Flag(Rc<Cell<bool>>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.set(true);
+            }
         }
-    }
-    let runtime = Runtime::new()?;
-    let addr = runtime.block_on(async {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let addr = listener.local_addr()?;
-        let flag = Flag(Rc::clone(&dropped));
-        drop(spawn(async move {
-            let _flag = flag;
-            let _ = listener.accept().await;
-        }));
-        yield_now().await;
-        io::Result::Ok(addr)
-    })?;
-    assert_eq!(runtime.stats().sockets, 1);
-    drop(runtime);
-    assert!(dropped.get());
-    // The listener is closed: nobody accepts there any more.
-    assert!(std::net::TcpStream::connect(addr).is_err());
-    Ok(())
+        let runtime = Runtime::new()?;
+        let addr = runtime.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0")?;
+            let addr = listener.local_addr()?;
+            let flag = Flag(Rc::clone(&dropped));
+            drop(spawn(async move {
+                let _flag = flag;
+                let _ = listener.accept().await;
+            }));
+            yield_now().await;
+            io::Result::Ok(addr)
+        })?;
+        assert_eq!(runtime.stats().sockets, 1);
+        drop(runtime);
+        assert!(dropped.get());
+        // The listener is closed: nobody accepts there any more.
+        assert!(std::net::TcpStream::connect(addr).is_err());
+        Ok(())
+    })
 }

@@ -1,0 +1,32 @@
+//! What every test file needs: a time limit that fails instead of hanging.
+
+#![allow(dead_code)]
+
+use std::panic::resume_unwind;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread;
+use std::time::Duration;
+
+/// Generous: only a hang reaches it.
+pub const LIMIT: Duration = Duration::from_secs(30);
+
+/// Runs `body` on a thread of its own and returns what it returns; fails the test if it
+/// takes longer than `limit` (a hang is a failure, not a stuck run), and passes its
+/// panic on.
+pub fn bounded<T: Send + 'static>(limit: Duration, body: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, result) = mpsc::channel();
+    let thread = thread::spawn(move || {
+        let _ = done.send(body());
+    });
+    match result.recv_timeout(limit) {
+        Ok(value) => {
+            let _ = thread.join();
+            value
+        }
+        Err(RecvTimeoutError::Timeout) => panic!("the test did not finish within {limit:?}"),
+        Err(RecvTimeoutError::Disconnected) => match thread.join() {
+            Err(panic) => resume_unwind(panic),
+            Ok(()) => unreachable!("the body returned without sending"),
+        },
+    }
+}

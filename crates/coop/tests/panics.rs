@@ -1,0 +1,168 @@
+//! A panic stays in its task: the runtime and every other task go on, and the task's
+//! handle reports it.
+
+mod common;
+
+use std::cell::Cell;
+use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
+
+use common::{LIMIT, bounded};
+use coop::net::{TcpListener, TcpStream};
+use coop::{Runtime, Server, spawn, yield_now};
+
+struct Guard(Rc<Cell<bool>>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.0.set(true);
+    }
+}
+
+#[test]
+fn a_panic_stays_in_its_task() {
+    bounded(LIMIT, || {
+        let runtime = Runtime::new().unwrap();
+        let steps = runtime.block_on(async {
+            let steps = Rc::new(Cell::new(0));
+            let steady = spawn({
+                let steps = Rc::clone(&steps);
+                async move {
+                    for _ in 0..10 {
+                        steps.set(steps.get() + 1);
+                        yield_now().await;
+                    }
+                }
+            });
+            let dropped = Rc::new(Cell::new(false));
+            let doomed = spawn({
+                let guard = Guard(Rc::clone(&dropped));
+                async move {
+                    let _guard = guard;
+                    yield_now().await;
+                    panic!("boom");
+                }
+            });
+            let error = doomed.await.unwrap_err();
+            assert!(error.is_panic());
+            assert_eq!(error.panic_message(), Some("boom"));
+            assert_eq!(error.to_string(), "the task panicked: boom");
+            assert!(dropped.get(), "the panicked task's future is dropped");
+            steady.await.unwrap();
+            steps.get()
+        });
+        assert_eq!(steps, 10);
+        assert_eq!(runtime.stats().tasks, 0);
+    });
+}
+
+/// Many tasks panic in one round; the others in the same round still run.
+#[test]
+fn panics_in_one_round_do_not_skip_the_rest_of_it() {
+    bounded(LIMIT, || {
+        coop::block_on(async {
+            let ran = Rc::new(Cell::new(0));
+            let tasks: Vec<_> = (0..100)
+                .map(|i| {
+                    let ran = Rc::clone(&ran);
+                    spawn(async move {
+                        ran.set(ran.get() + 1);
+                        if i % 2 == 0 {
+                            panic!("task {i}");
+                        }
+                        i
+                    })
+                })
+                .collect();
+            for (i, task) in tasks.into_iter().enumerate() {
+                match task.await {
+                    Ok(n) => assert_eq!(n, i),
+                    Err(e) => assert_eq!(e.panic_message(), Some(format!("task {i}").as_str())),
+                }
+            }
+            assert_eq!(ran.get(), 100);
+        });
+    });
+}
+
+/// A destructor that panics while a finished task's future is dropped: reported as the
+/// task's panic, and the runtime goes on.
+#[test]
+fn a_panicking_destructor_is_the_tasks_panic() {
+    struct Bomb;
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("in drop");
+        }
+    }
+    bounded(LIMIT, || {
+        coop::block_on(async {
+            let task = spawn(async {
+                let _bomb = Bomb;
+                yield_now().await;
+                1
+            });
+            let error = task.await.unwrap_err();
+            assert_eq!(error.panic_message(), Some("in drop"));
+            assert_eq!(spawn(async { 2 }).await.unwrap(), 2);
+        });
+    });
+}
+
+/// `block_on`'s own future is the caller's: its panic unwinds out of `block_on`, and the
+/// runtime stays usable.
+#[test]
+fn a_panic_in_the_main_future_unwinds_out_of_block_on() {
+    bounded(LIMIT, || {
+        let runtime = Runtime::new().unwrap();
+        let survivor = runtime.block_on(async {
+            spawn(async {
+                yield_now().await;
+                9
+            })
+        });
+        let caught = catch_unwind(AssertUnwindSafe(|| {
+            runtime.block_on(async {
+                yield_now().await;
+                panic!("main");
+            })
+        }));
+        assert!(caught.is_err());
+        assert_eq!(runtime.block_on(survivor).unwrap(), 9);
+    });
+}
+
+/// A `Server` handler that panics ends only its own connection: the server goes on
+/// accepting and serving, and counts the connection as closed.
+#[test]
+fn a_panicking_handler_does_not_stop_the_server() {
+    bounded(LIMIT, || {
+        coop::block_on(async {
+            let server = Server::new(TcpListener::bind("127.0.0.1:0")?).max_connections(1);
+            let addr = server.local_addr()?;
+            let handle = server.handle();
+            drop(spawn(server.serve(|stream, _| async move {
+                let mut buf = [0; 16];
+                let n = stream.read(&mut buf).await.unwrap_or(0);
+                if &buf[..n] == b"panic" {
+                    panic!("asked to");
+                }
+                let _ = stream.write_all(&buf[..n]).await;
+            })));
+            let doomed = TcpStream::connect(addr).await?;
+            doomed.write_all(b"panic").await?;
+            let mut buf = [0; 16];
+            assert_eq!(doomed.read(&mut buf).await?, 0, "its connection is closed");
+            // The limit is 1: the next client is served only if the panicked
+            // connection was counted out.
+            let next = TcpStream::connect(addr).await?;
+            next.write_all(b"hello").await?;
+            let n = next.read(&mut buf).await?;
+            assert_eq!(&buf[..n], b"hello");
+            assert_eq!(handle.total_connections(), 2);
+            io::Result::Ok(())
+        })
+    })
+    .unwrap();
+}

@@ -1,0 +1,52 @@
+//! `Server`: a connection counts from accept until its handler returns.
+
+mod common;
+
+use std::io;
+use std::rc::Rc;
+use std::time::Duration;
+
+use common::{LIMIT, bounded};
+use coop::net::TcpStream;
+use coop::{Server, TcpListener, spawn};
+
+/// A handler that hands its stream to another task and returns: the connection is no
+/// longer counted, `drained` completes, and the limit of 1 admits the next client.
+#[test]
+fn a_connection_counts_until_its_handler_returns() {
+    bounded(LIMIT, || {
+        coop::block_on(async {
+            let server = Server::new(TcpListener::bind("127.0.0.1:0")?).max_connections(1);
+            let addr = server.local_addr()?;
+            let handle = server.handle();
+            let kept: Rc<std::cell::RefCell<Vec<TcpStream>>> = Rc::default();
+            drop(spawn(server.serve({
+                let kept = Rc::clone(&kept);
+                move |stream, _| {
+                    let kept = Rc::clone(&kept);
+                    async move {
+                        let mut buf = [0; 8];
+                        let n = stream.read(&mut buf).await.unwrap_or(0);
+                        let _ = stream.write_all(&buf[..n]).await;
+                        // Handed on to a task that keeps it: the handler is done.
+                        drop(spawn(async move { kept.borrow_mut().push(stream) }));
+                    }
+                }
+            })));
+            let mut buf = [0; 8];
+            let first = TcpStream::connect(addr).await?;
+            first.write_all(b"one").await?;
+            assert_eq!(first.read(&mut buf).await?, 3);
+            coop::time::timeout(Duration::from_secs(10), handle.drained()).await?;
+            assert_eq!(handle.open_connections(), 0);
+            // The first connection is still open (kept), but no longer counted.
+            let second = TcpStream::connect(addr).await?;
+            second.write_all(b"two").await?;
+            let n = coop::time::timeout(Duration::from_secs(10), second.read(&mut buf)).await??;
+            assert_eq!(&buf[..n], b"two");
+            assert_eq!(kept.borrow().len(), 2);
+            io::Result::Ok(())
+        })
+    })
+    .unwrap();
+}
