@@ -116,6 +116,8 @@ fn a_panicking_destructor_is_the_tasks_panic() {
 fn a_panic_in_the_main_future_unwinds_out_of_block_on() {
     bounded(LIMIT, || {
         let runtime = Runtime::new().unwrap();
+        // The handle is the output, on purpose: awaited by a later `block_on`.
+        #[allow(clippy::async_yields_async)]
         let survivor = runtime.block_on(async {
             spawn(async {
                 yield_now().await;
