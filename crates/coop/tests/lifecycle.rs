@@ -227,6 +227,10 @@ fn a_detached_task_that_returns_its_stream_closes_it() {
                 assert_eq!(&buf[..n], b"hello");
                 io::Result::Ok(server)
             }));
+            // It parks on its socket first (the case where a socket kept its task).
+            while coop::stats().unwrap().waiters == 0 {
+                yield_now().await;
+            }
             client.write_all(b"hello").await?;
             let mut buf = [0; 8];
             assert_eq!(client.read(&mut buf).await?, 0, "the server side closed");
