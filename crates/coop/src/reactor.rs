@@ -28,7 +28,7 @@
 //!   number of them may wait at once, in any tasks, and each is woken. A future dropped
 //!   before it is woken takes its place back, so nothing accumulates.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::io;
 use std::rc::Rc;
 use std::task::Waker;
@@ -350,19 +350,27 @@ pub(crate) struct Reactor {
     poll: RefCell<OsPoll>,
     events: RefCell<Events>,
     sources: RefCell<Slab<Rc<Source>>>,
-    alarm: Alarm,
+    /// Made when the first timer is set, so that a runtime without timers holds no
+    /// timerfd (and runs under Miri, which has none). `None` inside where the OS refuses
+    /// one: timers are then kept by the poll's own timeout, to the millisecond.
+    alarm: OnceCell<Option<Alarm>>,
 }
 
 impl Reactor {
     pub(crate) fn new() -> io::Result<Self> {
         let poll = OsPoll::new()?;
-        let alarm = Alarm::new(poll.registry())?;
         Ok(Reactor {
             poll: RefCell::new(poll),
             events: RefCell::new(Events::with_capacity(1024)),
             sources: RefCell::new(Slab::new()),
-            alarm,
+            alarm: OnceCell::new(),
         })
+    }
+
+    fn alarm(&self) -> Option<&Alarm> {
+        self.alarm
+            .get_or_init(|| Alarm::new(self.poll.borrow().registry()).ok())
+            .as_ref()
     }
 
     pub(crate) fn inbox_waker(&self) -> io::Result<mio::Waker> {
@@ -442,12 +450,16 @@ impl Reactor {
         let mut timeout = if at_once { Some(Duration::ZERO) } else { None };
         // With the alarm set in time there is nothing to compute: when a timer is due,
         // the alarm says so. Only a new, earlier deadline costs a clock read.
-        if let Some(deadline) = deadline.filter(|&d| !self.alarm.covers(d)) {
+        let covered = |d| self.alarm().is_some_and(|alarm| alarm.covers(d));
+        if let Some(deadline) = deadline.filter(|&d| !covered(d)) {
             let now = Instant::now();
             if deadline <= now {
                 timeout = Some(Duration::ZERO);
                 woken.timers = true;
-            } else if self.alarm.set(deadline, now).is_err() {
+            } else if self
+                .alarm()
+                .is_none_or(|alarm| alarm.set(deadline, now).is_err())
+            {
                 // No alarm: wait in the poll itself, to the millisecond.
                 timeout = Some(timeout.unwrap_or(deadline - now));
                 woken.timers = true;
@@ -468,7 +480,9 @@ impl Reactor {
             match event.token() {
                 INBOX => woken.inbox = true,
                 ALARM => {
-                    self.alarm.rang();
+                    if let Some(alarm) = self.alarm() {
+                        alarm.rang();
+                    }
                     woken.timers = true;
                 }
                 token => {
