@@ -85,7 +85,10 @@ fn a_client_that_never_reads_cannot_grow_the_server() {
         sent
     });
 
-    // While the flood runs and after it stalls, others get answers at once.
+    // While the flood runs and after it stalls, others are answered (a read gives up
+    // after `IO_TIMEOUT`). How promptly is the scheduler's fairness, counted in turns by
+    // coop's `a_flooding_client_does_not_starve_other_tasks`; the slowest round trip here
+    // is reported, not asserted: it depends on the machine.
     let mut slowest = Duration::ZERO;
     while !flood.is_finished() {
         let start = Instant::now();
@@ -110,9 +113,5 @@ fn a_client_that_never_reads_cannot_grow_the_server() {
         "the server kept reading from a client that never reads"
     );
     assert!(grown_kib < 8 * 1024, "server RSS grew {grown_kib} KiB");
-    assert!(
-        slowest < Duration::from_millis(100),
-        "a round trip took {slowest:?}"
-    );
     drop(flooder);
 }

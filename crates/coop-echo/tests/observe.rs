@@ -191,10 +191,10 @@ fn the_admin_endpoint_is_bounded_and_blocks_nothing() {
 
     let _silent = std::net::TcpStream::connect(admin).unwrap();
     let mut client = server.connect();
+    // One thread serves both: were it waiting on the silent admin client, these
+    // replies would never come (the client's reads give up after `IO_TIMEOUT`).
     for _ in 0..10 {
-        let start = std::time::Instant::now();
         assert_eq!(round_trip(&mut client, b"hi\n", 7), b"GOT:hi\n");
-        assert!(start.elapsed() < std::time::Duration::from_millis(100));
     }
     let (status, body) = http(admin, b"GET /metrics HTTP/1.1\r\n\r\n");
     assert_eq!(status, "HTTP/1.1 200 OK");

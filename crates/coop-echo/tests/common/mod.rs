@@ -119,6 +119,22 @@ impl Server {
             .expect("VmRSS in /proc/PID/status")
     }
 
+    /// Connections the kernel has completed for the listening socket and the server has
+    /// not accepted yet (its accept queue), as `/proc/net/tcp` shows it: for a socket in
+    /// LISTEN, the receive-queue column counts them.
+    pub fn accept_queue(&self) -> usize {
+        let port = format!(":{:04X}", self.addr.port());
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        let row = table
+            .lines()
+            .skip(1)
+            .map(|line| line.split_whitespace().collect::<Vec<_>>())
+            .find(|cols| cols[1].ends_with(&port) && cols[3] == "0A")
+            .expect("the listening socket in /proc/net/tcp");
+        let queue = row[4].split(':').nth(1).expect("tx_queue:rx_queue");
+        usize::from_str_radix(queue, 16).unwrap()
+    }
+
     /// Open file descriptors.
     pub fn fds(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
