@@ -88,6 +88,31 @@
 //! # std::io::Result::Ok(())
 //! ```
 //!
+//! # Tasks: how they end
+//!
+//! * **The future is dropped the moment its task ends**: it returned, it panicked, or it
+//!   was cancelled. Its sockets close and its guards run then, not when the last handle
+//!   or waker goes. After that, waking the task does nothing.
+//! * **Awaiting a [`JoinHandle`]** gives `Ok(output)` or a [`JoinError`] saying why there
+//!   is none. Dropping the handle *detaches* the task (it runs on, as every task of the
+//!   seed does); [`JoinHandle::abort`] cancels it: its future is dropped, unfinished, the
+//!   next time the runtime runs.
+//! * **A panic stays in its task**, as a panic in a [`std::thread`] does: the runtime and
+//!   every other task go on, and the handle reports [`JoinError::Panicked`]. Only a panic
+//!   of the future given to `block_on` unwinds out of `block_on`.
+//! * **Every operation is cancel safe**: a read, accept, sleep or readiness future that
+//!   is dropped before it completes has consumed nothing, and leaves no waiter behind.
+//!   (A dropped [`TcpStream::write_all`] may have written a prefix of its buffer.)
+//!
+//! ```
+//! coop::block_on(async {
+//!     let buggy = coop::spawn(async { panic!("a bug in one task") });
+//!     let fine = coop::spawn(async { "the others go on" });
+//!     assert!(buggy.await.unwrap_err().is_panic());
+//!     assert_eq!(fine.await.unwrap(), "the others go on");
+//! });
+//! ```
+//!
 //! # One thread
 //!
 //! A runtime and everything it runs stay on the thread that calls `block_on`: tasks need
