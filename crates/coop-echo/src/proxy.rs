@@ -1,0 +1,436 @@
+//! The PROXY protocol (HAProxy's `proxy-protocol.txt`, versions 1 and 2): a load
+//! balancer in front of the server starts each connection with a header that names the
+//! client it stands for.
+//!
+//! The header's syntax is `ppp`'s business; what a server does with a header that comes
+//! in pieces, never comes, or lies is this module's.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use coop::net::TcpStream;
+use ppp::v2::{self, Command, Protocol, Version};
+use ppp::{PartialResult, v1};
+
+/// How long a client may take to send its whole header (or the idle timeout, if
+/// shorter). A load balancer sends it with the connection's first bytes.
+pub const HEADER_TIME: Duration = Duration::from_secs(5);
+
+/// The longest header accepted, in bytes: a version 2 header with its TLVs (HAProxy's own
+/// are a few hundred bytes). A version 1 header is at most 107.
+pub const MAX_HEADER: usize = 4096;
+
+/// Who a connection is from, as its header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A client the load balancer relays: its address, and the address it connected to.
+    Client {
+        /// The client's address.
+        source: SocketAddr,
+        /// The address the client connected to (the load balancer's).
+        destination: SocketAddr,
+    },
+    /// The load balancer itself, on its own behalf: a health check (version 2 `LOCAL`),
+    /// or a connection it cannot describe (version 1 `UNKNOWN`, version 2 with no
+    /// addresses). The peer's own address stands.
+    Local,
+}
+
+/// What the bytes received so far make of a header.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// A whole header, `len` bytes long; what follows it is the client's data.
+    Header {
+        /// Who the connection is from.
+        origin: Origin,
+        /// The header's length in bytes.
+        len: usize,
+    },
+    /// So far a header's beginning: more bytes may complete it.
+    Incomplete,
+    /// Not a header, whatever follows.
+    Invalid(String),
+}
+
+/// The first 12 bytes of every version 2 header.
+const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
+
+/// Reads the bytes received so far.
+pub fn parse(input: &[u8]) -> Parsed {
+    let v2 = if input.len() < V2_SIGNATURE.len() {
+        V2_SIGNATURE.starts_with(input)
+    } else {
+        input.starts_with(V2_SIGNATURE)
+    };
+    let parsed = if v2 { parse_v2(input) } else { parse_v1(input) };
+    match parsed {
+        Parsed::Incomplete if input.len() >= MAX_HEADER => {
+            Parsed::Invalid(format!("no complete PROXY header in {MAX_HEADER} bytes"))
+        }
+        parsed => parsed,
+    }
+}
+
+fn parse_v1(input: &[u8]) -> Parsed {
+    let result = v1::Header::try_from(input);
+    if result.is_incomplete() {
+        return Parsed::Incomplete;
+    }
+    match result {
+        Ok(header) => {
+            let origin = match header.addresses {
+                v1::Addresses::Tcp4(a) => Origin::Client {
+                    source: (a.source_address, a.source_port).into(),
+                    destination: (a.destination_address, a.destination_port).into(),
+                },
+                v1::Addresses::Tcp6(a) => Origin::Client {
+                    source: (a.source_address, a.source_port).into(),
+                    destination: (a.destination_address, a.destination_port).into(),
+                },
+                v1::Addresses::Unknown => Origin::Local,
+            };
+            Parsed::Header {
+                origin,
+                len: header.header.len(),
+            }
+        }
+        Err(_) if !input.starts_with(b"PROXY") => Parsed::Invalid("no PROXY header".into()),
+        // `ppp` takes a line that ends just before its last field (the destination
+        // port) for a bad one: more bytes may still bring it.
+        Err(v1::BinaryParseError::Parse(v1::ParseError::InvalidDestinationPort(Some(e))))
+            if *e.kind() == std::num::IntErrorKind::Empty && !input.contains(&b'\r') =>
+        {
+            Parsed::Incomplete
+        }
+        Err(e) => Parsed::Invalid(format!("a bad PROXY v1 header: {e}")),
+    }
+}
+
+fn parse_v2(input: &[u8]) -> Parsed {
+    let result = v2::Header::try_from(input);
+    if let Err(v2::ParseError::Partial(_, length)) = &result {
+        if 16 + length > MAX_HEADER {
+            return Parsed::Invalid(format!(
+                "a PROXY v2 header of {} bytes (at most {MAX_HEADER})",
+                16 + length
+            ));
+        }
+    }
+    if result.is_incomplete() {
+        return Parsed::Incomplete;
+    }
+    let header = match result {
+        Ok(header) => header,
+        Err(e) => return Parsed::Invalid(format!("a bad PROXY v2 header: {e}")),
+    };
+    if header.len() > MAX_HEADER {
+        return Parsed::Invalid(format!(
+            "a PROXY v2 header of {} bytes (at most {MAX_HEADER})",
+            header.len()
+        ));
+    }
+    let origin = match (header.command, header.protocol, header.addresses) {
+        (Command::Local, ..) => Origin::Local,
+        (_, Protocol::Datagram, _) => {
+            return Parsed::Invalid("a PROXY v2 header for a datagram".into());
+        }
+        (_, _, v2::Addresses::IPv4(a)) => Origin::Client {
+            source: (a.source_address, a.source_port).into(),
+            destination: (a.destination_address, a.destination_port).into(),
+        },
+        (_, _, v2::Addresses::IPv6(a)) => Origin::Client {
+            source: (a.source_address, a.source_port).into(),
+            destination: (a.destination_address, a.destination_port).into(),
+        },
+        // The specification: a receiver accepts these, and uses the real addresses.
+        (_, _, v2::Addresses::Unspecified | v2::Addresses::Unix(_)) => Origin::Local,
+    };
+    Parsed::Header {
+        origin,
+        len: header.len(),
+    }
+}
+
+/// Why a connection's header was refused.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The peer closed before sending a byte: a port probe, not worth a warning.
+    Silent,
+    /// Anything else: said in one line.
+    Bad(String),
+}
+
+impl From<io::Error> for Refusal {
+    fn from(e: io::Error) -> Refusal {
+        Refusal::Bad(e.to_string())
+    }
+}
+
+/// Reads the header at the start of `stream`, waiting at most `limit` for all of it.
+/// Returns who the connection is from, and the client's bytes that came after the header
+/// (to be answered like any others). Reads no further than the header's first
+/// `MAX_HEADER` bytes.
+///
+/// Cancel safe in the sense that matters here: on any error the connection is closed.
+pub async fn read_header(
+    stream: &TcpStream,
+    limit: Duration,
+) -> Result<(Origin, Vec<u8>), Refusal> {
+    let mut received = Vec::new();
+    let reading = async {
+        let mut chunk = [0; 512];
+        loop {
+            let room = (MAX_HEADER - received.len()).min(chunk.len());
+            let n = stream.read(&mut chunk[..room]).await?;
+            if n == 0 {
+                return Err(if received.is_empty() {
+                    Refusal::Silent
+                } else {
+                    Refusal::Bad(format!(
+                        "closed after {} bytes of an incomplete PROXY header",
+                        received.len()
+                    ))
+                });
+            }
+            received.extend_from_slice(&chunk[..n]);
+            match parse(&received) {
+                Parsed::Header { origin, len } => return Ok((origin, len)),
+                Parsed::Incomplete => {}
+                Parsed::Invalid(why) => return Err(Refusal::Bad(why)),
+            }
+        }
+    };
+    match coop::time::timeout(limit, reading).await {
+        Ok(Ok((origin, len))) => {
+            received.drain(..len);
+            Ok((origin, received))
+        }
+        Ok(Err(refusal)) => Err(refusal),
+        Err(_) => Err(Refusal::Bad(format!(
+            "no complete PROXY header within {} s",
+            limit.as_secs_f64()
+        ))),
+    }
+}
+
+/// Which header a client sends (`--send-proxy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SendProxy {
+    /// The text header: `PROXY TCP4 ...\r\n`.
+    V1,
+    /// The binary header.
+    V2,
+}
+
+/// The header a load balancer would send for a client at `source` connected to
+/// `destination`.
+pub fn header(
+    version: SendProxy,
+    source: SocketAddr,
+    destination: SocketAddr,
+) -> io::Result<Vec<u8>> {
+    // Both ends in one family, as a header requires: an IPv4 address seen from an IPv6
+    // socket is written as IPv4-mapped IPv6.
+    let (source, destination) = match (source, destination) {
+        (SocketAddr::V4(s), SocketAddr::V6(d)) => (
+            SocketAddr::new(s.ip().to_ipv6_mapped().into(), s.port()),
+            SocketAddr::V6(d),
+        ),
+        (SocketAddr::V6(s), SocketAddr::V4(d)) => (
+            SocketAddr::V6(s),
+            SocketAddr::new(d.ip().to_ipv6_mapped().into(), d.port()),
+        ),
+        pair => pair,
+    };
+    match version {
+        SendProxy::V1 => Ok(v1::Addresses::from((source, destination))
+            .to_string()
+            .into_bytes()),
+        SendProxy::V2 => v2::Builder::with_addresses(
+            Version::Two | Command::Proxy,
+            Protocol::Stream,
+            (source, destination),
+        )
+        .build(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn version_1_names_the_client() {
+        let input = b"PROXY TCP4 192.0.2.7 198.51.100.1 50412 25000\r\nHello";
+        let Parsed::Header { origin, len } = parse(input) else {
+            panic!("{:?}", parse(input))
+        };
+        assert_eq!(&input[len..], b"Hello");
+        assert_eq!(
+            origin,
+            Origin::Client {
+                source: addr("192.0.2.7:50412"),
+                destination: addr("198.51.100.1:25000")
+            }
+        );
+        let six = b"PROXY TCP6 2001:db8::7 2001:db8::1 50412 25000\r\n";
+        assert!(matches!(
+            parse(six),
+            Parsed::Header { origin: Origin::Client { source, .. }, len: 48 }
+                if source == addr("[2001:db8::7]:50412")
+        ));
+        assert_eq!(
+            parse(b"PROXY UNKNOWN\r\n"),
+            Parsed::Header {
+                origin: Origin::Local,
+                len: 15
+            }
+        );
+        // UNKNOWN may carry addresses; the receiver ignores them.
+        let unknown = b"PROXY UNKNOWN ffff:f...f:ffff ffff:f...f:ffff 65535 65535\r\nx";
+        assert!(matches!(
+            parse(unknown),
+            Parsed::Header { origin: Origin::Local, len } if len == unknown.len() - 1
+        ));
+    }
+
+    #[test]
+    fn version_2_names_the_client_and_local_is_a_check() {
+        let header = header(
+            SendProxy::V2,
+            addr("192.0.2.7:50412"),
+            addr("10.0.0.1:25000"),
+        )
+        .unwrap();
+        let mut input = header.clone();
+        input.extend_from_slice(b"Hello");
+        assert_eq!(
+            parse(&input),
+            Parsed::Header {
+                origin: Origin::Client {
+                    source: addr("192.0.2.7:50412"),
+                    destination: addr("10.0.0.1:25000")
+                },
+                len: header.len()
+            }
+        );
+        let local = v2::Builder::with_addresses(
+            Version::Two | Command::Local,
+            Protocol::Unspecified,
+            v2::Addresses::Unspecified,
+        )
+        .build()
+        .unwrap();
+        assert_eq!(
+            parse(&local),
+            Parsed::Header {
+                origin: Origin::Local,
+                len: 16
+            }
+        );
+        // TLVs are skipped over.
+        let with_tlvs = v2::Builder::with_addresses(
+            Version::Two | Command::Proxy,
+            Protocol::Stream,
+            (addr("192.0.2.7:1"), addr("10.0.0.1:2")),
+        )
+        .write_tlv(0x05, b"unique-id-1234")
+        .unwrap()
+        .build()
+        .unwrap();
+        assert!(matches!(parse(&with_tlvs), Parsed::Header { len, .. } if len == with_tlvs.len()));
+    }
+
+    #[test]
+    fn what_is_not_a_header_says_why() {
+        for (input, why) in [
+            (&b"Hello\n"[..], "no PROXY header"),
+            (b"PROXY TCP4 1.2.3.4 5.6.7.8 80 x\r\n", "bad PROXY v1"),
+            (b"PROXY TCP5 1.2.3.4 5.6.7.8 80 81\r\n", "bad PROXY v1"),
+            (b"\r\n\r\n\0\r\nQUIT\n\x31\x11\0\x0c", "bad PROXY v2"),
+            (b"\r\n\r\n\0\r\nQUIX\n", "no PROXY header"),
+        ] {
+            match parse(input) {
+                Parsed::Invalid(reason) => assert!(reason.contains(why), "{reason}"),
+                other => panic!("{input:?}: {other:?}"),
+            }
+        }
+        let mut long = b"PROXY TCP4 ".to_vec();
+        long.resize(120, b'1');
+        assert!(matches!(parse(&long), Parsed::Invalid(_)));
+        // A v2 header that announces more than the limit.
+        let mut huge = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\xff\xff".to_vec();
+        huge.resize(MAX_HEADER, 0);
+        assert!(matches!(parse(&huge), Parsed::Invalid(_)));
+    }
+
+    fn any_header() -> impl Strategy<Value = Vec<u8>> {
+        let ip4 = any::<[u8; 4]>().prop_map(std::net::IpAddr::from);
+        let ip6 = any::<[u16; 8]>().prop_map(std::net::IpAddr::from);
+        let ip = prop_oneof![ip4, ip6];
+        (ip, any::<u16>(), any::<u16>(), any::<bool>()).prop_map(|(ip, sp, dp, v2)| {
+            let destination = if ip.is_ipv4() {
+                addr("10.0.0.1:0")
+            } else {
+                addr("[2001:db8::1]:0")
+            };
+            let source = SocketAddr::new(ip, sp);
+            let destination = SocketAddr::new(destination.ip(), dp);
+            let version = if v2 { SendProxy::V2 } else { SendProxy::V1 };
+            header(version, source, destination).unwrap()
+        })
+    }
+
+    proptest! {
+        /// Whatever arrives, the parser answers (never panics), and only a header is
+        /// taken for one.
+        #[test]
+        fn any_bytes_get_an_answer(input in proptest::collection::vec(any::<u8>(), 0..600)) {
+            if let Parsed::Header { len, .. } = parse(&input) {
+                prop_assert!(len <= input.len());
+            }
+        }
+
+        /// A header with any byte changed, or cut anywhere, gets an answer too.
+        #[test]
+        fn any_damaged_header_gets_an_answer(
+            header in any_header(),
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut damaged = header.clone();
+            damaged[at.index(header.len())] = byte;
+            damaged.truncate(cut.index(header.len() + 1));
+            if let Parsed::Header { len, .. } = parse(&damaged) {
+                prop_assert!(len <= damaged.len());
+            }
+        }
+
+        /// A header split anywhere is incomplete until its last byte, then parsed as
+        /// whole; what follows it is left alone.
+        #[test]
+        fn a_header_in_any_split_is_parsed_the_same(
+            header in any_header(),
+            rest in proptest::collection::vec(any::<u8>(), 0..40),
+        ) {
+            let whole = parse(&header);
+            let Parsed::Header { len, .. } = whole else {
+                return Err(TestCaseError::fail(format!("{header:?}: {whole:?}")));
+            };
+            prop_assert_eq!(len, header.len());
+            for cut in 0..header.len() {
+                prop_assert_eq!(parse(&header[..cut]), Parsed::Incomplete, "cut at {}", cut);
+            }
+            let mut more = header.clone();
+            more.extend_from_slice(&rest);
+            prop_assert_eq!(parse(&more), whole);
+        }
+    }
+}
