@@ -101,6 +101,12 @@ struct ServeArgs {
     #[arg(long)]
     trace: bool,
 
+    /// Behind a load balancer: every TCP connection begins with a PROXY protocol header
+    /// (v1 or v2, as HAProxy's send-proxy sends), which names the client. A connection
+    /// without one is refused.
+    #[arg(long)]
+    proxy_protocol: bool,
+
     /// Also answer UDP datagrams on the same port (prefix + datagram, one reply each).
     #[arg(long)]
     udp: bool,
@@ -214,6 +220,7 @@ fn serve(mut args: ServeArgs) -> ExitCode {
             framing: args.framing,
             quiet: args.quiet,
             idle_timeout: some_secs(args.idle_timeout),
+            proxy_protocol: args.proxy_protocol,
             totals: serve::Totals::default(),
         },
         max_connections: args

@@ -12,6 +12,7 @@ use coop::net::{TcpListener, TcpStream};
 use coop::time::{Sleep, sleep};
 
 use crate::echo::{CHUNK_SLICES, Encoder, Framing};
+use crate::proxy::{self, Origin, Refusal};
 
 /// Bytes one read may take from a client. Reads land in one buffer that all connections
 /// share; a connection copies out only what its client is not yet accepting back.
@@ -42,6 +43,8 @@ pub struct Settings {
     pub quiet: bool,
     /// Close a connection whose client has sent nothing for this long.
     pub idle_timeout: Option<Duration>,
+    /// Every connection begins with a PROXY protocol header.
+    pub proxy_protocol: bool,
     /// What every connection adds to.
     pub totals: Totals,
 }
@@ -95,33 +98,65 @@ enum Ending {
 
 /// Answers one client until it closes (or falls silent, or fails), and logs the end.
 pub async fn handle(stream: TcpStream, peer: SocketAddr, settings: Rc<Settings>) {
-    if !settings.quiet {
-        tracing::info!("Connection from {peer}");
+    // Who the client is: the peer, or whom the load balancer's header names. A load
+    // balancer's health check is logged at debug level: one a second would drown the log.
+    let (client, first, check) = if settings.proxy_protocol {
+        let limit = settings
+            .idle_timeout
+            .map_or(proxy::HEADER_TIME, |idle| idle.min(proxy::HEADER_TIME));
+        match proxy::read_header(&stream, limit).await {
+            Ok((Origin::Client { source, .. }, first)) => {
+                tracing::debug!("Connection from {source} comes through {peer}");
+                (source, first, false)
+            }
+            Ok((Origin::Local, first)) => (peer, first, true),
+            Err(Refusal::Silent) => {
+                tracing::debug!("Connection from {peer} closed before a PROXY header");
+                return;
+            }
+            Err(Refusal::Bad(why)) => {
+                tracing::warn!("Connection from {peer} refused: {why}");
+                return;
+            }
+        }
+    } else {
+        (peer, Vec::new(), false)
+    };
+    let info = !settings.quiet && !check;
+    if info {
+        tracing::info!("Connection from {client}");
+    } else if check {
+        tracing::debug!("Health check from {client}");
     }
     // Replies go out as soon as they are written: Nagle's algorithm would hold a reply
     // back while an earlier one is unacknowledged, which stalls pipelined clients.
     if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!("TCP_NODELAY on {peer}: {e}");
+        tracing::debug!("TCP_NODELAY on {client}: {e}");
     }
     let mut encoder = Encoder::new(Rc::clone(&settings.prefix), settings.framing);
     let mut counts = Counts::default();
-    let outcome = echo(&stream, &mut encoder, &mut counts, &settings).await;
-    if !settings.quiet {
+    let outcome = echo(&stream, &mut encoder, &mut counts, &settings, first).await;
+    if info || (check && tracing::enabled!(tracing::Level::DEBUG)) {
         let Counts {
             bytes_in,
             bytes_out,
         } = counts;
-        match outcome {
-            Ok(Ending::Closed) => tracing::info!(
-                "Connection closed {peer} ({bytes_in} bytes in, {bytes_out} bytes out)"
-            ),
-            Ok(Ending::Idle(after)) => tracing::info!(
-                "Connection closed {peer}: idle for {} s ({bytes_in} bytes in, {bytes_out} bytes out)",
+        let line = match outcome {
+            Ok(Ending::Closed) => {
+                format!("Connection closed {client} ({bytes_in} bytes in, {bytes_out} bytes out)")
+            }
+            Ok(Ending::Idle(after)) => format!(
+                "Connection closed {client}: idle for {} s ({bytes_in} bytes in, {bytes_out} bytes out)",
                 after.as_secs_f64()
             ),
-            Err(e) => tracing::info!(
-                "Connection closed {peer}: {e} ({bytes_in} bytes in, {bytes_out} bytes out)"
+            Err(e) => format!(
+                "Connection closed {client}: {e} ({bytes_in} bytes in, {bytes_out} bytes out)"
             ),
+        };
+        if info {
+            tracing::info!("{line}");
+        } else {
+            tracing::debug!("{line}");
         }
     }
 }
@@ -209,9 +244,21 @@ async fn echo(
     encoder: &mut Encoder,
     counts: &mut Counts,
     settings: &Settings,
+    first: Vec<u8>,
 ) -> io::Result<Ending> {
-    let mut pending = Vec::new();
     let mut idle = settings.idle_timeout.map(IdleTimer::new);
+    // Bytes that came with the PROXY header are the client's first chunk.
+    let mut pending = first;
+    if !pending.is_empty() {
+        counts.bytes_in += pending.len() as u64;
+        Totals::add(&settings.totals.bytes_in, pending.len() as u64);
+        Totals::add(&settings.totals.messages, 1);
+        encoder.begin_chunk();
+        let before = counts.bytes_out;
+        let flushed = answer_pending(stream, encoder, &mut pending, counts, &mut idle).await;
+        Totals::add(&settings.totals.bytes_out, counts.bytes_out - before);
+        flushed?;
+    }
     loop {
         match &mut idle {
             Some(idle) => {

@@ -62,6 +62,7 @@ fn start_server() -> (Vec<std::net::SocketAddr>, std::net::SocketAddr) {
                     quiet: true,
                     // The default: the idle timer must cost no allocation either.
                     idle_timeout: Some(Duration::from_secs(300)),
+                    proxy_protocol: false,
                     totals: Default::default(),
                 };
                 drop(coop::spawn(serve::run(listener, settings)));

@@ -1,0 +1,184 @@
+//! `serve --proxy-protocol`, driven the way a load balancer drives it: a PROXY header at
+//! the start of each connection, whole or in pieces, or a bad one.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+use std::time::Duration;
+
+use coop_echo::proxy::{SendProxy, header};
+
+use common::{IO_TIMEOUT, Server};
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// Reads until the server closes; everything it sent (a refused client gets nothing).
+fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    match stream.read_to_end(&mut got) {
+        Ok(_) => {}
+        // Unread bytes in the server's buffer turn its close into a reset.
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("reading until the server closes: {e}"),
+    }
+    got
+}
+
+#[test]
+fn the_header_names_the_client_and_is_never_echoed() {
+    let server = Server::start(&["--proxy-protocol"]);
+
+    // Version 1, with the first data in the same segment.
+    let mut v1 = server.connect();
+    let mut first = header(SendProxy::V1, addr("192.0.2.7:50412"), server.addr).unwrap();
+    first.extend_from_slice(b"Hello\n");
+    v1.write_all(&first).unwrap();
+    let mut reply = [0; 10];
+    v1.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"GOT:Hello\n");
+    server.wait_for_log("Connection from 192.0.2.7:50412");
+
+    // Version 2, a byte at a time, then data on its own.
+    let mut v2 = server.connect();
+    let header = header(
+        SendProxy::V2,
+        addr("[2001:db8::7]:443"),
+        addr("[::1]:25000"),
+    )
+    .unwrap();
+    for byte in &header {
+        v2.write_all(&[*byte]).unwrap();
+    }
+    v2.write_all(b"World\n").unwrap();
+    let mut reply = [0; 10];
+    v2.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"GOT:World\n");
+    server.wait_for_log("Connection from [2001:db8::7]:443");
+
+    drop(v1);
+    drop(v2);
+    server.wait_for_log("Connection closed 192.0.2.7:50412 (6 bytes in, 10 bytes out)");
+    server.wait_for_log("Connection closed [2001:db8::7]:443 (6 bytes in, 10 bytes out)");
+}
+
+/// A load balancer's health check (v2 LOCAL, v1 UNKNOWN) is answered, and kept out of
+/// the info-level log.
+#[test]
+fn health_checks_are_served_and_not_logged() {
+    let server = Server::start(&["--proxy-protocol"]);
+    let local = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00".to_vec();
+    let unknown = b"PROXY UNKNOWN\r\n".to_vec();
+    let mut ports = Vec::new();
+    for mut check in [local, unknown] {
+        let mut stream = server.connect();
+        ports.push(stream.local_addr().unwrap().port());
+        check.extend_from_slice(b"health\n");
+        stream.write_all(&check).unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(read_to_close(&mut stream), b"GOT:health\n");
+    }
+    // The server logs in order, on one thread: once a later connection's last line is
+    // out, anything about the checks would be too.
+    let mut later = server.connect();
+    let hello = header(SendProxy::V1, addr("192.0.2.9:1000"), server.addr).unwrap();
+    later.write_all(&hello).unwrap();
+    drop(later);
+    server.wait_for_log("Connection closed 192.0.2.9:1000");
+    let log = server.log();
+    for port in ports {
+        assert!(
+            !log.contains(&format!(":{port}")),
+            "a health check was logged:\n{log}"
+        );
+    }
+}
+
+/// Whatever a client sends in place of a header, it gets one warning line naming it and
+/// the reason, nothing of it comes back, and the server goes on.
+#[test]
+fn a_bad_header_is_refused_with_one_warning() {
+    let mut server = Server::start(&["--proxy-protocol", "--idle-timeout", "1"]);
+    let mut long_v1 = b"PROXY TCP4 ".to_vec();
+    long_v1.resize(140, b'7');
+    long_v1.extend_from_slice(b"\r\n");
+    let mut past_the_end = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x40".to_vec();
+    past_the_end.extend_from_slice(&[1; 12]); // 64 announced, 12 sent, then the end
+    let cases: [(&str, Vec<u8>, &str); 6] = [
+        ("no header", b"Hello\n".to_vec(), "no PROXY header"),
+        (
+            "random bytes",
+            (0..64u32).map(|i| (i * 151 % 256) as u8).collect(),
+            "no PROXY header",
+        ),
+        ("a v1 line past 107 bytes", long_v1, "bad PROXY v1 header"),
+        (
+            "a v2 wrong signature",
+            b"\r\n\r\n\0\r\nQUIX\n\x21\x11\x00\x0c".to_vec(),
+            "no PROXY header",
+        ),
+        (
+            "a v2 length past the end",
+            past_the_end,
+            "incomplete PROXY header",
+        ),
+        (
+            "a v2 unknown version",
+            b"\r\n\r\n\0\r\nQUIT\n\x31\x11\x00\x0c".to_vec(),
+            "bad PROXY v2 header",
+        ),
+    ];
+    for (what, bytes, reason) in cases {
+        let mut stream = server.connect();
+        let port = stream.local_addr().unwrap().port();
+        stream.write_all(&bytes).unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(
+            read_to_close(&mut stream),
+            b"",
+            "{what}: something came back"
+        );
+        let line = server.wait_for_log(&format!("127.0.0.1:{port} refused"));
+        assert!(line.contains("WARN"), "{what}: {line}");
+        assert!(line.contains(reason), "{what}: {line}");
+    }
+
+    // A header that trickles in, a byte per 100 ms (the client's pace), is cut off at
+    // the limit: the idle timeout of 1 s, as it is shorter than 5 s.
+    let mut slow = server.connect();
+    let port = slow.local_addr().unwrap().port();
+    let header = header(SendProxy::V2, addr("192.0.2.7:1"), server.addr).unwrap();
+    for byte in header.iter().cycle().take(200) {
+        if slow.write_all(&[*byte]).is_err() {
+            break; // the server closed
+        }
+        thread::sleep(Duration::from_millis(100));
+        if server.log().contains(&format!("127.0.0.1:{port} refused")) {
+            break;
+        }
+    }
+    let line = server.wait_for_log(&format!("127.0.0.1:{port} refused"));
+    assert!(
+        line.contains("no complete PROXY header within 1 s"),
+        "{line}"
+    );
+    slow.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    assert_eq!(read_to_close(&mut slow), b"");
+
+    // And everyone with a header is served as before.
+    let mut good = server.connect();
+    let mut hello = header_v1_from(&good, &server);
+    hello.extend_from_slice(b"ok?\n");
+    good.write_all(&hello).unwrap();
+    let mut reply = [0; 8];
+    good.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"GOT:ok?\n");
+    assert!(server.is_running());
+}
+
+fn header_v1_from(stream: &TcpStream, server: &Server) -> Vec<u8> {
+    header(SendProxy::V1, stream.local_addr().unwrap(), server.addr).unwrap()
+}
