@@ -65,17 +65,23 @@ fn the_header_names_the_client_and_is_never_echoed() {
     server.wait_for_log("Connection closed [2001:db8::7]:443 (6 bytes in, 10 bytes out)");
 }
 
-/// A load balancer's health check (v2 LOCAL, v1 UNKNOWN) is answered, and kept out of
-/// the info-level log.
+/// A load balancer's health check (v2 LOCAL, v1 UNKNOWN, or a v1 header that names the
+/// connection itself, as HAProxy's checks with `send-proxy` send) is answered, and kept
+/// out of the info-level log.
 #[test]
 fn health_checks_are_served_and_not_logged() {
     let server = Server::start(&["--proxy-protocol"]);
     let local = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00".to_vec();
     let unknown = b"PROXY UNKNOWN\r\n".to_vec();
     let mut ports = Vec::new();
-    for mut check in [local, unknown] {
+    for kind in 0..3 {
         let mut stream = server.connect();
         ports.push(stream.local_addr().unwrap().port());
+        let mut check = match kind {
+            0 => local.clone(),
+            1 => unknown.clone(),
+            _ => header(SendProxy::V1, stream.local_addr().unwrap(), server.addr).unwrap(),
+        };
         check.extend_from_slice(b"health\n");
         stream.write_all(&check).unwrap();
         stream.shutdown(std::net::Shutdown::Write).unwrap();

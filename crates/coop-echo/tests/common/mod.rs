@@ -33,6 +33,17 @@ impl Server {
 
     /// As `start`, with the command run by `wrapper` (e.g. `prlimit --nofile=64`).
     pub fn start_under(wrapper: &[&str], args: &[&str]) -> Server {
+        Server::start_with(wrapper, "127.0.0.1", 0, "info", args)
+    }
+
+    /// `wrapper coop-echo serve --host HOST --port PORT ARGS`, logging at `level`.
+    pub fn start_with(
+        wrapper: &[&str],
+        host: &str,
+        port: u16,
+        level: &str,
+        args: &[&str],
+    ) -> Server {
         let mut command = match wrapper.split_first() {
             Some((program, wrapper_args)) => {
                 let mut command = Command::new(program);
@@ -42,9 +53,9 @@ impl Server {
             None => Command::new(binary()),
         };
         let mut child = command
-            .args(["serve", "--host", "127.0.0.1", "--port", "0"])
+            .args(["serve", "--host", host, "--port", &port.to_string()])
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", level)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
