@@ -254,3 +254,302 @@ fn health_checks_keep_instances_up_and_out_of_the_log() {
         }
     }
 }
+
+/// Hosts made for one test: network namespaces joined by veth pairs, removed (with
+/// their links) when dropped, whatever happened.
+struct Hosts {
+    names: Vec<String>,
+    /// Links of this host's end: a namespace outlives its deletion while sockets in it
+    /// wait out TIME_WAIT, and so would its links, and their routes.
+    links: Vec<String>,
+}
+
+impl Hosts {
+    fn add(&mut self, name: &str) {
+        ip(&["netns", "add", name]);
+        self.names.push(name.to_string());
+        ip(&["-n", name, "link", "set", "lo", "up"]);
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        for link in &self.links {
+            let _ = Command::new("ip").args(["link", "del", link]).status();
+        }
+        for name in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `a` in namespace `ns_a` (None: this one) linked to `b` in `ns_b`, with addresses.
+fn link(ns_a: Option<&str>, a: &str, addr_a: &str, ns_b: &str, b: &str, addr_b: &str) {
+    let mut on_a: Vec<&str> = ns_a.map_or(vec![], |ns| vec!["-n", ns]);
+    let mut add = on_a.clone();
+    add.extend([
+        "link", "add", a, "type", "veth", "peer", "name", b, "netns", ns_b,
+    ]);
+    ip(&add);
+    let mut address = on_a.clone();
+    address.extend(["addr", "add", addr_a, "dev", a]);
+    ip(&address);
+    on_a.extend(["link", "set", a, "up"]);
+    ip(&on_a);
+    ip(&["-n", ns_b, "addr", "add", addr_b, "dev", b]);
+    ip(&["-n", ns_b, "link", "set", b, "up"]);
+}
+
+fn can_make_hosts() -> bool {
+    let root = rustix::process::geteuid().is_root();
+    let ip_found = Command::new("ip").arg("-V").output().is_ok();
+    if !(root && ip_found) {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "network namespaces need root and ip (iproute2), and CI must run this test"
+        );
+        eprintln!("skipped: network namespaces need root and ip");
+    }
+    root && ip_found
+}
+
+/// What one client connection saw.
+struct Outcome {
+    port: u16,
+    started: Instant,
+    /// Bytes sent and echoed back intact, or why not.
+    result: Result<usize, String>,
+}
+
+/// One connection: 64 KiB of lines out, each line back behind its `GOT:`, every byte
+/// compared.
+fn echo_64k(frontend: SocketAddr, seed: u64) -> Outcome {
+    let started = Instant::now();
+    let payload = common::pseudo_random(64 * 1024, seed);
+    let mut port = 0;
+    let result = (|| -> std::io::Result<usize> {
+        let mut stream = TcpStream::connect_timeout(&frontend, IO_TIMEOUT)?;
+        port = stream.local_addr()?.port();
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        let mut writer = stream.try_clone()?;
+        let sent = payload.clone();
+        let sender = thread::spawn(move || writer.write_all(&sent));
+        let expected = common::prefix_lines(b"GOT:", &payload);
+        let mut back = vec![0; expected.len()];
+        let read = stream.read_exact(&mut back);
+        let written = sender
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the writing thread panicked")));
+        written?;
+        read?;
+        if back != expected {
+            return Err(std::io::Error::other("the echo differs"));
+        }
+        Ok(payload.len())
+    })()
+    .map_err(|e| e.to_string());
+    Outcome {
+        port,
+        started,
+        result,
+    }
+}
+
+/// Test 5: instances on two hosts, HAProxy on a third, clients on this one. One
+/// instance's host is cut off mid-run: HAProxy marks it down, every later client is
+/// served by the other, and every connection the other served is intact.
+#[test]
+fn a_host_cut_off_mid_run_is_taken_out_and_the_other_serves_everyone() {
+    if !have_haproxy() || !can_make_hosts() {
+        return;
+    }
+    let tag = std::process::id() % 100_000;
+    let (lb, h1, h2) = (
+        format!("cooplb{tag}"),
+        format!("cooph1{tag}"),
+        format!("cooph2{tag}"),
+    );
+    let mut hosts = Hosts {
+        names: Vec::new(),
+        links: Vec::new(),
+    };
+    for name in [&lb, &h1, &h2] {
+        hosts.add(name);
+    }
+    // This host 10.201.0.1 -- 10.201.0.2 load balancer 10.201.1.1 -- 10.201.1.2 host 1
+    //                                                  10.201.2.1 -- 10.201.2.2 host 2
+    hosts.links.push(format!("cr{tag}"));
+    link(
+        None,
+        &format!("cr{tag}"),
+        "10.201.0.1/24",
+        &lb,
+        "up0",
+        "10.201.0.2/24",
+    );
+    link(
+        Some(&lb),
+        "to1",
+        "10.201.1.1/24",
+        &h1,
+        "eth1",
+        "10.201.1.2/24",
+    );
+    link(
+        Some(&lb),
+        "to2",
+        "10.201.2.1/24",
+        &h2,
+        "eth2",
+        "10.201.2.2/24",
+    );
+
+    let on = |ns: &str| ["ip", "netns", "exec", ns].map(str::to_string);
+    let instance = |ns: &str, host: &str| {
+        let wrapper = on(ns);
+        let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+        Server::start_with(
+            &wrapper,
+            host,
+            25000,
+            "info",
+            &["--proxy-protocol", "--framing", "line"],
+        )
+    };
+    let one = instance(&h1, "10.201.1.2");
+    let two = instance(&h2, "10.201.2.2");
+    let wrapper = on(&lb);
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let check_ms = 200;
+    let mut haproxy = Haproxy::start(
+        &wrapper,
+        "10.201.0.2:25000".parse().unwrap(),
+        [one.addr, two.addr],
+        "send-proxy-v2",
+        check_ms,
+    );
+    haproxy.wait_status("a", "UP");
+    haproxy.wait_status("b", "UP");
+
+    // Clients keep connecting, four at a time, until told to stop.
+    let frontend = haproxy.frontend;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..4u64)
+        .map(|c| {
+            let (stop, outcomes) = (Arc::clone(&stop), Arc::clone(&outcomes));
+            thread::spawn(move || {
+                let mut seed = c * 1_000_000;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && seed % 1_000_000 < 2000 {
+                    seed += 1;
+                    let outcome = echo_64k(frontend, seed);
+                    outcomes.lock().unwrap().push(outcome);
+                }
+            })
+        })
+        .collect();
+    let done = |outcomes: &Mutex<Vec<Outcome>>| outcomes.lock().unwrap().len();
+    let wait_for = |n: usize| {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while done(&outcomes) < n {
+            assert!(
+                Instant::now() < deadline,
+                "only {} connections",
+                done(&outcomes)
+            );
+            thread::sleep(Duration::from_millis(10)); // polling the clients' tally
+        }
+    };
+    wait_for(40);
+
+    let cut = Instant::now();
+    ip(&["-n", &lb, "link", "set", "to1", "down"]);
+    let down = haproxy.wait_status("a", "DOWN");
+    let before_down = done(&outcomes);
+    wait_for(before_down + 100);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for client in clients {
+        client.join().unwrap();
+    }
+
+    let served_by = |server: &Server, port: u16| {
+        server
+            .log()
+            .contains(&format!("Connection from 10.201.0.1:{port}\n"))
+    };
+    let outcomes = outcomes.lock().unwrap();
+    let after: Vec<&Outcome> = outcomes.iter().filter(|o| o.started > down).collect();
+    for o in &after {
+        assert_eq!(
+            o.result,
+            Ok(64 * 1024),
+            "a client after the cut: port {}; haproxy: {:?}; host 2: {:?}; haproxy log: {}",
+            o.port,
+            haproxy
+                .log()
+                .lines()
+                .filter(|l| l.contains(&format!(":{}", o.port)))
+                .collect::<Vec<_>>(),
+            two.log()
+                .lines()
+                .filter(|l| l.contains(&format!(":{}", o.port)))
+                .collect::<Vec<_>>(),
+            haproxy
+                .log()
+                .lines()
+                .filter(|l| !l.starts_with("<6>"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        assert!(
+            served_by(&two, o.port),
+            "port {} not served by host 2",
+            o.port
+        );
+    }
+    let mut verified = 0;
+    for o in outcomes
+        .iter()
+        .filter(|o| o.port != 0 && served_by(&two, o.port))
+    {
+        assert_eq!(
+            o.result,
+            Ok(64 * 1024),
+            "host 2's connection from port {}",
+            o.port
+        );
+        verified += 64 * 1024;
+    }
+    let one_served = outcomes.iter().filter(|o| served_by(&one, o.port)).count();
+    eprintln!(
+        "fail-over: marked down {:?} after the cut (checks every {check_ms} ms, fall 2); \
+         {} connections, {one_served} on host 1 before the cut; {} after the mark, all on \
+         host 2; {} KiB verified on host 2",
+        down - cut,
+        outcomes.len(),
+        after.len(),
+        verified / 1024
+    );
+    assert!(one_served > 0, "host 1 served no one before the cut");
+    // Two failed checks, 200 ms apart, and the first may start up to one interval late.
+    assert!(
+        down - cut < Duration::from_millis(u64::from(check_ms) * 10),
+        "marked down only {:?} after the cut",
+        down - cut
+    );
+    drop(haproxy);
+    drop(one);
+    drop(two);
+    drop(hosts);
+}
