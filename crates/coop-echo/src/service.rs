@@ -136,6 +136,7 @@ async fn serve_until_stopped(service: Service) -> ExitCode {
             server: handle.clone(),
             settings: Rc::clone(&settings),
             rate,
+            udp: udp.is_some(),
         });
         drop(coop::spawn_named("admin", admin::serve(listener, sources)));
     }
@@ -239,7 +240,7 @@ fn default_max_connections() -> usize {
 }
 
 /// `1 connection`, `2 connections`.
-fn count(n: u64, what: &str) -> String {
+pub(crate) fn count(n: u64, what: &str) -> String {
     if n == 1 {
         format!("1 {what}")
     } else {
