@@ -47,14 +47,21 @@ struct TopArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  coop-echo client                    localhost, port 25000
+  coop-echo client localhost:25000    HOST:PORT
+  coop-echo client localhost 25000    HOST PORT
+  coop-echo client [::1]:25000        IPv6 (or: coop-echo client ::1 25000)")]
 struct ClientArgs {
-    /// Server to talk to.
-    #[arg(default_value = "localhost")]
-    host: String,
+    /// Server to talk to: a name or an address (IPv4, or IPv6 bare or in brackets), with
+    /// its port after a colon or as the next argument [default: localhost]
+    #[arg(value_name = "HOST[:PORT]")]
+    host: Option<String>,
 
-    /// Its port.
-    #[arg(default_value_t = 25000)]
-    port: u16,
+    /// Its port, if HOST does not give it [default: 25000]
+    #[arg(value_name = "PORT")]
+    port: Option<u16>,
 }
 
 #[derive(Debug, Args)]
@@ -160,9 +167,21 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Bench(args)) => bench::run(args),
         Some(Command::Top(args)) => coop_echo::top::run(args.admin),
-        Some(Command::Client(args)) => coop_echo::client::run(&args.host, args.port),
+        Some(Command::Client(args)) => {
+            let host = args.host.as_deref().unwrap_or("localhost");
+            match coop_echo::client::target(host, args.port) {
+                Ok(target) => coop_echo::client::run(&target),
+                Err(e) => usage_error(clap::error::ErrorKind::ValueValidation, e),
+            }
+        }
         None => serve(cli.serve),
     }
+}
+
+/// Exits 2 with clap's `error: ...` message, as for any other bad argument.
+fn usage_error(kind: clap::error::ErrorKind, message: impl std::fmt::Display) -> ! {
+    use clap::CommandFactory;
+    Cli::command().error(kind, message).exit()
 }
 
 /// Log lines go to stderr; `RUST_LOG` picks what is shown (default: `info`).
@@ -181,15 +200,12 @@ fn serve(mut args: ServeArgs) -> ExitCode {
         .admin
         .filter(|a| !a.ip().is_loopback() && !args.admin_public)
     {
-        use clap::CommandFactory;
-        Cli::command()
-            .error(
-                clap::error::ErrorKind::ArgumentConflict,
-                format!(
-                    "--admin {admin} is not a loopback address: add --admin-public to serve metrics beyond this machine"
-                ),
-            )
-            .exit();
+        usage_error(
+            clap::error::ErrorKind::ArgumentConflict,
+            format!(
+                "--admin {admin} is not a loopback address: add --admin-public to serve metrics beyond this machine"
+            ),
+        );
     }
     // `[::1]` is how people write an IPv6 address next to a port; the resolver wants `::1`.
     if let Some(bare) = args

@@ -46,6 +46,15 @@ impl Server {
 
     /// As `start`, with the command run by `wrapper` (e.g. `prlimit --nofile=64`).
     pub fn start_under(wrapper: &[&str], args: &[&str]) -> Server {
+        Server::launch(wrapper, "127.0.0.1", args)
+    }
+
+    /// As `start`, listening on `host` (a loopback address) instead of 127.0.0.1.
+    pub fn start_on(host: &str, args: &[&str]) -> Server {
+        Server::launch(&[], host, args)
+    }
+
+    fn launch(wrapper: &[&str], host: &str, args: &[&str]) -> Server {
         let mut command = match wrapper.split_first() {
             Some((program, wrapper_args)) => {
                 let mut command = Command::new(program);
@@ -55,7 +64,7 @@ impl Server {
             None => Command::new(binary()),
         };
         let mut child = command
-            .args(["serve", "--host", "127.0.0.1", "--port", "0"])
+            .args(["serve", "--host", host, "--port", "0"])
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
