@@ -104,13 +104,19 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, settings: Rc<Settings>)
         tracing::debug!("TCP_NODELAY on {peer}: {e}");
     }
     let mut encoder = Encoder::new(Rc::clone(&settings.prefix), settings.framing);
-    let mut counts = Counts::default();
-    let outcome = echo(&stream, &mut encoder, &mut counts, &settings).await;
+    let mut open = Open {
+        peer,
+        quiet: settings.quiet,
+        counts: Counts::default(),
+        ended: false,
+    };
+    let outcome = echo(&stream, &mut encoder, &mut open.counts, &settings).await;
+    open.ended = true;
     if !settings.quiet {
         let Counts {
             bytes_in,
             bytes_out,
-        } = counts;
+        } = open.counts;
         match outcome {
             Ok(Ending::Closed) => tracing::info!(
                 "Connection closed {peer} ({bytes_in} bytes in, {bytes_out} bytes out)"
@@ -123,6 +129,34 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, settings: Rc<Settings>)
                 "Connection closed {peer}: {e} ({bytes_in} bytes in, {bytes_out} bytes out)"
             ),
         }
+    }
+}
+
+/// A connection being answered. Its handler can be dropped before it returns only when
+/// the runtime goes with the connection still open (the server stopped: the shutdown
+/// deadline passed, or a second signal came), and then this gives the connection its
+/// closing line. A handler that panics drops this while unwinding, and coop's server
+/// logs the panic instead.
+struct Open {
+    peer: SocketAddr,
+    quiet: bool,
+    counts: Counts,
+    ended: bool,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if self.ended || self.quiet || std::thread::panicking() {
+            return;
+        }
+        let Counts {
+            bytes_in,
+            bytes_out,
+        } = self.counts;
+        tracing::info!(
+            "Connection closed {}: the server stopped ({bytes_in} bytes in, {bytes_out} bytes out)",
+            self.peer
+        );
     }
 }
 
