@@ -35,7 +35,11 @@ pub const DEFAULT_PORT: u16 = 25000;
 /// brackets), `HOST:PORT` or `[IPV6]:PORT`, and the port apart as `port`.
 pub fn target(host: &str, port: Option<u16>) -> Result<String, String> {
     use std::net::{IpAddr, SocketAddr};
-    let twice = || Err(format!("'{host}' already gives a port: leave out the second one"));
+    let twice = || {
+        Err(format!(
+            "'{host}' already gives a port: leave out the second one"
+        ))
+    };
     if host.parse::<SocketAddr>().is_ok() {
         return if port.is_some() {
             twice()
@@ -57,9 +61,7 @@ pub fn target(host: &str, port: Option<u16>) -> Result<String, String> {
         Some(_) if port.is_some() => twice(),
         Some((name, given)) => match given.parse::<u16>() {
             Ok(_) if !name.is_empty() && !name.contains(':') => Ok(host.to_string()),
-            _ => Err(format!(
-                "'{host}' is not HOST, HOST:PORT or [IPV6]:PORT"
-            )),
+            _ => Err(format!("'{host}' is not HOST, HOST:PORT or [IPV6]:PORT")),
         },
         None if host.is_empty() => Err("the host is empty".to_string()),
         None => Ok(format!("{host}:{port_or_default}")),

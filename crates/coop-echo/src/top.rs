@@ -258,7 +258,10 @@ mod tests {
             ..Snapshot::default()
         };
         let lines = screen(&Ok(snapshot));
-        assert!(lines[0].contains("127.0.0.1:9000: the scheduler, live"), "{lines:#?}");
+        assert!(
+            lines[0].contains("127.0.0.1:9000: the scheduler, live"),
+            "{lines:#?}"
+        );
         for (label, count) in [("ready", "2"), ("read ", "53"), ("write", "0")] {
             let line = lines
                 .iter()

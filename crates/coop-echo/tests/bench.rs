@@ -47,7 +47,9 @@ fn a_plain_echo_without_prefix_fails_naming_prefix() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
     assert!(
-        stderr.lines().any(|l| l.contains("--prefix ('' for a plain echo)")),
+        stderr
+            .lines()
+            .any(|l| l.contains("--prefix ('' for a plain echo)")),
         "{stderr}"
     );
     assert!(stdout.contains("messages   0 "), "{stdout}");
@@ -64,12 +66,24 @@ fn a_plain_echo_without_prefix_fails_naming_prefix() {
 #[test]
 fn open_loop_sends_exactly_rate_times_duration() {
     let server = Server::start(&["--quiet"]);
-    let out = bench(&server, &["-c", "4", "--rate", "3000", "-d", "0.5", "--json"]);
+    let out = bench(
+        &server,
+        &["-c", "4", "--rate", "3000", "-d", "0.5", "--json"],
+    );
     assert_eq!(messages(&out), 1500);
-    let out = bench(&server, &["-c", "3", "--rate", "1000", "-d", "0.2", "--json"]);
+    let out = bench(
+        &server,
+        &["-c", "3", "--rate", "1000", "-d", "0.2", "--json"],
+    );
     assert_eq!(messages(&out), 200);
-    let out = bench(&server, &["-c", "2", "--rate", "2000", "-n", "300", "--json"]);
+    let out = bench(
+        &server,
+        &["-c", "2", "--rate", "2000", "-n", "300", "--json"],
+    );
     assert_eq!(messages(&out), 300);
-    let out = bench(&server, &["-c", "2", "--pipeline", "4", "-n", "301", "--json"]);
+    let out = bench(
+        &server,
+        &["-c", "2", "--pipeline", "4", "-n", "301", "--json"],
+    );
     assert_eq!(messages(&out), 301);
 }

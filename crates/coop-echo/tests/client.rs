@@ -60,7 +60,11 @@ fn an_ipv6_literal_in_brackets_or_bare() {
 /// A port given twice, or a HOST:PORT that is neither, is a usage error (exit 2).
 #[test]
 fn an_address_that_means_nothing_is_a_usage_error() {
-    for args in [&["localhost:7", "8"][..], &["localhost:http"], &["[::1]:7", "8"]] {
+    for args in [
+        &["localhost:7", "8"][..],
+        &["localhost:http"],
+        &["[::1]:7", "8"],
+    ] {
         let out = client(args, b"");
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);

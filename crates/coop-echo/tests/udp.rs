@@ -163,7 +163,10 @@ fn metrics_count_datagrams_received_answered_and_refused() {
         if metric(&body, "echo_udp_received_total") == SENT && dealt_with == SENT {
             break body;
         }
-        assert!(Instant::now() < deadline, "not all datagrams counted:\n{body}");
+        assert!(
+            Instant::now() < deadline,
+            "not all datagrams counted:\n{body}"
+        );
         // Not a wait for the server: the next scrape is the wait.
         std::thread::yield_now();
     };
@@ -182,7 +185,10 @@ fn metrics_count_datagrams_received_answered_and_refused() {
         "more replies than /metrics counted as answered"
     );
     assert!(answered >= 1, "the first datagram has its token");
-    assert!(refused >= 1, "a rate of 1/s cannot answer 20 datagrams sent at once");
+    assert!(
+        refused >= 1,
+        "a rate of 1/s cannot answer 20 datagrams sent at once"
+    );
     assert_eq!(answered + refused, SENT);
     server.wait_for_log("over the rate limit, 1 datagram unanswered so far");
 }

@@ -16,7 +16,10 @@ fn seed_echo() -> PathBuf {
         .expect("the test runs from target/PROFILE/deps");
     let mut build = Command::new(cargo);
     build.args(["build", "--quiet", "-p", "coop", "--example", "seed_echo"]);
-    if profile_dir.file_name().is_some_and(|name| name == "release") {
+    if profile_dir
+        .file_name()
+        .is_some_and(|name| name == "release")
+    {
         build.arg("--release");
     }
     let status = build.status().expect("run cargo build");

@@ -243,7 +243,10 @@ pub fn run(args: BenchArgs) -> std::process::ExitCode {
             }
             if report.mismatches > 0 || report.messages == 0 {
                 // The report may have gone to a file or a pipe: the reason goes to stderr.
-                let reason = report.first_error.as_deref().unwrap_or("no reply came back");
+                let reason = report
+                    .first_error
+                    .as_deref()
+                    .unwrap_or("no reply came back");
                 eprintln!("coop-echo: bench failed: {reason}");
                 ExitCode::FAILURE
             } else {
@@ -487,7 +490,10 @@ async fn exchange(id: usize, stream: &TcpStream, load: &Load) -> io::Result<()> 
             };
             let done = verifier.feed(&buf[..n]).map_err(|m| {
                 load.tally.borrow_mut().mismatches += 1;
-                io::Error::new(io::ErrorKind::InvalidData, mismatch_message(m.message, load))
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    mismatch_message(m.message, load),
+                )
             })?;
             let mut tally = load.tally.borrow_mut();
             tally.bytes_received += n as u64;
