@@ -158,8 +158,8 @@ impl Pace {
         self.at(message as u128 * connections as u128 + connection as u128)
     }
 
-    /// How many slots are due by `now` (slots `0..n`), by the same arithmetic as [`at`]
-    /// (Self::at), so that a connection woken for a slot finds it due.
+    /// How many slots are due by `now` (slots `0..n`), by the same arithmetic as
+    /// [`Self::at`], so that a connection woken for a slot finds it due.
     fn due_by(&self, now: Instant) -> u128 {
         let elapsed = now.saturating_duration_since(self.start).as_secs_f64();
         let mut n = (elapsed * self.rate) as u128 + 1;
