@@ -35,6 +35,9 @@ pub struct Sources {
     pub settings: Rc<Settings>,
     /// Messages per second over the last second, kept by [`sample_rate`].
     pub rate: Rc<Cell<f64>>,
+    /// Whether the server answers UDP (its counters are reported only then: a zero would
+    /// read as "no datagram came" rather than "not listening").
+    pub udp: bool,
 }
 
 /// Serves `/metrics` on `listener` until the runtime ends.
@@ -239,6 +242,26 @@ fn metrics(sources: &Sources) -> String {
         "Reads that returned data",
         totals.messages.get(),
     );
+    if sources.udp {
+        counter(
+            &mut registry,
+            "echo_udp_received",
+            "UDP datagrams received",
+            totals.udp_in.get(),
+        );
+        counter(
+            &mut registry,
+            "echo_udp_answered",
+            "UDP datagrams answered",
+            totals.udp_out.get(),
+        );
+        counter(
+            &mut registry,
+            "echo_udp_refused",
+            "UDP datagrams left unanswered by the rate limit (--udp-rate)",
+            totals.udp_refused.get(),
+        );
+    }
     let rate = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
     rate.set(sources.rate.get());
     registry.register(

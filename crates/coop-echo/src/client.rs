@@ -7,6 +7,9 @@
 //! `GOT:World`, as a person typing would, and not one reply to both lines. At the end of
 //! stdin the client shuts down its side, prints what is still coming, and exits once the
 //! server has closed.
+//!
+//! The server is given as `localhost`, `localhost:25000`, `localhost 25000`,
+//! `127.0.0.1:25000`, `[::1]:25000` or `::1 25000`; names are resolved by the system.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
@@ -24,18 +27,50 @@ use coop::time::{sleep, timeout};
 /// How long a line waits for the reply to the one before.
 const LOCKSTEP: Duration = Duration::from_secs(1);
 
-/// Connects to `host:port` and relays stdin and stdout until the server closes.
-pub fn run(host: &str, port: u16) -> ExitCode {
-    // `client 127.0.0.1:25000` and `client [::1]:25000` mean what they say.
-    if let Ok(addr) = host.parse::<std::net::SocketAddr>() {
-        return run(&addr.ip().to_string(), addr.port());
-    }
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let target = if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
+/// The port a client talks to when it is given none.
+pub const DEFAULT_PORT: u16 = 25000;
+
+/// The server to talk to, as `HOST:PORT` text that [`ToSocketAddrs`] resolves, from
+/// what the user typed: `HOST` (a name, an IPv4 address, an IPv6 address bare or in
+/// brackets), `HOST:PORT` or `[IPV6]:PORT`, and the port apart as `port`.
+pub fn target(host: &str, port: Option<u16>) -> Result<String, String> {
+    use std::net::{IpAddr, SocketAddr};
+    let twice = || {
+        Err(format!(
+            "'{host}' already gives a port: leave out the second one"
+        ))
     };
+    if host.parse::<SocketAddr>().is_ok() {
+        return if port.is_some() {
+            twice()
+        } else {
+            Ok(host.to_string())
+        };
+    }
+    let port_or_default = port.unwrap_or(DEFAULT_PORT);
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    match bare.parse::<IpAddr>() {
+        Ok(IpAddr::V6(ip)) => return Ok(format!("[{ip}]:{port_or_default}")),
+        Ok(IpAddr::V4(ip)) => return Ok(format!("{ip}:{port_or_default}")),
+        Err(_) => {}
+    }
+    match host.rsplit_once(':') {
+        Some(_) if port.is_some() => twice(),
+        Some((name, given)) => match given.parse::<u16>() {
+            Ok(_) if !name.is_empty() && !name.contains(':') => Ok(host.to_string()),
+            _ => Err(format!("'{host}' is not HOST, HOST:PORT or [IPV6]:PORT")),
+        },
+        None if host.is_empty() => Err("the host is empty".to_string()),
+        None => Ok(format!("{host}:{port_or_default}")),
+    }
+}
+
+/// Connects to `target` (see [`target`]) and relays stdin and stdout until the server
+/// closes.
+pub fn run(target: &str) -> ExitCode {
     let fail = |what: std::fmt::Arguments<'_>| {
         eprintln!("coop-echo: {what}");
         ExitCode::FAILURE
@@ -45,7 +80,7 @@ pub fn run(host: &str, port: u16) -> ExitCode {
         Err(e) => return fail(format_args!("cannot start the runtime: {e}")),
     };
     runtime.block_on(async {
-        let addrs = match (host, port).to_socket_addrs() {
+        let addrs = match target.to_socket_addrs() {
             Ok(addrs) => addrs.collect::<Vec<_>>(),
             Err(e) => return fail(format_args!("cannot resolve {target}: {e}")),
         };
@@ -195,5 +230,37 @@ impl Stdin {
             Poll::Pending
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_form_of_the_address_reads_the_same() {
+        for (host, port, want) in [
+            ("localhost", None, "localhost:25000"),
+            ("localhost", Some(7), "localhost:7"),
+            ("localhost:7", None, "localhost:7"),
+            ("127.0.0.1", Some(7), "127.0.0.1:7"),
+            ("127.0.0.1:7", None, "127.0.0.1:7"),
+            ("::1", Some(7), "[::1]:7"),
+            ("[::1]", Some(7), "[::1]:7"),
+            ("[::1]:7", None, "[::1]:7"),
+            ("::1", None, "[::1]:25000"),
+        ] {
+            assert_eq!(target(host, port).as_deref(), Ok(want), "{host} {port:?}");
+        }
+        for (host, port) in [
+            ("localhost:7", Some(8)),
+            ("[::1]:7", Some(8)),
+            ("localhost:http", None),
+            ("localhost:99999", None),
+            (":7", None),
+            ("", None),
+        ] {
+            assert!(target(host, port).is_err(), "{host} {port:?}");
+        }
     }
 }

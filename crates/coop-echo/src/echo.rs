@@ -13,8 +13,8 @@ use std::rc::Rc;
 /// Where the prefix goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Framing {
-    /// Before every chunk that one read returns, as the seed does: the reply depends on
-    /// how TCP split the stream.
+    /// Before every chunk that one read returns, as the Python tutorial's server does: the
+    /// reply depends on how TCP split the stream.
     Chunk,
     /// Before every line: the reply depends only on the bytes. A line is answered as its
     /// bytes arrive, never held back waiting for its end.

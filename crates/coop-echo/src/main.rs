@@ -15,7 +15,8 @@ use coop_echo::echo::Framing;
 use coop_echo::serve;
 use coop_echo::service::{self, Service};
 
-/// The seed's echo server: every chunk a client sends comes back with `GOT:` in front.
+/// An echo server on coop, a cooperative scheduler: each chunk a client sends comes
+/// back with `GOT:` in front. With no command, it serves.
 #[derive(Debug, Parser)]
 #[command(name = "coop-echo", version, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -47,31 +48,40 @@ struct TopArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  coop-echo client                    localhost, port 25000
+  coop-echo client localhost:25000    HOST:PORT
+  coop-echo client localhost 25000    HOST PORT
+  coop-echo client [::1]:25000        IPv6 (or: coop-echo client ::1 25000)")]
 struct ClientArgs {
-    /// Server to talk to.
-    #[arg(default_value = "localhost")]
-    host: String,
+    /// Server to talk to: a name or an address (IPv4, or IPv6 bare or in brackets), with
+    /// its port after a colon or as the next argument [default: localhost]
+    #[arg(value_name = "HOST[:PORT]")]
+    host: Option<String>,
 
-    /// Its port.
-    #[arg(default_value_t = 25000)]
-    port: u16,
+    /// Its port, if HOST does not give it [default: 25000]
+    #[arg(value_name = "PORT")]
+    port: Option<u16>,
 }
 
 #[derive(Debug, Args)]
 struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0")]
+    /// Address to listen on: 0.0.0.0 for every IPv4 interface, 127.0.0.1 for this
+    /// machine only, :: or ::1 (or [::1]) for IPv6.
+    #[arg(long, value_name = "HOST", default_value = "0.0.0.0")]
     host: String,
 
     /// Port to listen on; 0 picks a free one (the log says which).
-    #[arg(long, short, default_value_t = 25000)]
+    #[arg(long, short, value_name = "PORT", default_value_t = 25000)]
     port: u16,
 
     /// Bytes put in front of each reply; '' makes a plain echo (RFC 862).
     #[arg(long, default_value = "GOT:")]
     prefix: OsString,
 
-    /// Prefix every chunk a read returns (as the seed does), or every line.
+    /// Put the prefix before every chunk a read returns (as the Python tutorial's server
+    /// does), or before every line.
     #[arg(long, value_enum, default_value_t = Framing::Chunk)]
     framing: Framing,
 
@@ -83,10 +93,10 @@ struct ServeArgs {
     #[arg(long, allow_negative_numbers = true, value_name = "SECS", default_value_t = 300.0, value_parser = seconds)]
     idle_timeout: f64,
 
-    /// Serve at most this many connections at once; more wait to be accepted
-    /// [default: the fd limit, less 32].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    max_connections: Option<u64>,
+    /// Serve at most N connections at once; more wait to be accepted. auto: as many as
+    /// the fd limit allows, less 32.
+    #[arg(long, value_name = "N", default_value = "auto", value_parser = connection_limit)]
+    max_connections: ConnectionLimit,
 
     /// On SIGINT or SIGTERM, let open connections go on for up to this many seconds.
     #[arg(long, allow_negative_numbers = true, value_name = "SECS", default_value_t = 10.0, value_parser = seconds)]
@@ -142,6 +152,24 @@ fn admin_address(s: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("'{s}' is not HOST:PORT or a port"))
 }
 
+/// `--max-connections`.
+#[derive(Debug, Clone, Copy)]
+enum ConnectionLimit {
+    /// What the fd limit allows.
+    Auto,
+    At(u64),
+}
+
+fn connection_limit(s: &str) -> Result<ConnectionLimit, String> {
+    if s == "auto" {
+        return Ok(ConnectionLimit::Auto);
+    }
+    match s.parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(ConnectionLimit::At(n)),
+        _ => Err("give 1 or more connections, or auto (as many as the fd limit allows)".into()),
+    }
+}
+
 fn seconds(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         // 0 means "never" where allowed; anything else below a millisecond is a typo.
@@ -166,9 +194,21 @@ fn main() -> ExitCode {
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Bench(args)) => bench::run(args),
         Some(Command::Top(args)) => coop_echo::top::run(args.admin),
-        Some(Command::Client(args)) => coop_echo::client::run(&args.host, args.port),
+        Some(Command::Client(args)) => {
+            let host = args.host.as_deref().unwrap_or("localhost");
+            match coop_echo::client::target(host, args.port) {
+                Ok(target) => coop_echo::client::run(&target),
+                Err(e) => usage_error(clap::error::ErrorKind::ValueValidation, e),
+            }
+        }
         None => serve(cli.serve),
     }
+}
+
+/// Exits 2 with clap's `error: ...` message, as for any other bad argument.
+fn usage_error(kind: clap::error::ErrorKind, message: impl std::fmt::Display) -> ! {
+    use clap::CommandFactory;
+    Cli::command().error(kind, message).exit()
 }
 
 /// Log lines go to stderr; `RUST_LOG` picks what is shown (default: `info`).
@@ -187,15 +227,12 @@ fn serve(mut args: ServeArgs) -> ExitCode {
         .admin
         .filter(|a| !a.ip().is_loopback() && !args.admin_public)
     {
-        use clap::CommandFactory;
-        Cli::command()
-            .error(
-                clap::error::ErrorKind::ArgumentConflict,
-                format!(
-                    "--admin {admin} is not a loopback address: add --admin-public to serve metrics beyond this machine"
-                ),
-            )
-            .exit();
+        usage_error(
+            clap::error::ErrorKind::ArgumentConflict,
+            format!(
+                "--admin {admin} is not a loopback address: add --admin-public to serve metrics beyond this machine"
+            ),
+        );
     }
     // `[::1]` is how people write an IPv6 address next to a port; the resolver wants `::1`.
     if let Some(bare) = args
@@ -223,9 +260,10 @@ fn serve(mut args: ServeArgs) -> ExitCode {
             proxy_protocol: args.proxy_protocol,
             totals: serve::Totals::default(),
         },
-        max_connections: args
-            .max_connections
-            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        max_connections: match args.max_connections {
+            ConnectionLimit::Auto => None,
+            ConnectionLimit::At(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+        },
         shutdown_timeout: Duration::from_secs_f64(args.shutdown_timeout),
         stats: args.stats.and_then(some_secs),
         trace: args.trace,

@@ -136,30 +136,68 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, settings: Rc<Settings>)
         tracing::debug!("TCP_NODELAY on {client}: {e}");
     }
     let mut encoder = Encoder::new(Rc::clone(&settings.prefix), settings.framing);
-    let mut counts = Counts::default();
-    let outcome = echo(&stream, &mut encoder, &mut counts, &settings, first).await;
-    if info || (check && tracing::enabled!(tracing::Level::DEBUG)) {
-        let Counts {
-            bytes_in,
-            bytes_out,
-        } = counts;
-        let line = match outcome {
-            Ok(Ending::Closed) => {
-                format!("Connection closed {client} ({bytes_in} bytes in, {bytes_out} bytes out)")
-            }
-            Ok(Ending::Idle(after)) => format!(
+    let mut open = Open {
+        peer: client,
+        quiet: !info,
+        counts: Counts::default(),
+        ended: false,
+    };
+    let outcome = echo(&stream, &mut encoder, &mut open.counts, &settings, first).await;
+    open.ended = true;
+    let Counts {
+        bytes_in,
+        bytes_out,
+    } = open.counts;
+    if info {
+        match outcome {
+            Ok(Ending::Closed) => tracing::info!(
+                "Connection closed {client} ({bytes_in} bytes in, {bytes_out} bytes out)"
+            ),
+            Ok(Ending::Idle(after)) => tracing::info!(
                 "Connection closed {client}: idle for {} s ({bytes_in} bytes in, {bytes_out} bytes out)",
                 after.as_secs_f64()
             ),
-            Err(e) => format!(
+            Err(e) => tracing::info!(
                 "Connection closed {client}: {e} ({bytes_in} bytes in, {bytes_out} bytes out)"
             ),
-        };
-        if info {
-            tracing::info!("{line}");
-        } else {
-            tracing::debug!("{line}");
         }
+    } else if check {
+        match outcome {
+            Ok(_) => tracing::debug!(
+                "Health check from {client} answered ({bytes_in} bytes in, {bytes_out} bytes out)"
+            ),
+            Err(e) => tracing::debug!(
+                "Health check from {client} ended: {e} ({bytes_in} bytes in, {bytes_out} bytes out)"
+            ),
+        }
+    }
+}
+
+/// A connection being answered. Its handler can be dropped before it returns only when
+/// the runtime goes with the connection still open (the server stopped: the shutdown
+/// deadline passed, or a second signal came), and then this gives the connection its
+/// closing line. A handler that panics drops this while unwinding, and coop's server
+/// logs the panic instead.
+struct Open {
+    peer: SocketAddr,
+    quiet: bool,
+    counts: Counts,
+    ended: bool,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if self.ended || self.quiet || std::thread::panicking() {
+            return;
+        }
+        let Counts {
+            bytes_in,
+            bytes_out,
+        } = self.counts;
+        tracing::info!(
+            "Connection closed {}: the server stopped ({bytes_in} bytes in, {bytes_out} bytes out)",
+            self.peer
+        );
     }
 }
 

@@ -50,10 +50,51 @@ pub fn run(service: Service) -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => return fail(format_args!("cannot start the runtime: {e}")),
     };
-    runtime.block_on(serve_until_stopped(service))
+    let outcome = runtime.block_on(serve_until_stopped(service));
+    // The connections still open go with the runtime, each with its closing line: the
+    // summary that counts them comes after.
+    drop(runtime);
+    match outcome {
+        Ok(stopped) => {
+            stopped.log();
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
 }
 
-async fn serve_until_stopped(service: Service) -> ExitCode {
+/// What a graceful stop sums up.
+struct Stopped {
+    served: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    /// Connections still open at the deadline, closed with the runtime.
+    cut: u64,
+}
+
+impl Stopped {
+    fn log(&self) {
+        let Stopped {
+            served,
+            bytes_in,
+            bytes_out,
+            cut,
+        } = *self;
+        let served = count(served, "connection");
+        if cut == 0 {
+            tracing::info!("Stopped: {served} served, {bytes_in} bytes in, {bytes_out} bytes out");
+        } else {
+            tracing::info!(
+                "Stopped: {served} served, {bytes_in} bytes in, {bytes_out} bytes out; {} closed at the deadline",
+                count(cut, "connection")
+            );
+        }
+    }
+}
+
+/// Serves until stopped; `Err` holds the exit status when it could not start, or when a
+/// second signal cut the stop short.
+async fn serve_until_stopped(service: Service) -> Result<Stopped, ExitCode> {
     let Service {
         address,
         host,
@@ -74,36 +115,36 @@ async fn serve_until_stopped(service: Service) -> ExitCode {
     // misleading line behind.
     let listener = match TcpListener::bind((host.as_str(), port)) {
         Ok(listener) => listener,
-        Err(e) => return fail(format_args!("cannot listen on {address}: {e}")),
+        Err(e) => return Err(fail(format_args!("cannot listen on {address}: {e}"))),
     };
     let bound: SocketAddr = match listener.local_addr() {
         Ok(bound) => bound,
-        Err(e) => return fail(format_args!("cannot listen on {address}: {e}")),
+        Err(e) => return Err(fail(format_args!("cannot listen on {address}: {e}"))),
     };
     let udp_socket = match udp {
         Some(rate) => match coop::UdpSocket::bind((host.as_str(), bound.port())) {
             Ok(socket) => Some((socket, rate)),
-            Err(e) => return fail(format_args!("cannot listen on {bound} (udp): {e}")),
+            Err(e) => return Err(fail(format_args!("cannot listen on {bound} (udp): {e}"))),
         },
         None => None,
     };
     let admin_listener = match admin {
         Some((addr, public)) => {
             if !addr.ip().is_loopback() && !public {
-                return fail(format_args!(
+                return Err(fail(format_args!(
                     "--admin {addr} is not a loopback address: add --admin-public to serve metrics beyond this machine"
-                ));
+                )));
             }
             match TcpListener::bind(addr).and_then(|l| Ok((l.local_addr()?, l))) {
                 Ok(bound) => Some(bound),
-                Err(e) => return fail(format_args!("cannot listen on {addr} (admin): {e}")),
+                Err(e) => return Err(fail(format_args!("cannot listen on {addr} (admin): {e}"))),
             }
         }
         None => None,
     };
     let signals = match Signals::new(&[SIGINT, SIGTERM]) {
         Ok(signals) => signals,
-        Err(e) => return fail(format_args!("cannot catch SIGINT and SIGTERM: {e}")),
+        Err(e) => return Err(fail(format_args!("cannot catch SIGINT and SIGTERM: {e}"))),
     };
 
     let limit = max_connections.unwrap_or_else(default_max_connections);
@@ -116,7 +157,7 @@ async fn serve_until_stopped(service: Service) -> ExitCode {
         server.serve(move |stream, peer| serve::handle(stream, peer, Rc::clone(&handler_settings))),
     );
     tracing::info!("Listening on {bound}");
-    tracing::debug!("at most {limit} connections at once");
+    tracing::debug!("at most {} at once", count(limit as u64, "connection"));
     if let Some((socket, rate)) = udp_socket {
         tracing::info!("Listening on {bound} (udp)");
         let limiter = (rate > 0).then(|| udp::Limiter::new(rate));
@@ -136,6 +177,7 @@ async fn serve_until_stopped(service: Service) -> ExitCode {
             server: handle.clone(),
             settings: Rc::clone(&settings),
             rate,
+            udp: udp.is_some(),
         });
         drop(coop::spawn_named("admin", admin::serve(listener, sources)));
     }
@@ -148,19 +190,27 @@ async fn serve_until_stopped(service: Service) -> ExitCode {
 
     let first = match signals.recv().await {
         Ok(signal) => signal,
-        Err(e) => return fail(format_args!("cannot wait for signals: {e}")),
+        Err(e) => return Err(fail(format_args!("cannot wait for signals: {e}"))),
     };
     handle.stop();
     // The listener is closed once the accept loop returns: new clients are refused.
     if let Err(e) = serving.await {
         tracing::error!("the accept loop ended: {e}");
     }
-    tracing::info!(
-        "{}: stopped accepting; waiting up to {} s for {} to finish",
-        signal_name(first),
-        shutdown_timeout.as_secs_f64(),
-        count(handle.open_connections() as u64, "open connection")
-    );
+    let open = handle.open_connections() as u64;
+    if open == 0 {
+        tracing::info!(
+            "{}: stopped accepting; no connection open",
+            signal_name(first)
+        );
+    } else {
+        tracing::info!(
+            "{}: stopped accepting; waiting up to {} s for {} to finish",
+            signal_name(first),
+            shutdown_timeout.as_secs_f64(),
+            count(open, "open connection")
+        );
+    }
 
     let deadline = sleep(shutdown_timeout);
     let drained = handle.drained();
@@ -180,23 +230,15 @@ async fn serve_until_stopped(service: Service) -> ExitCode {
     .await;
     if let Some(signal) = cut_short {
         tracing::warn!("{}: exiting at once", signal_name(signal));
-        return ExitCode::from(128 + signal as u8);
+        return Err(ExitCode::from(128 + signal as u8));
     }
-    let cut = handle.open_connections();
     let totals = &settings.totals;
-    tracing::info!(
-        "Stopped: {} served, {} bytes in, {} bytes out{}",
-        count(handle.total_connections(), "connection"),
-        totals.bytes_in.get(),
-        totals.bytes_out.get(),
-        if cut > 0 {
-            format!(", {cut} still open at the deadline closed")
-        } else {
-            String::new()
-        }
-    );
-    // Returning drops the runtime, and with it the connections still open.
-    ExitCode::SUCCESS
+    Ok(Stopped {
+        served: handle.total_connections(),
+        bytes_in: totals.bytes_in.get(),
+        bytes_out: totals.bytes_out.get(),
+        cut: handle.open_connections() as u64,
+    })
 }
 
 /// Logs connections and traffic every `every`.
@@ -239,7 +281,7 @@ fn default_max_connections() -> usize {
 }
 
 /// `1 connection`, `2 connections`.
-fn count(n: u64, what: &str) -> String {
+pub(crate) fn count(n: u64, what: &str) -> String {
     if n == 1 {
         format!("1 {what}")
     } else {
@@ -259,4 +301,16 @@ fn signal_name(signal: i32) -> &'static str {
 pub fn fail(message: std::fmt::Arguments<'_>) -> ExitCode {
     eprintln!("coop-echo: {message}");
     ExitCode::FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count;
+
+    #[test]
+    fn one_is_singular() {
+        assert_eq!(count(0, "connection"), "0 connections");
+        assert_eq!(count(1, "connection"), "1 connection");
+        assert_eq!(count(2, "open connection"), "2 open connections");
+    }
 }

@@ -95,8 +95,12 @@ fn draw(
         Constraint::Length(1),
     ])
     .areas(frame.area());
+    let state = match latest {
+        Ok(_) => "the scheduler, live",
+        Err(_) => "not connected, trying again every second",
+    };
     frame.render_widget(
-        Line::from(format!(" coop-echo top: {admin}, the scheduler live")).bold(),
+        Line::from(format!(" coop-echo top: {admin}: {state}")).bold(),
         title,
     );
     frame.render_widget(Line::from(" q quits").dim(), footer);
@@ -114,11 +118,18 @@ fn draw(
     };
     let [queues, traffic] =
         Layout::vertical([Constraint::Length(9), Constraint::Min(6)]).areas(body);
+    // The count goes in the label, right-aligned, with the chart's margin after it: drawn
+    // as the bar's text it would sit on the bar, as in `ready 2██████`.
+    let width = [snapshot.ready, snapshot.reading, snapshot.writing]
+        .iter()
+        .map(|v| v.to_string().len())
+        .max()
+        .unwrap_or(1);
     let bar = |label: &'static str, value: u64, color: Color| {
         Bar::default()
-            .label(Line::from(label))
+            .label(Line::from(format!("{label} {value:>width$}")))
             .value(value)
-            .text_value(value.to_string())
+            .text_value(String::new())
             .style(Style::default().fg(color))
     };
     let chart = BarChart::default()
@@ -217,6 +228,58 @@ fn parse(body: &str) -> Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    /// The screen `draw` makes of `latest`, as lines of text.
+    fn screen(latest: &Result<Snapshot, String>) -> Vec<String> {
+        let mut terminal = Terminal::new(TestBackend::new(80, 24)).unwrap();
+        let admin: SocketAddr = "127.0.0.1:9000".parse().unwrap();
+        terminal
+            .draw(|frame| draw(frame, admin, latest, &VecDeque::from([5, 9])))
+            .unwrap();
+        let buffer = terminal.backend().buffer();
+        (0..buffer.area.height)
+            .map(|y| {
+                (0..buffer.area.width)
+                    .map(|x| buffer[(x, y)].symbol())
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_count_stands_apart_from_its_bar() {
+        let snapshot = Snapshot {
+            ready: 2,
+            reading: 53,
+            writing: 0,
+            tasks: 55,
+            ..Snapshot::default()
+        };
+        let lines = screen(&Ok(snapshot));
+        assert!(
+            lines[0].contains("127.0.0.1:9000: the scheduler, live"),
+            "{lines:#?}"
+        );
+        for (label, count) in [("ready", "2"), ("read ", "53"), ("write", "0")] {
+            let line = lines
+                .iter()
+                .find(|l| l.contains(&format!("│{label}")))
+                .unwrap_or_else(|| panic!("no {label} bar: {lines:#?}"));
+            let after = line.split_once(label).unwrap().1;
+            let figures = after.trim_start().split_once(' ').unwrap_or((after, "")).0;
+            assert_eq!(figures, count, "{line}");
+            assert!(!after.contains(&format!("{count}█")), "{line}");
+        }
+    }
+
+    #[test]
+    fn the_title_says_when_it_is_not_connected() {
+        let lines = screen(&Err("connection refused".into()));
+        assert!(lines[0].contains("not connected"), "{lines:#?}");
+        assert!(!lines[0].contains("live"), "{lines:#?}");
+    }
 
     #[test]
     fn a_scrape_is_read_by_name() {

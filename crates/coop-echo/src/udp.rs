@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use coop::UdpSocket;
 
 use crate::serve::Settings;
+use crate::service::count;
 
 /// Largest UDP payload over IPv4 (65,535 less the IPv4 and UDP headers).
 const MAX_PAYLOAD_V4: usize = 65_507;
@@ -91,7 +92,8 @@ pub async fn serve(socket: UdpSocket, settings: Rc<Settings>, mut limiter: Optio
                 totals.udp_refused.set(refused);
                 if refused.is_power_of_two() {
                     tracing::warn!(
-                        "udp: over the rate limit, {refused} datagrams unanswered so far (last from {from})"
+                        "udp: over the rate limit, {} unanswered so far (last from {from})",
+                        count(refused, "datagram")
                     );
                 }
                 continue;

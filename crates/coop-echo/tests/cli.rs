@@ -61,3 +61,47 @@ fn a_taken_port_exits_one_naming_the_address_and_the_reason() {
     assert!(lines[0].contains(&format!("127.0.0.1:{port}")), "{stderr}");
     assert!(lines[0].contains("in use"), "{stderr}");
 }
+
+/// The help speaks to someone who has not read the README, and in one voice: every
+/// default shown by clap in the same place, the same value name for the same kind of
+/// value in every command.
+#[test]
+fn the_help_is_consistent() {
+    let help = |args: &[&str]| String::from_utf8(run(args).stdout).unwrap();
+    let top = help(&["--help"]);
+    assert!(!top.contains("seed"), "README words in the help: {top}");
+    let host = top
+        .split("--host <HOST>")
+        .nth(1)
+        .and_then(|rest| rest.split("--port").next())
+        .unwrap();
+    assert!(host.contains("IPv6"), "{host}");
+
+    for args in [&["--help"][..], &["serve", "--help"], &["bench", "--help"]] {
+        let text = help(args);
+        for line in text.lines().filter(|l| l.contains("[default:")) {
+            assert!(
+                line.trim_start().starts_with("[default:"),
+                "{args:?}: a default inline, where the others have a line of their own: {line}"
+            );
+        }
+        for name in [
+            "<DURATION>",
+            "<CONNECTIONS>",
+            "<REQUESTS>",
+            "<PIPELINE>",
+            "<SIZE>",
+            "<STALL_TIMEOUT>",
+            "<SERVER_PID>",
+            "<RATE>",
+        ] {
+            assert!(!text.contains(name), "{args:?} names a value {name}");
+        }
+    }
+    let bench = help(&["bench", "--help"]);
+    assert!(bench.contains("--duration <SECS>"), "{bench}");
+    assert!(bench.contains("--connections <N>"), "{bench}");
+    let serve = help(&["serve", "--help"]);
+    assert!(serve.contains("--max-connections <N>"), "{serve}");
+    assert!(serve.contains("[default: auto]"), "{serve}");
+}

@@ -108,3 +108,87 @@ fn without_a_limit_every_datagram_is_answered() {
     }
     assert_eq!(answered.len(), 1000);
 }
+
+/// The admin address from the server's log.
+fn admin_addr(server: &Server) -> std::net::SocketAddr {
+    let line = server.wait_for_log("Metrics at http://");
+    let rest = line.split("http://").nth(1).unwrap();
+    rest.trim_end_matches("/metrics").trim().parse().unwrap()
+}
+
+/// One scrape of `/metrics`: its body.
+fn scrape(admin: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(admin).unwrap();
+    stream.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    body.to_string()
+}
+
+fn metric(body: &str, name: &str) -> u64 {
+    body.lines()
+        .find_map(|line| line.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// `/metrics` counts UDP exactly: with `--udp-rate 1`, 20 datagrams sent at once get one
+/// reply per token (the first, and one per second that sending took), the rest are
+/// refused; received, answered and refused match what the client saw, datagram for
+/// datagram.
+#[test]
+fn metrics_count_datagrams_received_answered_and_refused() {
+    const SENT: u64 = 20;
+    let server = Server::start(&["--quiet", "--udp", "--udp-rate", "1", "--admin", "0"]);
+    let admin = admin_addr(&server);
+    let socket = client(&server);
+    for i in 0..SENT {
+        socket.send(format!("d{i:02}").as_bytes()).unwrap();
+    }
+    // Every datagram has been dealt with once the server counts each as answered or
+    // refused; a reply is in this socket's queue by then (loopback delivers as it sends).
+    let deadline = Instant::now() + common::IO_TIMEOUT;
+    let body = loop {
+        let body = scrape(admin);
+        let dealt_with =
+            metric(&body, "echo_udp_answered_total") + metric(&body, "echo_udp_refused_total");
+        if metric(&body, "echo_udp_received_total") == SENT && dealt_with == SENT {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all datagrams counted:\n{body}"
+        );
+        // Not a wait for the server: the next scrape is the wait.
+        std::thread::yield_now();
+    };
+    let answered = metric(&body, "echo_udp_answered_total");
+    let refused = metric(&body, "echo_udp_refused_total");
+
+    let mut buf = [0; 64];
+    for _ in 0..answered {
+        let n = socket.recv(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"GOT:d"), "{:?}", &buf[..n]);
+    }
+    socket.set_nonblocking(true).unwrap();
+    assert_eq!(
+        socket.recv(&mut buf).map_err(|e| e.kind()),
+        Err(ErrorKind::WouldBlock),
+        "more replies than /metrics counted as answered"
+    );
+    assert!(answered >= 1, "the first datagram has its token");
+    assert!(
+        refused >= 1,
+        "a rate of 1/s cannot answer 20 datagrams sent at once"
+    );
+    assert_eq!(answered + refused, SENT);
+    server.wait_for_log("over the rate limit, 1 datagram unanswered so far");
+}

@@ -2,8 +2,8 @@
 //! Python each line stands for in the comment beside it.
 //!
 //! ```text
-//! cargo run -p coop --example seed_echo            # listens on 0.0.0.0:25000
-//! cargo run -p coop --example seed_echo 127.0.0.1:0
+//! cargo run -p coop --example seed_echo                  # listens on 0.0.0.0:25000
+//! cargo run -p coop --example seed_echo -- 127.0.0.1:25001
 //! nc localhost 25000
 //! ```
 //!
@@ -13,8 +13,15 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::process::ExitCode;
 
 use coop::net::{TcpListener, TcpStream};
+
+const USAGE: &str = "\
+usage: seed_echo [ADDRESS]
+
+The seed's echo server: each chunk a client sends comes back with GOT: in front.
+ADDRESS is HOST:PORT to listen on, 0.0.0.0:25000 if not given ([::1]:25000 for IPv6).";
 
 // TCP Server implementation
 async fn tcp_server<H, F>(address: &str, handler: H) -> io::Result<()>
@@ -22,7 +29,8 @@ where
     H: Fn(TcpStream, SocketAddr) -> F,
     F: Future<Output = ()> + 'static,
 {
-    let sock = TcpListener::bind(address)?; // socket(); setsockopt(SO_REUSEADDR); bind(); listen()
+    let sock = TcpListener::bind(address) // socket(); setsockopt(SO_REUSEADDR); bind(); listen()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {address}: {e}")))?;
     println!("Listening on {}", sock.local_addr()?);
 
     loop {
@@ -54,8 +62,22 @@ async fn echo_handler(client: TcpStream, address: SocketAddr) {
 } // client.close(): the stream closes when it goes out of scope
 
 // Start the server
-fn main() -> io::Result<()> {
-    let address = std::env::args().nth(1);
-    let address = address.as_deref().unwrap_or("0.0.0.0:25000");
-    coop::block_on(tcp_server(address, echo_handler)) // tasks.append(tcp_server(...)); run()
+fn main() -> ExitCode {
+    let address = match std::env::args().nth(1) {
+        Some(help) if help == "-h" || help == "--help" => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(address) => address,
+        None => "0.0.0.0:25000".to_string(),
+    };
+    // tasks.append(tcp_server(...)); run(): it returns only if the server fails.
+    match coop::block_on(tcp_server(&address, echo_handler)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, as a person reads it, rather than `main`'s debug dump of the error.
+            eprintln!("seed_echo: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -33,39 +33,40 @@ use crate::echo::Framing;
 /// Options of `coop-echo bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Server to load.
-    #[arg(long, default_value = "127.0.0.1")]
+    /// Server to load: a name or an address (IPv4 or IPv6).
+    #[arg(long, value_name = "HOST", default_value = "127.0.0.1")]
     pub host: String,
 
     /// Its port.
-    #[arg(long, short, default_value_t = 25000)]
+    #[arg(long, short, value_name = "PORT", default_value_t = 25000)]
     pub port: u16,
 
     /// Connections to open and keep busy.
-    #[arg(long, short, default_value_t = 100,
+    #[arg(long, short, value_name = "N", default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub connections: u32,
 
     /// Bytes per message (the last one is a newline).
-    #[arg(long, short, default_value_t = 64,
+    #[arg(long, short, value_name = "BYTES", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=16 * 1024 * 1024))]
     pub size: u32,
 
-    /// Seconds to send for [default: 10].
-    #[arg(long, short, conflicts_with = "requests", value_parser = positive_seconds)]
-    pub duration: Option<f64>,
+    /// Send for this many seconds (unless -n gives a number of messages).
+    #[arg(long, short, value_name = "SECS", default_value_t = 10.0,
+          conflicts_with = "requests", value_parser = positive_seconds)]
+    pub duration: f64,
 
     /// Messages to send in all, instead of a duration.
-    #[arg(long, short = 'n', value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, short = 'n', value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub requests: Option<u64>,
 
     /// Messages in flight per connection, at most.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub pipeline: u32,
 
     /// Send at this fixed total rate (messages per second over all connections): open
     /// loop, latency measured from each message's scheduled time.
-    #[arg(long, value_parser = positive_rate)]
+    #[arg(long, value_name = "PER_SEC", value_parser = positive_rate)]
     pub rate: Option<f64>,
 
     /// The prefix the server puts in front of replies.
@@ -77,11 +78,11 @@ pub struct BenchArgs {
     pub framing: Framing,
 
     /// Also report the server's CPU time per message, read from /proc/PID.
-    #[arg(long)]
+    #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
 
     /// Give up when no reply at all has come for this many seconds.
-    #[arg(long, default_value_t = 10.0, value_parser = positive_seconds)]
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = positive_seconds)]
     pub stall_timeout: f64,
 
     /// Print the report as JSON.
@@ -133,22 +134,42 @@ struct Load {
     watcher: Cell<Option<Waker>>,
 }
 
-/// The open-loop schedule: message `k` of connection `c` is due at
-/// `start + (k * connections + c) * gap`, so the sends of all connections interleave
-/// evenly at the total rate.
+/// The open-loop schedule: send slot `s` is due `s / rate` seconds after the start, and
+/// message `k` of connection `c` has slot `k * connections + c`, so the sends of all
+/// connections interleave evenly at the total rate.
 struct Pace {
     start: Instant,
-    /// Time between two sends, over all connections.
-    gap: Duration,
+    /// Sends per second, over all connections.
+    rate: f64,
     /// Connections waiting for their next send to fall due, woken by [`pacer`].
     waiting: Vec<Cell<Option<Waker>>>,
 }
 
 impl Pace {
+    /// When `slot` falls due. Computed from the slot, not by adding up a gap rounded to
+    /// the nanosecond, which drifts (1/30,000 s is 33,333.3 ns).
+    fn at(&self, slot: u128) -> Instant {
+        // `as` saturates: a slot too far to say is due in 584 years.
+        let nanos = (slot as f64 * 1e9 / self.rate) as u64;
+        self.start + Duration::from_nanos(nanos)
+    }
+
     fn due(&self, connection: usize, message: u64, connections: usize) -> Instant {
-        let slot = message as u128 * connections as u128 + connection as u128;
-        let nanos = self.gap.as_nanos().saturating_mul(slot);
-        self.start + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+        self.at(message as u128 * connections as u128 + connection as u128)
+    }
+
+    /// How many slots are due by `now` (slots `0..n`), by the same arithmetic as
+    /// [`Self::at`], so that a connection woken for a slot finds it due.
+    fn due_by(&self, now: Instant) -> u128 {
+        let elapsed = now.saturating_duration_since(self.start).as_secs_f64();
+        let mut n = (elapsed * self.rate) as u128 + 1;
+        while self.at(n) <= now {
+            n += 1;
+        }
+        while n > 0 && self.at(n - 1) > now {
+            n -= 1;
+        }
+        n
     }
 }
 
@@ -182,18 +203,17 @@ const PACER_RESOLUTION: Duration = Duration::from_micros(100);
 async fn pacer(load: Rc<Load>) {
     let Some(pace) = &load.pace else { return };
     let n = load.connections as u128;
-    let gap = pace.gap.as_nanos().max(1);
     let mut next_slot: u128 = 0;
     while load.live.get() > 0 {
         let now = Instant::now();
-        let due_slots = now.saturating_duration_since(pace.start).as_nanos() / gap;
+        let due = pace.due_by(now).max(next_slot);
         // Each connection needs waking once, however many of its sends fell due.
-        for slot in next_slot.max((due_slots + 1).saturating_sub(n))..=due_slots {
+        for slot in next_slot.max(due.saturating_sub(n))..due {
             if let Some(waker) = pace.waiting[(slot % n) as usize].take() {
                 waker.wake();
             }
         }
-        next_slot = due_slots + 1;
+        next_slot = due;
         if load.sending_is_over(now) {
             // Let everyone see the end, then stop.
             for waiting in &pace.waiting {
@@ -203,9 +223,7 @@ async fn pacer(load: Rc<Load>) {
             }
             return;
         }
-        let next_due =
-            pace.start + Duration::from_nanos(u64::try_from(next_slot * gap).unwrap_or(u64::MAX));
-        sleep_until(next_due.max(now + PACER_RESOLUTION)).await;
+        sleep_until(pace.at(next_slot).max(now + PACER_RESOLUTION)).await;
     }
 }
 
@@ -224,6 +242,12 @@ pub fn run(args: BenchArgs) -> std::process::ExitCode {
                 println!("{report}");
             }
             if report.mismatches > 0 || report.messages == 0 {
+                // The report may have gone to a file or a pipe: the reason goes to stderr.
+                let reason = report
+                    .first_error
+                    .as_deref()
+                    .unwrap_or("no reply came back");
+                eprintln!("coop-echo: bench failed: {reason}");
                 ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS
@@ -260,7 +284,14 @@ pub fn measure(args: &BenchArgs) -> io::Result<Report> {
     runtime.block_on(async {
         let streams = connect_all(addr, connections, &target, args.quiet).await?;
         let opened = streams.len();
-        let duration = Duration::from_secs_f64(args.duration.unwrap_or(10.0));
+        let duration = Duration::from_secs_f64(args.duration);
+        // Open loop for a duration sends exactly rate × duration messages (their slots
+        // fall within it): a count, rather than a deadline that a late send could miss.
+        let budget = match (args.requests, args.rate) {
+            (Some(n), _) => Some(n),
+            (None, Some(rate)) => Some(((rate * args.duration).round() as u64).max(1)),
+            (None, None) => None,
+        };
         let server_cpu_start = args.server_pid.and_then(cpu_time_of);
         let client_cpu_start = cpu_time_of(std::process::id());
         // Timed from here: connecting is not part of the load.
@@ -273,11 +304,11 @@ pub fn measure(args: &BenchArgs) -> io::Result<Report> {
             connections: opened,
             pace: args.rate.map(|rate| Pace {
                 start,
-                gap: Duration::from_secs_f64(1.0 / rate),
+                rate,
                 waiting: (0..opened).map(|_| Cell::new(None)).collect(),
             }),
-            deadline: args.requests.is_none().then_some(start + duration),
-            budget: Cell::new(args.requests.unwrap_or(u64::MAX)),
+            deadline: budget.is_none().then_some(start + duration),
+            budget: Cell::new(budget.unwrap_or(u64::MAX)),
             tally: RefCell::new(Tally::new()),
             live: Cell::new(opened),
             watcher: Cell::new(None),
@@ -287,7 +318,7 @@ pub fn measure(args: &BenchArgs) -> io::Result<Report> {
             drop(coop::spawn(drive(id, stream, Rc::clone(&load))));
         }
         drop(coop::spawn(pacer(Rc::clone(&load))));
-        let progress = Progress::new(args.quiet, args.duration.map(|_| duration));
+        let progress = Progress::new(args.quiet, args.requests.is_none().then_some(duration));
         watch(
             &load,
             start,
@@ -307,7 +338,9 @@ pub fn measure(args: &BenchArgs) -> io::Result<Report> {
             .zip(server_cpu_start)
             .map(|(end, start)| end.saturating_sub(start));
         let tally = load.tally.borrow();
-        let per_msg = |cpu: Duration| cpu.as_secs_f64() * 1e6 / tally.messages.max(1) as f64;
+        // No reply verified, no figure per reply: a division by 1 would invent one.
+        let measured = tally.messages > 0;
+        let per_msg = |cpu: Duration| cpu.as_secs_f64() * 1e6 / tally.messages as f64;
         Ok(Report {
             target: target.clone(),
             connections: args.connections,
@@ -319,13 +352,13 @@ pub fn measure(args: &BenchArgs) -> io::Result<Report> {
             messages_per_sec: tally.messages as f64 / seconds,
             mb_per_sec: tally.messages as f64 * f64::from(args.size) / seconds / 1e6,
             bytes_received: tally.bytes_received,
-            latency_us: Latency::of(&tally.latency),
+            latency_us: measured.then(|| Latency::of(&tally.latency)),
             mismatches: tally.mismatches,
             errors: tally.errors,
             connect_failures: tally.connect_failures,
             first_error: tally.first_error.clone(),
-            client_cpu_us_per_msg: client_cpu.map_or(0.0, per_msg),
-            server_cpu_us_per_msg: server_cpu.map(per_msg),
+            client_cpu_us_per_msg: client_cpu.filter(|_| measured).map(per_msg),
+            server_cpu_us_per_msg: server_cpu.filter(|_| measured).map(per_msg),
         })
     })
 }
@@ -459,7 +492,7 @@ async fn exchange(id: usize, stream: &TcpStream, load: &Load) -> io::Result<()> 
                 load.tally.borrow_mut().mismatches += 1;
                 io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("the reply to message {} is not its echo", m.message),
+                    mismatch_message(m.message, load),
                 )
             })?;
             let mut tally = load.tally.borrow_mut();
@@ -537,6 +570,23 @@ async fn exchange(id: usize, stream: &TcpStream, load: &Load) -> io::Result<()> 
         })
         .await;
     }
+}
+
+/// What to say of a reply that is not the echo of message `message`. The first reply
+/// wrong is most often a server that frames its replies otherwise than bench was told.
+fn mismatch_message(message: u64, load: &Load) -> String {
+    if message > 0 {
+        return format!("the reply to message {message} is not its echo");
+    }
+    let prefix = String::from_utf8_lossy(&load.prefix);
+    let framing = match load.framing {
+        Framing::Chunk => "chunk",
+        Framing::Line => "line",
+    };
+    format!(
+        "the first reply is not the echo of the first message with the prefix {prefix:?} \
+         in {framing} framing: give the server's --prefix ('' for a plain echo) and --framing"
+    )
 }
 
 /// CPU time (user + system) of every thread of process `pid`, from the scheduler's own

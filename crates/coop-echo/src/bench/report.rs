@@ -80,8 +80,8 @@ pub struct Report {
     pub mb_per_sec: f64,
     /// Reply bytes received (prefixes included).
     pub bytes_received: u64,
-    /// Latency percentiles, in microseconds.
-    pub latency_us: Latency,
+    /// Latency percentiles, in microseconds; `None` if no reply was verified.
+    pub latency_us: Option<Latency>,
     /// Replies that were not the echo of what was sent.
     pub mismatches: u64,
     /// Connections that failed after connecting.
@@ -90,9 +90,11 @@ pub struct Report {
     pub connect_failures: u64,
     /// The first failure seen.
     pub first_error: Option<String>,
-    /// This load generator's CPU time (user + system) per verified reply, in µs.
-    pub client_cpu_us_per_msg: f64,
-    /// The server's CPU time per verified reply, in µs, if `--server-pid` was given.
+    /// This load generator's CPU time (user + system) per verified reply, in µs; `None`
+    /// if no reply was verified (or /proc cannot say).
+    pub client_cpu_us_per_msg: Option<f64>,
+    /// The server's CPU time per verified reply, in µs, if `--server-pid` was given and
+    /// a reply was verified.
     pub server_cpu_us_per_msg: Option<f64>,
 }
 
@@ -140,12 +142,13 @@ impl fmt::Display for Report {
             "  messages   {} ({:.0} msg/s, {:.2} MB/s each way)",
             self.messages, self.messages_per_sec, self.mb_per_sec
         )?;
-        let l = &self.latency_us;
-        writeln!(
-            f,
-            "  latency    p50 {:.1} µs  p90 {:.1} µs  p99 {:.1} µs  p99.9 {:.1} µs  max {:.1} µs",
-            l.p50, l.p90, l.p99, l.p999, l.max
-        )?;
+        if let Some(l) = &self.latency_us {
+            writeln!(
+                f,
+                "  latency    p50 {:.1} µs  p90 {:.1} µs  p99 {:.1} µs  p99.9 {:.1} µs  max {:.1} µs",
+                l.p50, l.p90, l.p99, l.p999, l.max
+            )?;
+        }
         writeln!(
             f,
             "  errors     {} (mismatched replies {}, connect failures {})",
@@ -154,14 +157,15 @@ impl fmt::Display for Report {
         if let Some(e) = &self.first_error {
             writeln!(f, "  first      {e}")?;
         }
-        write!(
-            f,
-            "  CPU        client {:.2} µs/msg",
-            self.client_cpu_us_per_msg
-        )?;
-        if let Some(server) = self.server_cpu_us_per_msg {
-            write!(f, ", server {server:.2} µs/msg")?;
+        match (self.client_cpu_us_per_msg, self.server_cpu_us_per_msg) {
+            (Some(client), Some(server)) => write!(
+                f,
+                "  CPU        client {client:.2} µs/msg, server {server:.2} µs/msg"
+            ),
+            (Some(client), None) => write!(f, "  CPU        client {client:.2} µs/msg"),
+            (None, Some(server)) => write!(f, "  CPU        server {server:.2} µs/msg"),
+            (None, None) if self.messages == 0 => write!(f, "  CPU        no reply to divide by"),
+            (None, None) => write!(f, "  CPU        not known (no /proc)"),
         }
-        Ok(())
     }
 }

@@ -12,6 +12,19 @@ use std::time::{Duration, Instant};
 /// How long any single socket operation of a test may wait before the test fails.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// For a test that finds `what` missing at run time although the build found it (the
+/// build marks the test ignored otherwise, see `build.rs`): fails under `CI=true`, and
+/// otherwise says so where `cargo test` shows it, on the real stderr (`eprintln!` is
+/// captured and shown only for failing tests).
+pub fn skip_without(what: &str, install: &str) {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{what} is missing, and CI must run this test"
+    );
+    let note = format!("skipped: no {what} on this machine ({install})\n");
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), note.as_bytes());
+}
+
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_coop-echo")
 }
@@ -34,6 +47,11 @@ impl Server {
     /// As `start`, with the command run by `wrapper` (e.g. `prlimit --nofile=64`).
     pub fn start_under(wrapper: &[&str], args: &[&str]) -> Server {
         Server::start_with(wrapper, "127.0.0.1", 0, "info", args)
+    }
+
+    /// As `start`, listening on `host` (a loopback address) instead of 127.0.0.1.
+    pub fn start_on(host: &str, args: &[&str]) -> Server {
+        Server::start_with(&[], host, 0, "info", args)
     }
 
     /// `wrapper coop-echo serve --host HOST --port PORT ARGS`, logging at `level`.

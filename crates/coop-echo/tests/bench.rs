@@ -1,0 +1,89 @@
+//! `coop-echo bench`: what it counts is exact, and a wrong prefix is named as such.
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+
+use common::Server;
+
+/// Runs `coop-echo bench --host 127.0.0.1 --port PORT -q ARGS`, bounded in time.
+fn bench(server: &Server, args: &[&str]) -> Output {
+    let child = Command::new(common::binary())
+        .args(["bench", "--host", "127.0.0.1", "-q", "--port"])
+        .arg(server.addr.port().to_string())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    rx.recv_timeout(common::IO_TIMEOUT)
+        .expect("bench exits")
+        .unwrap()
+}
+
+/// The `messages` of a `--json` report.
+fn messages(out: &Output) -> u64 {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("a JSON report");
+    report["messages"].as_u64().expect("messages")
+}
+
+/// Against a plain echo (`serve --prefix ''`), bench with its default prefix fails on
+/// the first reply, says to give `--prefix`, and shows no per-message figure of nothing.
+#[test]
+fn a_plain_echo_without_prefix_fails_naming_prefix() {
+    let server = Server::start(&["--quiet", "--prefix", ""]);
+    let out = bench(&server, &["-c", "1", "-n", "10"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("--prefix ('' for a plain echo)")),
+        "{stderr}"
+    );
+    assert!(stdout.contains("messages   0 "), "{stdout}");
+    assert!(!stdout.contains("µs/msg"), "{stdout}");
+    assert!(!stdout.contains("latency"), "{stdout}");
+
+    // Told, it verifies every reply.
+    let out = bench(&server, &["-c", "1", "-n", "10", "--prefix", "", "--json"]);
+    assert_eq!(messages(&out), 10);
+}
+
+/// Open loop for a duration sends exactly rate × duration messages, for a rate whose
+/// period is no whole number of nanoseconds (1/3,000 s); so does a counted run.
+#[test]
+fn open_loop_sends_exactly_rate_times_duration() {
+    let server = Server::start(&["--quiet"]);
+    let out = bench(
+        &server,
+        &["-c", "4", "--rate", "3000", "-d", "0.5", "--json"],
+    );
+    assert_eq!(messages(&out), 1500);
+    let out = bench(
+        &server,
+        &["-c", "3", "--rate", "1000", "-d", "0.2", "--json"],
+    );
+    assert_eq!(messages(&out), 200);
+    let out = bench(
+        &server,
+        &["-c", "2", "--rate", "2000", "-n", "300", "--json"],
+    );
+    assert_eq!(messages(&out), 300);
+    let out = bench(
+        &server,
+        &["-c", "2", "--pipeline", "4", "-n", "301", "--json"],
+    );
+    assert_eq!(messages(&out), 301);
+}
