@@ -1,5 +1,5 @@
 //! `serve --admin ADDR`: the runtime and the server, as Prometheus metrics at
-//! `GET /metrics`.
+//! `GET /metrics`, and whether the server accepts connections at `GET /healthz`.
 //!
 //! The HTTP side is the least a scraper needs, and no more than that can be abused: one
 //! request per connection, its head at most 8 KiB, read within 5 seconds, at most 16
@@ -93,7 +93,15 @@ async fn answer(stream: &TcpStream, sources: &Sources) -> io::Result<()> {
             let body = metrics(sources);
             respond_with(stream, "200 OK", OPENMETRICS, "", &body).await
         }
-        (Some("GET"), Some(_)) => respond(stream, "404 Not Found", "try /metrics\n").await,
+        // For load balancers and orchestrators: ready while accepting, not from the moment
+        // a graceful stop begins (while open connections still drain).
+        (Some("GET"), Some("/healthz")) if sources.server.is_stopped() => {
+            respond(stream, "503 Service Unavailable", "stopping\n").await
+        }
+        (Some("GET"), Some("/healthz")) => respond(stream, "200 OK", "ok\n").await,
+        (Some("GET"), Some(_)) => {
+            respond(stream, "404 Not Found", "try /metrics or /healthz\n").await
+        }
         _ => {
             let allow = "Allow: GET\r\n";
             respond_with(
@@ -101,7 +109,7 @@ async fn answer(stream: &TcpStream, sources: &Sources) -> io::Result<()> {
                 "405 Method Not Allowed",
                 TEXT,
                 allow,
-                "GET /metrics only\n",
+                "GET /metrics or /healthz only\n",
             )
             .await
         }

@@ -201,6 +201,42 @@ fn the_admin_endpoint_is_bounded_and_blocks_nothing() {
     assert_eq!(metric(&body, "echo_messages_in_total"), 10.0);
 }
 
+/// `/healthz`: 200 while the server accepts; 503 as soon as SIGTERM starts a graceful
+/// stop, while an open connection still drains (and is still answered).
+#[test]
+fn healthz_turns_503_when_a_graceful_stop_begins() {
+    let mut server = Server::start(&["--admin", "0", "--shutdown-timeout", "20"]);
+    let admin = admin_addr(&server);
+    let (status, body) = http(admin, b"GET /healthz HTTP/1.1\r\n\r\n");
+    assert_eq!(
+        (status.as_str(), body.as_str()),
+        ("HTTP/1.1 200 OK", "ok\n")
+    );
+
+    let mut open = server.connect();
+    assert_eq!(round_trip(&mut open, b"hi\n", 7), b"GOT:hi\n");
+    server.signal("TERM");
+    let signalled = std::time::Instant::now();
+    let turned = loop {
+        let (status, _) = http(admin, b"GET /healthz HTTP/1.1\r\n\r\n");
+        if status == "HTTP/1.1 503 Service Unavailable" {
+            break signalled.elapsed();
+        }
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert!(signalled.elapsed() < common::IO_TIMEOUT, "never 503");
+    };
+    eprintln!("/healthz said 503 {turned:?} after SIGTERM");
+    assert!(
+        turned < std::time::Duration::from_millis(100),
+        "503 only {turned:?} after SIGTERM"
+    );
+    // Still draining: the open connection is answered, and the server still runs.
+    assert_eq!(round_trip(&mut open, b"on\n", 7), b"GOT:on\n");
+    assert!(server.is_running());
+    drop(open);
+    server.wait_exit(common::IO_TIMEOUT);
+}
+
 /// Kills a tmux session when dropped.
 struct TmuxSession(String);
 

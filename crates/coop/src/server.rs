@@ -251,6 +251,12 @@ impl ServerHandle {
         }
     }
 
+    /// Whether [`stop`](Self::stop) was called: from then on the server accepts no one
+    /// (what a health check reports to a load balancer, so that it sends no more clients).
+    pub fn is_stopped(&self) -> bool {
+        self.control.stopped.get()
+    }
+
     /// Connections whose handler is still running.
     pub fn open_connections(&self) -> usize {
         self.control.open.get()

@@ -56,3 +56,42 @@ fn a_connection_counts_until_its_handler_returns() {
     })
     .unwrap();
 }
+
+/// `stop` is seen at once through every handle, and the port refuses new clients once
+/// the accept loop has returned, while an open connection is served on.
+#[test]
+fn a_stopped_server_says_so_and_refuses_new_clients() {
+    bounded(LIMIT, || {
+        coop::block_on(async {
+            let server = Server::new(TcpListener::bind("127.0.0.1:0")?);
+            let addr = server.local_addr()?;
+            let (handle, watcher) = (server.handle(), server.handle());
+            let serving = spawn(server.serve(|stream, _| async move {
+                let mut buf = [0; 8];
+                while let Ok(n @ 1..) = stream.read(&mut buf).await {
+                    if stream.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }));
+            let open = TcpStream::connect(addr).await?;
+            while handle.open_connections() == 0 {
+                coop::yield_now().await;
+            }
+            assert!(!watcher.is_stopped());
+            handle.stop();
+            assert!(watcher.is_stopped());
+            serving.await?;
+            let refused = TcpStream::connect(addr).await;
+            assert_eq!(
+                refused.err().map(|e| e.kind()),
+                Some(io::ErrorKind::ConnectionRefused)
+            );
+            open.write_all(b"still").await?;
+            let mut buf = [0; 8];
+            assert_eq!(open.read(&mut buf).await?, 5);
+            io::Result::Ok(())
+        })
+    })
+    .unwrap();
+}
