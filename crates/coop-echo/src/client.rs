@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
+use crate::proxy::{self, SendProxy};
 use coop::TcpStream;
 use coop::time::{sleep, timeout};
 
@@ -70,7 +71,7 @@ pub fn target(host: &str, port: Option<u16>) -> Result<String, String> {
 
 /// Connects to `target` (see [`target`]) and relays stdin and stdout until the server
 /// closes.
-pub fn run(target: &str) -> ExitCode {
+pub fn run(target: &str, send_proxy: Option<SendProxy>) -> ExitCode {
     let fail = |what: std::fmt::Arguments<'_>| {
         eprintln!("coop-echo: {what}");
         ExitCode::FAILURE
@@ -90,6 +91,15 @@ pub fn run(target: &str) -> ExitCode {
             Err(_) => return fail(format_args!("cannot connect to {target}: timed out")),
         };
         let _ = stream.set_nodelay(true);
+        if let Some(version) = send_proxy {
+            let sent = async {
+                let header = proxy::header(version, stream.local_addr()?, stream.peer_addr()?)?;
+                stream.write_all(&header).await
+            };
+            if let Err(e) = sent.await {
+                return fail(format_args!("connection to {target}: {e}"));
+            }
+        }
         match relay(&stream).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(format_args!("connection to {target}: {e}")),

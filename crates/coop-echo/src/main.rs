@@ -63,6 +63,13 @@ struct ClientArgs {
     /// Its port, if HOST does not give it [default: 25000]
     #[arg(value_name = "PORT")]
     port: Option<u16>,
+
+    /// Begin with a PROXY protocol header naming this client's own address, as a load
+    /// balancer would (for a server run with --proxy-protocol). A v1 header naming its own
+    /// connection is what HAProxy's health checks send: the server logs such a
+    /// connection at debug level.
+    #[arg(long, value_enum, value_name = "VERSION")]
+    send_proxy: Option<coop_echo::proxy::SendProxy>,
 }
 
 #[derive(Debug, Args)]
@@ -197,7 +204,7 @@ fn main() -> ExitCode {
         Some(Command::Client(args)) => {
             let host = args.host.as_deref().unwrap_or("localhost");
             match coop_echo::client::target(host, args.port) {
-                Ok(target) => coop_echo::client::run(&target),
+                Ok(target) => coop_echo::client::run(&target, args.send_proxy),
                 Err(e) => usage_error(clap::error::ErrorKind::ValueValidation, e),
             }
         }

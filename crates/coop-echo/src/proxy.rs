@@ -31,9 +31,10 @@ pub enum Origin {
         /// The address the client connected to (the load balancer's).
         destination: SocketAddr,
     },
-    /// The load balancer itself, on its own behalf: a health check (version 2 `LOCAL`),
-    /// or a connection it cannot describe (version 1 `UNKNOWN`, version 2 with no
-    /// addresses). The peer's own address stands.
+    /// The load balancer itself, on its own behalf: a health check (version 2 `LOCAL`,
+    /// or, from [`read_header`], a version 1 header that names the very connection it
+    /// came on), or a connection it cannot describe (version 1 `UNKNOWN`, version 2 with
+    /// no addresses). The peer's own address stands.
     Local,
 }
 
@@ -202,7 +203,16 @@ pub async fn read_header(
         }
     };
     match coop::time::timeout(limit, reading).await {
-        Ok(Ok((origin, len))) => {
+        Ok(Ok((mut origin, len))) => {
+            // HAProxy's checks with `send-proxy` (v1 has no LOCAL) send a header that
+            // describes the check's own connection: take that for the load balancer
+            // speaking for itself. (A v2 header always says so with LOCAL.)
+            let v1 = received.starts_with(b"PROXY ");
+            if let Origin::Client { source, .. } = origin {
+                if v1 && stream.peer_addr().is_ok_and(|peer| peer == source) {
+                    origin = Origin::Local;
+                }
+            }
             received.drain(..len);
             Ok((origin, received))
         }

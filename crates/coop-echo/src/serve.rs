@@ -105,8 +105,6 @@ pub async fn handle(stream: TcpStream, peer: SocketAddr, settings: Rc<Settings>)
             .idle_timeout
             .map_or(proxy::HEADER_TIME, |idle| idle.min(proxy::HEADER_TIME));
         match proxy::read_header(&stream, limit).await {
-            // HAProxy's checks with `send-proxy` (v1) describe their own connection.
-            Ok((Origin::Client { source, .. }, first)) if source == peer => (peer, first, true),
             Ok((Origin::Client { source, .. }, first)) => {
                 tracing::debug!("Connection from {source} comes through {peer}");
                 (source, first, false)

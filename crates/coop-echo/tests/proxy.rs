@@ -188,3 +188,76 @@ fn a_bad_header_is_refused_with_one_warning() {
 fn header_v1_from(stream: &TcpStream, server: &Server) -> Vec<u8> {
     header(SendProxy::V1, stream.local_addr().unwrap(), server.addr).unwrap()
 }
+
+/// Runs the program with `args` and `input` on stdin, bounded in time.
+fn run(args: &[&str], input: &[u8]) -> std::process::Output {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(common::binary())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(input);
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || tx.send(child.wait_with_output()));
+    rx.recv_timeout(IO_TIMEOUT).expect("it exits").unwrap()
+}
+
+/// `client --send-proxy` and `bench --send-proxy` drive a `--proxy-protocol` server
+/// without a load balancer: the header goes first, with the connection's own address.
+#[test]
+fn client_and_bench_can_send_the_header() {
+    let server = Server::start(&["--proxy-protocol"]);
+    let target = server.addr.to_string();
+    for version in ["v1", "v2"] {
+        let out = run(&["client", &target, "--send-proxy", version], b"Hello\n");
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "GOT:Hello\n");
+
+        let port = server.addr.port().to_string();
+        let out = run(
+            &[
+                "bench",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port,
+                "-q",
+                "-c",
+                "4",
+                "-n",
+                "200",
+                "--send-proxy",
+                version,
+                "--json",
+            ],
+            b"",
+        );
+        assert!(out.status.success(), "{out:?}");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["messages"].as_u64(), Some(200), "{report}");
+        assert_eq!(report["errors"].as_u64(), Some(0), "{report}");
+    }
+    // With v2, a client and 4 bench connections, each named by its own header (a v1
+    // header that names its own connection is what HAProxy's checks send: debug level);
+    // their lines reach the log as the server writes them.
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
+    while server
+        .log()
+        .matches("INFO Connection closed 127.0.0.1:")
+        .count()
+        < 5
+    {
+        assert!(std::time::Instant::now() < deadline, "{}", server.log());
+        thread::sleep(Duration::from_millis(10)); // polling the log
+    }
+    let log = server.log();
+    assert!(!log.contains("refused"), "{log}");
+    assert_eq!(
+        log.matches("INFO Connection from 127.0.0.1:").count(),
+        5,
+        "{log}"
+    );
+}

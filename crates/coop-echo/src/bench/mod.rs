@@ -29,6 +29,7 @@ pub use report::{Latency, Report, Tally};
 use verify::{Tape, Verifier};
 
 use crate::echo::Framing;
+use crate::proxy::{self, SendProxy};
 
 /// Options of `coop-echo bench`.
 #[derive(Debug, Args)]
@@ -72,6 +73,13 @@ pub struct BenchArgs {
     /// The prefix the server puts in front of replies.
     #[arg(long, default_value = "GOT:")]
     pub prefix: OsString,
+
+    /// Begin each connection with a PROXY protocol header naming its own address, as a
+    /// load balancer would (for a server run with --proxy-protocol). A v1 header naming its own
+    /// connection is what HAProxy's health checks send: the server logs such a
+    /// connection at debug level.
+    #[arg(long, value_enum, value_name = "VERSION")]
+    pub send_proxy: Option<SendProxy>,
 
     /// The server's framing: where it puts the prefix.
     #[arg(long, value_enum, default_value_t = Framing::Chunk)]
@@ -282,7 +290,7 @@ pub fn measure(args: &BenchArgs) -> io::Result<Report> {
     let connections = args.connections as usize;
     let runtime = coop::Runtime::new()?;
     runtime.block_on(async {
-        let streams = connect_all(addr, connections, &target, args.quiet).await?;
+        let streams = connect_all(addr, connections, &target, args.send_proxy, args.quiet).await?;
         let opened = streams.len();
         let duration = Duration::from_secs_f64(args.duration);
         // Open loop for a duration sends exactly rate × duration messages (their slots
@@ -369,17 +377,24 @@ async fn connect_all(
     addr: SocketAddr,
     n: usize,
     target: &str,
+    send_proxy: Option<SendProxy>,
     quiet: bool,
 ) -> io::Result<Vec<TcpStream>> {
     let mut streams = Vec::with_capacity(n);
     let mut first_error = None;
     for _ in 0..n {
         let connected = timeout(Duration::from_secs(10), TcpStream::connect(addr)).await;
-        match connected.map_err(io::Error::from).and_then(|r| r) {
-            Ok(stream) => {
-                stream.set_nodelay(true)?;
-                streams.push(stream);
+        let ready = async {
+            let stream = connected.map_err(io::Error::from).and_then(|r| r)?;
+            stream.set_nodelay(true)?;
+            if let Some(version) = send_proxy {
+                let header = proxy::header(version, stream.local_addr()?, stream.peer_addr()?)?;
+                stream.write_all(&header).await?;
             }
+            io::Result::Ok(stream)
+        };
+        match ready.await {
+            Ok(stream) => streams.push(stream),
             Err(e) => {
                 first_error.get_or_insert(e);
             }
