@@ -1,6 +1,7 @@
 //! `coop-echo serve`: the seed's `echo_handler`, for every client, on one thread.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr};
 use std::pin::Pin;
@@ -97,76 +98,93 @@ enum Ending {
 }
 
 /// Answers one client until it closes (or falls silent, or fails), and logs the end.
-pub async fn handle(stream: TcpStream, peer: SocketAddr, settings: Rc<Settings>) {
-    // Who the client is: the peer, or whom the load balancer's header names. A load
-    // balancer's health check is logged at debug level: one a second would drown the log.
-    let (client, first, check) = if settings.proxy_protocol {
-        let limit = settings
-            .idle_timeout
-            .map_or(proxy::HEADER_TIME, |idle| idle.min(proxy::HEADER_TIME));
-        match proxy::read_header(&stream, limit).await {
-            Ok((Origin::Client { source, .. }, first)) => {
-                tracing::debug!("Connection from {source} comes through {peer}");
-                (source, first, false)
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would keep its arguments twice in every connection's state"
+)]
+pub fn handle(
+    stream: TcpStream,
+    peer: SocketAddr,
+    settings: Rc<Settings>,
+) -> impl Future<Output = ()> {
+    // An `async move` block rather than an `async fn`: an async fn keeps its arguments
+    // twice in its state (as arguments, and as locals), and every connection would
+    // carry the copy.
+    async move {
+        // Who the client is: the peer, or whom the load balancer's header names. A load
+        // balancer's health check is logged at debug level: one a second would drown the log.
+        let (client, first, check) = if settings.proxy_protocol {
+            let limit = settings
+                .idle_timeout
+                .map_or(proxy::HEADER_TIME, |idle| idle.min(proxy::HEADER_TIME));
+            // Boxed: the header's reading lives only until the header is in, and would
+            // otherwise size every connection's task for good (async state machines overlap
+            // their phases poorly).
+            match Box::pin(proxy::read_header(&stream, limit)).await {
+                Ok((Origin::Client { source, .. }, first)) => {
+                    tracing::debug!("Connection from {source} comes through {peer}");
+                    (source, first, false)
+                }
+                Ok((Origin::Local, first)) => (peer, first, true),
+                Err(Refusal::Silent) => {
+                    tracing::debug!("Connection from {peer} closed before a PROXY header");
+                    return;
+                }
+                Err(Refusal::Bad(why)) => {
+                    tracing::warn!("Connection from {peer} refused: {why}");
+                    return;
+                }
             }
-            Ok((Origin::Local, first)) => (peer, first, true),
-            Err(Refusal::Silent) => {
-                tracing::debug!("Connection from {peer} closed before a PROXY header");
-                return;
-            }
-            Err(Refusal::Bad(why)) => {
-                tracing::warn!("Connection from {peer} refused: {why}");
-                return;
-            }
+        } else {
+            (peer, Vec::new(), false)
+        };
+        let info = !settings.quiet && !check;
+        if info {
+            tracing::info!("Connection from {client}");
+        } else if check {
+            tracing::debug!("Health check from {client}");
         }
-    } else {
-        (peer, Vec::new(), false)
-    };
-    let info = !settings.quiet && !check;
-    if info {
-        tracing::info!("Connection from {client}");
-    } else if check {
-        tracing::debug!("Health check from {client}");
-    }
-    // Replies go out as soon as they are written: Nagle's algorithm would hold a reply
-    // back while an earlier one is unacknowledged, which stalls pipelined clients.
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!("TCP_NODELAY on {client}: {e}");
-    }
-    let mut encoder = Encoder::new(Rc::clone(&settings.prefix), settings.framing);
-    let mut open = Open {
-        peer: client,
-        quiet: !info,
-        counts: Counts::default(),
-        ended: false,
-    };
-    let outcome = echo(&stream, &mut encoder, &mut open.counts, &settings, first).await;
-    open.ended = true;
-    let Counts {
-        bytes_in,
-        bytes_out,
-    } = open.counts;
-    if info {
-        match outcome {
-            Ok(Ending::Closed) => tracing::info!(
-                "Connection closed {client} ({bytes_in} bytes in, {bytes_out} bytes out)"
-            ),
-            Ok(Ending::Idle(after)) => tracing::info!(
-                "Connection closed {client}: idle for {} s ({bytes_in} bytes in, {bytes_out} bytes out)",
-                after.as_secs_f64()
-            ),
-            Err(e) => tracing::info!(
-                "Connection closed {client}: {e} ({bytes_in} bytes in, {bytes_out} bytes out)"
-            ),
+        // Replies go out as soon as they are written: Nagle's algorithm would hold a reply
+        // back while an earlier one is unacknowledged, which stalls pipelined clients.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY on {client}: {e}");
         }
-    } else if check {
-        match outcome {
-            Ok(_) => tracing::debug!(
-                "Health check from {client} answered ({bytes_in} bytes in, {bytes_out} bytes out)"
-            ),
-            Err(e) => tracing::debug!(
-                "Health check from {client} ended: {e} ({bytes_in} bytes in, {bytes_out} bytes out)"
-            ),
+        let mut encoder = Encoder::new(Rc::clone(&settings.prefix), settings.framing);
+        let mut open = Open {
+            peer: client,
+            quiet: !info,
+            counts: Counts::default(),
+            ended: false,
+        };
+        let outcome = echo(&stream, &mut encoder, &mut open.counts, &settings, first).await;
+        open.ended = true;
+        let Counts {
+            bytes_in,
+            bytes_out,
+        } = open.counts;
+        let client = open.peer;
+        if info {
+            match outcome {
+                Ok(Ending::Closed) => tracing::info!(
+                    "Connection closed {client} ({bytes_in} bytes in, {bytes_out} bytes out)"
+                ),
+                Ok(Ending::Idle(after)) => tracing::info!(
+                    "Connection closed {client}: idle for {} s ({bytes_in} bytes in, {bytes_out} bytes out)",
+                    after.as_secs_f64()
+                ),
+                Err(e) => tracing::info!(
+                    "Connection closed {client}: {e} ({bytes_in} bytes in, {bytes_out} bytes out)"
+                ),
+            }
+        } else if check {
+            match outcome {
+                Ok(_) => tracing::debug!(
+                    "Health check from {client} answered ({bytes_in} bytes in, {bytes_out} bytes out)"
+                ),
+                Err(e) => tracing::debug!(
+                    "Health check from {client} ended: {e} ({bytes_in} bytes in, {bytes_out} bytes out)"
+                ),
+            }
         }
     }
 }
@@ -277,81 +295,105 @@ enum Turn {
 ///
 /// The client's input is read only once all earlier input is answered, so a client that
 /// sends without reading stalls itself, not the server's memory.
-async fn echo(
-    stream: &TcpStream,
-    encoder: &mut Encoder,
-    counts: &mut Counts,
-    settings: &Settings,
-    first: Vec<u8>,
-) -> io::Result<Ending> {
-    let mut idle = settings.idle_timeout.map(IdleTimer::new);
-    // Bytes that came with the PROXY header are the client's first chunk.
-    let mut pending = first;
-    if !pending.is_empty() {
-        counts.bytes_in += pending.len() as u64;
-        Totals::add(&settings.totals.bytes_in, pending.len() as u64);
-        Totals::add(&settings.totals.messages, 1);
-        encoder.begin_chunk();
-        let before = counts.bytes_out;
-        let flushed = answer_pending(stream, encoder, &mut pending, counts, &mut idle).await;
-        Totals::add(&settings.totals.bytes_out, counts.bytes_out - before);
-        flushed?;
-    }
-    loop {
-        match &mut idle {
-            Some(idle) => {
-                if !idle.readable(stream).await? {
-                    stream.shutdown(Shutdown::Write)?;
-                    return Ok(Ending::Idle(idle.timeout));
-                }
-            }
-            None => stream.readable().await?,
-        }
-        let turn = SCRATCH.with_borrow_mut(|scratch| {
-            let n = match stream.try_read(&mut scratch[PREFIX_ROOM..]) {
-                Ok(0) => return Ok(Turn::Eof),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Turn::NothingRead),
-                Err(e) => return Err(e),
-            };
-            counts.bytes_in += n as u64;
-            Totals::add(&settings.totals.bytes_in, n as u64);
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would keep its arguments twice in every connection's state"
+)]
+fn echo<'a>(
+    stream: &'a TcpStream,
+    encoder: &'a mut Encoder,
+    counts: &'a mut Counts,
+    settings: &'a Settings,
+    // Input to answer before reading more: at first, what came with a PROXY header.
+    mut pending: Vec<u8>,
+) -> impl Future<Output = io::Result<Ending>> + 'a {
+    // As in `handle`: no second copy of the arguments.
+    async move {
+        let mut idle = settings.idle_timeout.map(IdleTimer::new);
+        // Bytes that came with the PROXY header are the client's first chunk.
+        if !pending.is_empty() {
+            counts.bytes_in += pending.len() as u64;
+            Totals::add(&settings.totals.bytes_in, pending.len() as u64);
             Totals::add(&settings.totals.messages, 1);
             encoder.begin_chunk();
             let before = counts.bytes_out;
-            let answered = answer_now(stream, encoder, scratch, n, counts);
+            let flushed = Box::pin(answer_pending(
+                stream,
+                encoder,
+                &mut pending,
+                counts,
+                &mut idle,
+            ))
+            .await;
             Totals::add(&settings.totals.bytes_out, counts.bytes_out - before);
-            let answered = answered?;
-            if answered < n {
-                pending.extend_from_slice(&scratch[PREFIX_ROOM + answered..PREFIX_ROOM + n]);
-                return Ok(Turn::Blocked);
-            }
-            Ok(Turn::Answered)
-        })?;
-        match turn {
-            Turn::Answered => {
-                if let Some(idle) = &mut idle {
-                    idle.heard();
-                }
-            }
-            Turn::NothingRead => {}
-            Turn::Blocked => {
-                if let Some(idle) = &mut idle {
-                    idle.heard();
-                }
-                let before = counts.bytes_out;
-                let flushed =
-                    answer_pending(stream, encoder, &mut pending, counts, &mut idle).await;
-                Totals::add(&settings.totals.bytes_out, counts.bytes_out - before);
-                flushed?;
-            }
-            Turn::Eof => break,
+            flushed?;
         }
-    }
-    // Everything is answered: say so with a FIN. The client may have closed already.
-    match stream.shutdown(Shutdown::Write) {
-        Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
-        _ => Ok(Ending::Closed),
+        loop {
+            match &mut idle {
+                Some(idle) => {
+                    if !idle.readable(stream).await? {
+                        stream.shutdown(Shutdown::Write)?;
+                        return Ok(Ending::Idle(idle.timeout));
+                    }
+                }
+                None => stream.readable().await?,
+            }
+            let turn = SCRATCH.with_borrow_mut(|scratch| {
+                let n = match stream.try_read(&mut scratch[PREFIX_ROOM..]) {
+                    Ok(0) => return Ok(Turn::Eof),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        return Ok(Turn::NothingRead);
+                    }
+                    Err(e) => return Err(e),
+                };
+                counts.bytes_in += n as u64;
+                Totals::add(&settings.totals.bytes_in, n as u64);
+                Totals::add(&settings.totals.messages, 1);
+                encoder.begin_chunk();
+                let before = counts.bytes_out;
+                let answered = answer_now(stream, encoder, scratch, n, counts);
+                Totals::add(&settings.totals.bytes_out, counts.bytes_out - before);
+                let answered = answered?;
+                if answered < n {
+                    pending.extend_from_slice(&scratch[PREFIX_ROOM + answered..PREFIX_ROOM + n]);
+                    return Ok(Turn::Blocked);
+                }
+                Ok(Turn::Answered)
+            })?;
+            match turn {
+                Turn::Answered => {
+                    if let Some(idle) = &mut idle {
+                        idle.heard();
+                    }
+                }
+                Turn::NothingRead => {}
+                Turn::Blocked => {
+                    if let Some(idle) = &mut idle {
+                        idle.heard();
+                    }
+                    let before = counts.bytes_out;
+                    // Boxed: only a client that takes no replies waits here, and the
+                    // waiting would otherwise size every connection's state for good.
+                    let flushed = Box::pin(answer_pending(
+                        stream,
+                        encoder,
+                        &mut pending,
+                        counts,
+                        &mut idle,
+                    ))
+                    .await;
+                    Totals::add(&settings.totals.bytes_out, counts.bytes_out - before);
+                    flushed?;
+                }
+                Turn::Eof => break,
+            }
+        }
+        // Everything is answered: say so with a FIN. The client may have closed already.
+        match stream.shutdown(Shutdown::Write) {
+            Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
+            _ => Ok(Ending::Closed),
+        }
     }
 }
 
