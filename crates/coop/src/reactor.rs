@@ -110,7 +110,9 @@ pub(crate) struct Source {
     /// Kept after a wake (only `parked` says whether it waits), so that parking the same
     /// task again is a comparison.
     task: [Cell<Option<Key>>; 2],
-    areas: [RefCell<Area>; 2],
+    /// Made when someone other than a `poll_*` task first waits here: most sockets (a
+    /// connection's handler's) never need one, and an idle connection is lighter for it.
+    areas: [RefCell<Option<Box<Area>>>; 2],
 }
 
 impl Source {
@@ -168,7 +170,8 @@ impl Source {
     #[cold]
     fn park_latest_slow(&self, dir: Direction, who: Who<'_>) -> bool {
         let d = dir as usize;
-        let mut area = self.areas[d].borrow_mut();
+        let mut guard = self.areas[d].borrow_mut();
+        let area = guard.get_or_insert_with(Box::default);
         let (replaced, new) = match who {
             Who::Task(key) => {
                 let new = self.parked.get() & TASK[d] == 0 || self.task[d].get() != Some(key);
@@ -184,8 +187,8 @@ impl Source {
                 (area.latest.replace(waker.clone()), true)
             }
         };
-        self.mark_area(d, &area);
-        drop(area);
+        self.mark_area(d, area);
+        drop(guard);
         // Dropped outside the borrow: a waker's drop may be anyone's code.
         drop(replaced);
         new
@@ -203,14 +206,15 @@ impl Source {
     /// a new place.
     pub(crate) fn park(&self, dir: Direction, who: Who<'_>, ticket: &mut Option<Ticket>) -> bool {
         let d = dir as usize;
-        let mut area = self.areas[d].borrow_mut();
+        let mut guard = self.areas[d].borrow_mut();
+        let area = guard.get_or_insert_with(Box::default);
         if let Some(mine) = *ticket {
             if let Some((_, waiter)) = area.queue.iter_mut().find(|(t, _)| *t == mine) {
                 if who.is(waiter) {
                     return false;
                 }
                 let replaced = std::mem::replace(waiter, who.to_waiter());
-                drop(area);
+                drop(guard);
                 drop(replaced);
                 return false;
             }
@@ -219,7 +223,7 @@ impl Source {
         area.next_ticket += 1;
         area.queue.push((mine, who.to_waiter()));
         *ticket = Some(mine);
-        self.mark_area(d, &area);
+        self.mark_area(d, area);
         true
     }
 
@@ -229,11 +233,12 @@ impl Source {
         if self.parked.get() & AREA[d] == 0 {
             return;
         }
-        let mut area = self.areas[d].borrow_mut();
+        let mut guard = self.areas[d].borrow_mut();
+        let Some(area) = guard.as_mut() else { return };
         if let Some(at) = area.queue.iter().position(|(t, _)| *t == ticket) {
             let (_, waiter) = area.queue.swap_remove(at);
-            self.mark_area(d, &area);
-            drop(area);
+            self.mark_area(d, area);
+            drop(guard);
             drop(waiter);
         }
     }
@@ -244,8 +249,9 @@ impl Source {
         let mut n = 0;
         for (d, area) in self.areas.iter().enumerate() {
             n += usize::from(parked & TASK[d] != 0);
-            let area = area.borrow();
-            n += usize::from(area.latest.is_some()) + area.queue.len();
+            if let Some(area) = &*area.borrow() {
+                n += usize::from(area.latest.is_some()) + area.queue.len();
+            }
         }
         n
     }
@@ -310,7 +316,8 @@ impl Source {
         report: &mut impl FnMut(Key, Direction, i32),
         others: &mut Vec<Waker>,
     ) {
-        let mut area = self.areas[dir as usize].borrow_mut();
+        let mut guard = self.areas[dir as usize].borrow_mut();
+        let Some(area) = guard.as_mut() else { return };
         others.extend(area.latest.take());
         for (_, waiter) in area.queue.drain(..) {
             match waiter {
@@ -324,9 +331,7 @@ impl Source {
     fn clear_waiters(&self) {
         self.parked.set(0);
         for area in &self.areas {
-            let mut area = area.borrow_mut();
-            let taken = (area.latest.take(), std::mem::take(&mut area.queue));
-            drop(area);
+            let taken = area.borrow_mut().take();
             drop(taken);
         }
     }
