@@ -262,15 +262,14 @@ impl Source {
         self.parked.get() & (TASK[d] | AREA[d]) != 0
     }
 
-    /// Records what the OS reported; reports the `poll_*` task it wakes, and collects the
-    /// waiting areas' waiters into `others` (reported or woken once the events are read:
-    /// `report` then has one call site here, on the hot path, and is inlined there).
+    /// Records what the OS reported; reports the tasks it wakes, and collects the other
+    /// waiters' wakers into `others`.
     #[inline(always)]
     fn on_event(
         &self,
         event: &Event,
         report: &mut impl FnMut(Key, Direction, i32),
-        others: &mut Vec<(Waiter, Direction, i32)>,
+        others: &mut Vec<Waker>,
     ) {
         let mut bits = 0;
         if event.is_readable() {
@@ -305,23 +304,27 @@ impl Source {
                 }
             }
             if parked & AREA[d] != 0 {
-                self.wake_area(dir, others);
+                self.wake_area(dir, report, others);
             }
         }
     }
 
     #[cold]
-    fn wake_area(&self, dir: Direction, others: &mut Vec<(Waiter, Direction, i32)>) {
+    fn wake_area(
+        &self,
+        dir: Direction,
+        report: &mut impl FnMut(Key, Direction, i32),
+        others: &mut Vec<Waker>,
+    ) {
         let mut guard = self.areas[dir as usize].borrow_mut();
         let Some(area) = guard.as_mut() else { return };
-        if let Some(waker) = area.latest.take() {
-            others.push((Waiter::Waker(waker), dir, self.fd));
+        others.extend(area.latest.take());
+        for (_, waiter) in area.queue.drain(..) {
+            match waiter {
+                Waiter::Task(key) => report(key, dir, self.fd),
+                Waiter::Waker(waker) => others.push(waker),
+            }
         }
-        others.extend(
-            area.queue
-                .drain(..)
-                .map(|(_, waiter)| (waiter, dir, self.fd)),
-        );
     }
 
     /// Forgets every waiter (the runtime is going away).
@@ -330,18 +333,6 @@ impl Source {
         for area in &self.areas {
             let taken = area.borrow_mut().take();
             drop(taken);
-        }
-    }
-}
-
-/// The waiting areas' waiters, once the events are read: tasks are reported, other
-/// wakers woken (a waker may be anyone's code).
-#[cold]
-fn wake_others(others: Vec<(Waiter, Direction, i32)>, report: &mut dyn FnMut(Key, Direction, i32)) {
-    for (waiter, dir, fd) in others {
-        match waiter {
-            Waiter::Task(key) => report(key, dir, fd),
-            Waiter::Waker(waker) => waker.wake(),
         }
     }
 }
@@ -485,8 +476,8 @@ impl Reactor {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(woken),
             Err(e) => return Err(e),
         }
-        // The waiting areas' waiters (futures', foreign wakers), dealt with once the
-        // events are read. Allocated only if there are any.
+        // Wakers of waiters that are not this runtime's tasks, woken once the events are
+        // read (a waker may be anyone's code). Allocated only if there are any.
         let mut others = Vec::new();
         // Held across the events: `report` only schedules, and runs no one else's code.
         let sources = self.sources.borrow();
@@ -509,7 +500,7 @@ impl Reactor {
         drop(sources);
         drop(events);
         if !others.is_empty() {
-            wake_others(others, &mut report);
+            others.into_iter().for_each(Waker::wake);
         }
         Ok(woken)
     }
