@@ -31,11 +31,14 @@ pub enum Origin {
         /// The address the client connected to (the load balancer's).
         destination: SocketAddr,
     },
-    /// The load balancer itself, on its own behalf: a health check (version 2 `LOCAL`,
-    /// or, from [`read_header`], a version 1 header that names the very connection it
-    /// came on), or a connection it cannot describe (version 1 `UNKNOWN`, version 2 with
-    /// no addresses). The peer's own address stands.
+    /// The load balancer itself, on its own behalf, as its health checks say: version 2
+    /// `LOCAL`, version 1 `UNKNOWN`, or (from [`read_header`]) a version 1 header that
+    /// names the very connection it came on, as HAProxy 2's checks with `send-proxy` send.
+    /// The peer's own address stands.
     Local,
+    /// A client the header cannot name (version 2 with no addresses, or unix ones): the
+    /// peer's own address stands.
+    Unnamed,
 }
 
 /// What the bytes received so far make of a header.
@@ -53,6 +56,9 @@ pub enum Parsed {
     /// Not a header, whatever follows.
     Invalid(String),
 }
+
+/// The longest version 1 line, its CRLF included.
+const V1_MAX: usize = 107;
 
 /// The first 12 bytes of every version 2 header.
 const V2_SIGNATURE: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
@@ -74,6 +80,22 @@ pub fn parse(input: &[u8]) -> Parsed {
 }
 
 fn parse_v1(input: &[u8]) -> Parsed {
+    // `UNKNOWN` may be followed by anything up to the line's end, which the receiver
+    // ignores; `ppp` splits a line into at most 7 fields and would not find its end.
+    if let Some(rest) = input.strip_prefix(b"PROXY UNKNOWN") {
+        let line = &input[..input.len().min(V1_MAX)];
+        return match line.windows(2).position(|w| w == b"\r\n") {
+            Some(end) if matches!(rest.first(), Some(b' ' | b'\r')) => Parsed::Header {
+                origin: Origin::Local,
+                len: end + 2,
+            },
+            Some(_) => Parsed::Invalid("a bad PROXY v1 header: no space after UNKNOWN".into()),
+            None if input.len() >= V1_MAX => {
+                Parsed::Invalid(format!("a PROXY v1 line longer than {V1_MAX} bytes"))
+            }
+            None => Parsed::Incomplete,
+        };
+    }
     let result = v1::Header::try_from(input);
     if result.is_incomplete() {
         return Parsed::Incomplete;
@@ -104,7 +126,7 @@ fn parse_v1(input: &[u8]) -> Parsed {
         {
             Parsed::Incomplete
         }
-        Err(e) => Parsed::Invalid(format!("a bad PROXY v1 header: {e}")),
+        Err(e) => Parsed::Invalid(format!("a bad PROXY v1 header: {}", one_line(&e))),
     }
 }
 
@@ -123,7 +145,9 @@ fn parse_v2(input: &[u8]) -> Parsed {
     }
     let header = match result {
         Ok(header) => header,
-        Err(e) => return Parsed::Invalid(format!("a bad PROXY v2 header: {e}")),
+        Err(e) => {
+            return Parsed::Invalid(format!("a bad PROXY v2 header: {}", one_line(&e)));
+        }
     };
     if header.len() > MAX_HEADER {
         return Parsed::Invalid(format!(
@@ -145,12 +169,17 @@ fn parse_v2(input: &[u8]) -> Parsed {
             destination: (a.destination_address, a.destination_port).into(),
         },
         // The specification: a receiver accepts these, and uses the real addresses.
-        (_, _, v2::Addresses::Unspecified | v2::Addresses::Unix(_)) => Origin::Local,
+        (_, _, v2::Addresses::Unspecified | v2::Addresses::Unix(_)) => Origin::Unnamed,
     };
     Parsed::Header {
         origin,
         len: header.len(),
     }
+}
+
+/// A reason as one log line: `ppp`'s messages quote the CRLF they expect, verbatim.
+fn one_line(reason: &dyn std::fmt::Display) -> String {
+    reason.to_string().escape_debug().to_string()
 }
 
 /// Why a connection's header was refused.
@@ -183,7 +212,11 @@ pub async fn read_header(
         let mut chunk = [0; 512];
         loop {
             let room = (MAX_HEADER - received.len()).min(chunk.len());
-            let n = stream.read(&mut chunk[..room]).await?;
+            let n = match stream.read(&mut chunk[..room]).await {
+                // A peer that resets before saying anything is a probe too.
+                Err(e) if received.is_empty() && gone(&e) => return Err(Refusal::Silent),
+                read => read?,
+            };
             if n == 0 {
                 return Err(if received.is_empty() {
                     Refusal::Silent
@@ -209,7 +242,7 @@ pub async fn read_header(
             // speaking for itself. (A v2 header always says so with LOCAL.)
             let v1 = received.starts_with(b"PROXY ");
             if let Origin::Client { source, .. } = origin {
-                if v1 && stream.peer_addr().is_ok_and(|peer| peer == source) {
+                if v1 && stream.peer_addr().is_ok_and(|peer| same(peer, source)) {
                     origin = Origin::Local;
                 }
             }
@@ -222,6 +255,20 @@ pub async fn read_header(
             limit.as_secs_f64()
         ))),
     }
+}
+
+/// The same endpoint, an IPv4 address seen through a dual-stack socket (`::ffff:a.b.c.d`)
+/// included.
+fn same(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && a.ip().to_canonical() == b.ip().to_canonical()
+}
+
+/// The peer went away.
+fn gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+    )
 }
 
 /// Which header a client sends (`--send-proxy`).
@@ -374,24 +421,86 @@ mod tests {
         let mut long = b"PROXY TCP4 ".to_vec();
         long.resize(120, b'1');
         assert!(matches!(parse(&long), Parsed::Invalid(_)));
-        // A v2 header that announces more than the limit.
-        let mut huge = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\xff\xff".to_vec();
-        huge.resize(MAX_HEADER, 0);
-        assert!(matches!(parse(&huge), Parsed::Invalid(_)));
+        // A v2 header that announces more than the limit is refused at once, from its
+        // first 16 bytes.
+        let huge = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\xff\xff";
+        assert!(matches!(parse(huge), Parsed::Invalid(why) if why.contains("65551 bytes")));
+        // A reason is one line, whatever `ppp` quotes.
+        match parse(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 \r\n") {
+            Parsed::Invalid(why) => assert!(!why.contains(['\r', '\n']), "{why:?}"),
+            other => panic!("{other:?}"),
+        }
     }
 
+    #[test]
+    fn unknown_may_carry_any_words_and_v2_without_addresses_names_no_one() {
+        let long = b"PROXY UNKNOWN a b c d e f g h\r\nHello";
+        assert_eq!(
+            parse(long),
+            Parsed::Header {
+                origin: Origin::Local,
+                len: long.len() - 5
+            }
+        );
+        assert_eq!(parse(b"PROXY UNKNOWN a b c d e"), Parsed::Incomplete);
+        assert!(matches!(parse(b"PROXY UNKNOWNX\r\n"), Parsed::Invalid(_)));
+        let mut endless = b"PROXY UNKNOWN ".to_vec();
+        endless.resize(V1_MAX, b'x');
+        assert!(matches!(parse(&endless), Parsed::Invalid(_)));
+        // v2 PROXY with unspecified addresses: a client, unnamed; not a check.
+        let unspecified = b"\r\n\r\n\0\r\nQUIT\n\x21\x00\x00\x00";
+        assert_eq!(
+            parse(unspecified),
+            Parsed::Header {
+                origin: Origin::Unnamed,
+                len: 16
+            }
+        );
+    }
+
+    /// Headers of every kind a load balancer sends: v1 TCP4/TCP6, v2 PROXY (with TLVs
+    /// or not), v1 UNKNOWN with words after it, v2 LOCAL.
     fn any_header() -> impl Strategy<Value = Vec<u8>> {
+        let unknown = proptest::collection::vec("[a-z0-9:.]{1,8}", 0..8)
+            .prop_map(|words| format!("PROXY UNKNOWN {}\r\n", words.join(" ")).into_bytes())
+            .prop_filter("within 107 bytes", |line| line.len() <= V1_MAX);
+        let local = Just(b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00".to_vec());
+        let with_tlvs = (
+            any_addressed(),
+            proptest::collection::vec(any::<u8>(), 0..64),
+        )
+            .prop_map(|((source, destination), value)| {
+                v2::Builder::with_addresses(
+                    Version::Two | Command::Proxy,
+                    Protocol::Stream,
+                    (source, destination),
+                )
+                .write_tlv(0xE0, &value)
+                .unwrap()
+                .build()
+                .unwrap()
+            });
+        prop_oneof![addressed_header(), unknown, local, with_tlvs]
+    }
+
+    fn any_addressed() -> impl Strategy<Value = (SocketAddr, SocketAddr)> {
         let ip4 = any::<[u8; 4]>().prop_map(std::net::IpAddr::from);
         let ip6 = any::<[u16; 8]>().prop_map(std::net::IpAddr::from);
-        let ip = prop_oneof![ip4, ip6];
-        (ip, any::<u16>(), any::<u16>(), any::<bool>()).prop_map(|(ip, sp, dp, v2)| {
+        (prop_oneof![ip4, ip6], any::<u16>(), any::<u16>()).prop_map(|(ip, sp, dp)| {
             let destination = if ip.is_ipv4() {
                 addr("10.0.0.1:0")
             } else {
                 addr("[2001:db8::1]:0")
             };
-            let source = SocketAddr::new(ip, sp);
-            let destination = SocketAddr::new(destination.ip(), dp);
+            (
+                SocketAddr::new(ip, sp),
+                SocketAddr::new(destination.ip(), dp),
+            )
+        })
+    }
+
+    fn addressed_header() -> impl Strategy<Value = Vec<u8>> {
+        (any_addressed(), any::<bool>()).prop_map(|((source, destination), v2)| {
             let version = if v2 { SendProxy::V2 } else { SendProxy::V1 };
             header(version, source, destination).unwrap()
         })

@@ -126,6 +126,7 @@ pub fn handle(
                     (source, first, false)
                 }
                 Ok((Origin::Local, first)) => (peer, first, true),
+                Ok((Origin::Unnamed, first)) => (peer, first, false),
                 Err(Refusal::Silent) => {
                     tracing::debug!("Connection from {peer} closed before a PROXY header");
                     return;

@@ -173,6 +173,20 @@ fn seed_session(frontend: SocketAddr) -> SocketAddr {
     client.local_addr().unwrap()
 }
 
+/// Which instance logged `Connection from CLIENT` (waiting for the line, at most
+/// `IO_TIMEOUT`).
+fn served_by(instances: &[Server], client: SocketAddr) -> usize {
+    let line = format!("Connection from {client}\n");
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        if let Some(at) = instances.iter().position(|s| s.log().contains(&line)) {
+            return at;
+        }
+        assert!(Instant::now() < deadline, "no instance logged {line:?}");
+        thread::sleep(Duration::from_millis(10)); // polling the logs
+    }
+}
+
 fn through_haproxy(send_proxy: &str) {
     if !have_haproxy() {
         return;
@@ -191,14 +205,8 @@ fn through_haproxy(send_proxy: &str) {
     haproxy.wait_status("a", "UP");
     haproxy.wait_status("b", "UP");
     for _ in 0..4 {
-        let client = seed_session(haproxy.frontend);
         // The instance that served it names the client itself, not HAProxy.
-        let line = format!("Connection from {client}");
-        let deadline = Instant::now() + IO_TIMEOUT;
-        while !instances.iter().any(|server| server.log().contains(&line)) {
-            assert!(Instant::now() < deadline, "no instance logged {line:?}");
-            thread::sleep(Duration::from_millis(10)); // polling two logs
-        }
+        served_by(&instances, seed_session(haproxy.frontend));
     }
 }
 
@@ -253,6 +261,44 @@ fn health_checks_keep_instances_up_and_out_of_the_log() {
             assert!(loud.is_empty(), "{send_proxy}: info-level lines: {loud:#?}");
         }
     }
+}
+
+/// An instance stopped with SIGTERM behind HAProxy: its port closes, HAProxy marks it
+/// down, new clients go to the other, and the connection it still has is served to the
+/// end (the configuration keeps a down server's connections).
+#[test]
+fn a_stopping_instance_drains_behind_haproxy() {
+    if !have_haproxy() {
+        return;
+    }
+    let args = ["--proxy-protocol", "--shutdown-timeout", "20"];
+    let mut instances = [Server::start(&args), Server::start(&args)];
+    let mut haproxy = Haproxy::start(
+        &[],
+        free_port(),
+        [instances[0].addr, instances[1].addr],
+        "send-proxy-v2",
+        200,
+    );
+    haproxy.wait_status("a", "UP");
+    haproxy.wait_status("b", "UP");
+
+    let mut open = TcpStream::connect(haproxy.frontend).unwrap();
+    open.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    assert_eq!(common::round_trip(&mut open, b"one\n", 8), b"GOT:one\n");
+    let serving = served_by(&instances, open.local_addr().unwrap());
+    let (name, other) = if serving == 0 { ("a", 1) } else { ("b", 0) };
+
+    instances[serving].signal("TERM");
+    haproxy.wait_status(name, "DOWN");
+    // Marked down, and still answering its open connection.
+    assert_eq!(common::round_trip(&mut open, b"two\n", 8), b"GOT:two\n");
+    // Everyone new goes to the other instance.
+    let client = seed_session(haproxy.frontend);
+    instances[other].wait_for_log(&format!("Connection from {client}"));
+    // The drained connection ends when its client leaves, and so does the instance.
+    drop(open);
+    assert!(instances[serving].wait_exit(IO_TIMEOUT).success());
 }
 
 /// Hosts made for one test: network namespaces joined by veth pairs, removed (with
@@ -331,6 +377,9 @@ struct Outcome {
     result: Result<usize, String>,
 }
 
+/// How long a client of the fail-over test waits on a silent connection.
+const GIVE_UP: Duration = Duration::from_secs(5);
+
 /// One connection: 64 KiB of lines out, each line back behind its `GOT:`, every byte
 /// compared.
 fn echo_64k(frontend: SocketAddr, seed: u64) -> Outcome {
@@ -340,8 +389,11 @@ fn echo_64k(frontend: SocketAddr, seed: u64) -> Outcome {
     let result = (|| -> std::io::Result<usize> {
         let mut stream = TcpStream::connect_timeout(&frontend, IO_TIMEOUT)?;
         port = stream.local_addr()?.port();
-        stream.set_read_timeout(Some(IO_TIMEOUT))?;
-        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        // A connection to the host that is cut off hangs (an instance marked down keeps
+        // its connections): it is given up after this long. One to the other host takes
+        // milliseconds.
+        stream.set_read_timeout(Some(GIVE_UP))?;
+        stream.set_write_timeout(Some(GIVE_UP))?;
         let mut writer = stream.try_clone()?;
         let sent = payload.clone();
         let sender = thread::spawn(move || writer.write_all(&sent));

@@ -113,8 +113,18 @@ fn a_bad_header_is_refused_with_one_warning() {
     long_v1.extend_from_slice(b"\r\n");
     let mut past_the_end = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x40".to_vec();
     past_the_end.extend_from_slice(&[1; 12]); // 64 announced, 12 sent, then the end
-    let cases: [(&str, Vec<u8>, &str); 6] = [
+    let cases: [(&str, Vec<u8>, &str); 8] = [
         ("no header", b"Hello\n".to_vec(), "no PROXY header"),
+        (
+            "a v1 line with a trailing space",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 \r\n".to_vec(),
+            "bad PROXY v1 header",
+        ),
+        (
+            "a v2 length of 65,535",
+            b"\r\n\r\n\0\r\nQUIT\n\x21\x11\xff\xff".to_vec(),
+            "65551 bytes",
+        ),
         (
             "random bytes",
             (0..64u32).map(|i| (i * 151 % 256) as u8).collect(),
@@ -173,6 +183,10 @@ fn a_bad_header_is_refused_with_one_warning() {
     );
     slow.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     assert_eq!(read_to_close(&mut slow), b"");
+    // One warning per refused connection, each one whole line (no reason spills a CRLF).
+    let log = server.log();
+    assert_eq!(log.matches(" refused: ").count(), 9, "{log}");
+    assert!(log.lines().all(|line| line.starts_with("20")), "{log}");
 
     // And everyone with a header is served as before.
     let mut good = server.connect();
@@ -183,6 +197,60 @@ fn a_bad_header_is_refused_with_one_warning() {
     good.read_exact(&mut reply).unwrap();
     assert_eq!(&reply, b"GOT:ok?\n");
     assert!(server.is_running());
+}
+
+/// A peer that closes or resets before sending a byte is a port probe: one debug line,
+/// no warning.
+#[test]
+fn a_probe_that_sends_nothing_is_not_warned_about() {
+    let server = Server::start_with(&[], "127.0.0.1", 0, "debug", &["--proxy-protocol"]);
+    let closed = server.connect();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    server.wait_for_log(&format!(
+        "127.0.0.1:{closed_port} closed before a PROXY header"
+    ));
+
+    let reset = socket2::Socket::from(server.connect());
+    let reset_port = reset.local_addr().unwrap().as_socket().unwrap().port();
+    reset.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(reset); // SO_LINGER 0: the close is a reset
+    server.wait_for_log(&format!(
+        "127.0.0.1:{reset_port} closed before a PROXY header"
+    ));
+    assert!(!server.log().contains("WARN"), "{}", server.log());
+}
+
+/// On a dual-stack listener (`--host ::`) an IPv4 peer is `::ffff:a.b.c.d`: a v1 header
+/// naming that very connection in IPv4 terms is still a health check.
+#[test]
+#[cfg_attr(missing_ipv6_loopback, ignore = "needs the IPv6 loopback address ::1")]
+fn a_v1_check_on_a_dual_stack_listener_is_a_check() {
+    let server = Server::start_with(&[], "::", 0, "info", &["--proxy-protocol"]);
+    let port = server.addr.port();
+    let mut check = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    check.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut bytes = header(
+        SendProxy::V1,
+        check.local_addr().unwrap(),
+        check.peer_addr().unwrap(),
+    )
+    .unwrap();
+    bytes.extend_from_slice(b"health\n");
+    check.write_all(&bytes).unwrap();
+    check.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(read_to_close(&mut check), b"GOT:health\n");
+    // A later client's lines come after anything about the check (one thread logs).
+    let mut later = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let named = header(
+        SendProxy::V1,
+        addr("192.0.2.9:1000"),
+        later.peer_addr().unwrap(),
+    );
+    later.write_all(&named.unwrap()).unwrap();
+    drop(later);
+    server.wait_for_log("Connection closed 192.0.2.9:1000");
+    assert!(!server.log().contains("127.0.0.1"), "{}", server.log());
 }
 
 fn header_v1_from(stream: &TcpStream, server: &Server) -> Vec<u8> {
