@@ -139,8 +139,8 @@ struct ServeArgs {
     )]
     udp_rate: u32,
 
-    /// Serve metrics (Prometheus text) at http://ADDR/metrics. ADDR is HOST:PORT, or a
-    /// port on 127.0.0.1.
+    /// Serve metrics (Prometheus text) at http://ADDR/metrics, and health at /healthz.
+    /// ADDR is HOST:PORT, or a port on 127.0.0.1.
     #[arg(long, value_name = "ADDR", value_parser = admin_address)]
     admin: Option<SocketAddr>,
 
@@ -238,6 +238,19 @@ fn serve(mut args: ServeArgs) -> ExitCode {
             clap::error::ErrorKind::ArgumentConflict,
             format!(
                 "--admin {admin} is not a loopback address: add --admin-public to serve metrics beyond this machine"
+            ),
+        );
+    }
+    // A bare port is loopback: the flag would promise a reach it does not have.
+    if let Some(admin) = args
+        .admin
+        .filter(|a| a.ip().is_loopback() && args.admin_public)
+    {
+        usage_error(
+            clap::error::ErrorKind::ArgumentConflict,
+            format!(
+                "--admin-public with --admin {admin} (a loopback address): give the address to serve on, e.g. --admin 0.0.0.0:{}",
+                admin.port()
             ),
         );
     }

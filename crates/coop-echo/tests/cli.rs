@@ -40,6 +40,16 @@ fn bad_arguments_exit_two_with_clap_s_message() {
         &["--admin", "nowhere"],
         // Metrics beyond this machine need saying so; nothing is bound before the refusal.
         &["--host", "127.0.0.1", "--port", "0", "--admin", "0.0.0.0:0"],
+        // ... and a loopback one cannot reach beyond it, whatever the flag says.
+        &[
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--admin",
+            "0",
+            "--admin-public",
+        ],
         &["client", "localhost", "99999"],
     ] {
         let out = run(args);
