@@ -32,7 +32,7 @@ use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Instant;
 
 use crate::inbox::{Header, Inbox};
-use crate::reactor::Reactor;
+use crate::reactor::{Reactor, Woke};
 use crate::slab::{Key, Slab};
 use crate::task::{Run, TaskId};
 use crate::timers::Timers;
@@ -71,6 +71,8 @@ pub(crate) struct Core {
     pub(crate) root_scheduled: Cell<bool>,
     pub(crate) tasks: RefCell<Slab<Slot>>,
     pub(crate) reactor: Reactor,
+    /// The tasks the last OS poll woke (kept between polls for its capacity).
+    pub(crate) woken: RefCell<Vec<Woke>>,
     pub(crate) timers: Timers,
     pub(crate) inbox: Arc<Inbox>,
     /// The runtime is being dropped: a task spawned now is cancelled at once.

@@ -262,15 +262,10 @@ impl Source {
         self.parked.get() & (TASK[d] | AREA[d]) != 0
     }
 
-    /// Records what the OS reported; reports the tasks it wakes, and collects the other
-    /// waiters' wakers into `others`.
+    /// Records what the OS reported; adds the tasks it wakes to `woken`, and the other
+    /// waiters' wakers to `others`.
     #[inline(always)]
-    fn on_event(
-        &self,
-        event: &Event,
-        report: &mut impl FnMut(Key, Direction, i32),
-        others: &mut Vec<Waker>,
-    ) {
+    fn on_event(&self, event: &Event, woken: &mut Vec<Woke>, others: &mut Vec<Waker>) {
         let mut bits = 0;
         if event.is_readable() {
             bits |= READABLE;
@@ -292,36 +287,47 @@ impl Source {
         if parked == 0 {
             return;
         }
-        for dir in [Direction::Read, Direction::Write] {
-            let d = dir as usize;
-            if bits & dir.ready_mask() == 0 || parked & (TASK[d] | AREA[d]) == 0 {
-                continue;
-            }
-            self.parked.set(self.parked.get() & !(TASK[d] | AREA[d]));
-            if parked & TASK[d] != 0 {
+        // Who is woken: the waiters of each direction the event made ready.
+        let mut who = 0;
+        if bits & Direction::Read.ready_mask() != 0 {
+            who |= parked & (TASK[0] | AREA[0]);
+        }
+        if bits & Direction::Write.ready_mask() != 0 {
+            who |= parked & (TASK[1] | AREA[1]);
+        }
+        if who == 0 {
+            return;
+        }
+        self.parked.set(parked & !who);
+        for (d, dir) in [(0, Direction::Read), (1, Direction::Write)] {
+            if who & TASK[d] != 0 {
                 if let Some(key) = self.task[d].get() {
-                    report(key, dir, self.fd);
+                    woken.push((key, dir, self.fd));
                 }
             }
-            if parked & AREA[d] != 0 {
-                self.wake_area(dir, report, others);
+        }
+        if who & (AREA[0] | AREA[1]) != 0 {
+            self.wake_areas(who, woken, others);
+        }
+    }
+
+    #[cold]
+    fn wake_areas(&self, who: u8, woken: &mut Vec<Woke>, others: &mut Vec<Waker>) {
+        for (d, dir) in [(0, Direction::Read), (1, Direction::Write)] {
+            if who & AREA[d] != 0 {
+                self.wake_area(dir, woken, others);
             }
         }
     }
 
     #[cold]
-    fn wake_area(
-        &self,
-        dir: Direction,
-        report: &mut impl FnMut(Key, Direction, i32),
-        others: &mut Vec<Waker>,
-    ) {
+    fn wake_area(&self, dir: Direction, woken: &mut Vec<Woke>, others: &mut Vec<Waker>) {
         let mut guard = self.areas[dir as usize].borrow_mut();
         let Some(area) = guard.as_mut() else { return };
         others.extend(area.latest.take());
         for (_, waiter) in area.queue.drain(..) {
             match waiter {
-                Waiter::Task(key) => report(key, dir, self.fd),
+                Waiter::Task(key) => woken.push((key, dir, self.fd)),
                 Waiter::Waker(waker) => others.push(waker),
             }
         }
@@ -336,6 +342,9 @@ impl Source {
         }
     }
 }
+
+/// A task woken by a socket: its key, the direction, and the descriptor (for traces).
+pub(crate) type Woke = (Key, Direction, i32);
 
 /// The token under which the runtime's inbox interrupts the poll. Slab keys never reach
 /// it, nor the alarm's: a key's index is below `u32::MAX`.
@@ -440,16 +449,15 @@ impl Reactor {
     }
 
     /// Waits for the OS until a socket turns ready, another thread wakes a task, or
-    /// `deadline` (a timer's) passes; with `at_once`, does not wait at all. Reports the
-    /// tasks parked on the sockets that turned ready, wakes the other waiters there, and
+    /// `deadline` (a timer's) passes; with `at_once`, does not wait at all. Adds the
+    /// tasks parked on the sockets that turned ready to `woken_tasks` (for the scheduler
+    /// to schedule: the reactor schedules nothing), wakes the other waiters there, and
     /// says what else needs doing.
-    ///
-    /// `report` must only schedule (it runs while the socket table is borrowed).
     pub(crate) fn poll(
         &self,
         at_once: bool,
         deadline: Option<Instant>,
-        mut report: impl FnMut(Key, Direction, i32),
+        woken_tasks: &mut Vec<Woke>,
     ) -> io::Result<Woken> {
         let mut woken = Woken::default();
         let mut timeout = if at_once { Some(Duration::ZERO) } else { None };
@@ -479,7 +487,6 @@ impl Reactor {
         // Wakers of waiters that are not this runtime's tasks, woken once the events are
         // read (a waker may be anyone's code). Allocated only if there are any.
         let mut others = Vec::new();
-        // Held across the events: `report` only schedules, and runs no one else's code.
         let sources = self.sources.borrow();
         for event in events.iter() {
             match event.token() {
@@ -492,7 +499,7 @@ impl Reactor {
                 }
                 token => {
                     if let Some(source) = sources.get(Key::from_token(token.0)) {
-                        source.on_event(event, &mut report, &mut others);
+                        source.on_event(event, woken_tasks, &mut others);
                     }
                 }
             }

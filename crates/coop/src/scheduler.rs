@@ -190,24 +190,26 @@ fn fail(core: &Core, key: Key, payload: Box<dyn Any + Send>) {
 fn park(core: &Core) {
     let at_once = !core.ready.borrow().is_empty();
     let deadline = core.timers.next_deadline();
-    // A trace hook is anyone's code: its wake events wait until the reactor is done.
-    let mut traced = Vec::new();
-    let tracing = trace::enabled();
-    let polled = core.reactor.poll(at_once, deadline, |key, dir, fd| {
+    // Kept between polls for its capacity: no allocation per wake.
+    let mut sockets = core.woken.take();
+    let polled = core.reactor.poll(at_once, deadline, &mut sockets);
+    for &(key, _, _) in &sockets {
         core.wake(key);
-        if tracing {
-            traced.push((key, dir, fd));
-        }
-    });
-    for (key, dir, fd) in traced {
-        let area = match dir {
-            Direction::Read => Area::Read,
-            Direction::Write => Area::Write,
-        };
-        if let Some(task) = core.task_id(key) {
-            trace::emit(|| Event::Wake { task, area, fd });
+    }
+    // A trace hook is anyone's code: its wake events wait until the reactor is done.
+    if trace::enabled() {
+        for &(key, dir, fd) in &sockets {
+            let area = match dir {
+                Direction::Read => Area::Read,
+                Direction::Write => Area::Write,
+            };
+            if let Some(task) = core.task_id(key) {
+                trace::emit(|| Event::Wake { task, area, fd });
+            }
         }
     }
+    sockets.clear();
+    core.woken.replace(sockets);
     let woken = match polled {
         Ok(woken) => woken,
         // epoll_wait fails only on a bad descriptor or argument: a bug, not a load.
@@ -298,6 +300,7 @@ impl Runtime {
                 root_scheduled: Cell::new(false),
                 tasks: RefCell::new(Slab::new()),
                 reactor,
+                woken: RefCell::new(Vec::new()),
                 timers: Timers::default(),
                 inbox,
                 closing: Cell::new(false),
