@@ -264,6 +264,7 @@ impl IdleTimer {
     }
 
     /// `Ready` once four quarters in a row passed without `heard`.
+    #[inline]
     fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         while Pin::new(&mut self.timer).poll(cx).is_ready() {
             if std::mem::take(&mut self.heard) {

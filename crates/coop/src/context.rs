@@ -28,7 +28,7 @@ use std::cell::{Cell, RefCell};
 use std::ptr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll, Waker};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
 use crate::inbox::{Header, Inbox};
@@ -61,6 +61,9 @@ pub(crate) struct Slot {
     pub(crate) state: Cell<State>,
     pub(crate) id: TaskId,
     pub(crate) task: Rc<dyn Run>,
+    /// Its waker's data pointer, kept at hand for [`set_current`] (compared, never
+    /// followed).
+    pub(crate) waker: *const (),
 }
 
 /// Everything one runtime owns.
@@ -222,16 +225,13 @@ pub(crate) fn wake_local(header: &Header) -> bool {
     .unwrap_or(false)
 }
 
-/// Marks the start of a poll of task `key` (whose waker is `waker`), with a full
-/// budget. (Nothing marks its end: who the current task is matters only inside a poll.)
+/// Marks the start of a poll of task `key` (whose waker's data pointer is `waker`), with
+/// a full budget. (Nothing marks its end: who the current task is matters only inside a
+/// poll.)
 #[inline]
-pub(crate) fn set_current(key: Key, id: TaskId, waker: &Waker) {
+pub(crate) fn set_current(key: Key, id: TaskId, waker: *const ()) {
     HOT.with(|hot| {
-        hot.current.set(Some(Current {
-            key,
-            id,
-            waker: waker.data(),
-        }));
+        hot.current.set(Some(Current { key, id, waker }));
         hot.budget.set(BUDGET);
     });
 }

@@ -104,6 +104,7 @@ where
         Slot {
             state: Cell::new(State::Idle),
             id,
+            waker: task.waker().data(),
             task,
         }
     });
@@ -119,9 +120,9 @@ fn run(core: &Core, key: Key) {
         let tasks = core.tasks.borrow();
         let Some(slot) = tasks.get(key) else { return };
         slot.state.set(State::Running);
+        context::set_current(key, slot.id, slot.waker);
         (Rc::clone(&slot.task), slot.id)
     };
-    context::set_current(key, id, task.waker());
     trace::emit(|| Event::Run { task: id });
     let over = task.run();
     if over {
@@ -157,7 +158,7 @@ fn run_round<F: Future>(
             continue;
         }
         core.root_scheduled.set(false);
-        context::set_current(ROOT, TaskId(0), root_waker);
+        context::set_current(ROOT, TaskId(0), root_waker.data());
         if let Poll::Ready(output) = root.as_mut().poll(&mut Context::from_waker(root_waker)) {
             return Some(output);
         }
