@@ -12,7 +12,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::rc::Rc;
-use std::task::{Context, Poll, RawWakerVTable, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::context::{self, Core};
@@ -41,13 +41,10 @@ struct Entry {
     key: Key,
     /// `Timers::fired` when the waiter was last stored.
     fired_seen: u64,
-    /// The identity of the waker the waiter was stored for (data and vtable addresses,
-    /// compared only): while it polls with the same one, the stored waiter is current.
-    waker: (*const (), *const RawWakerVTable),
-}
-
-fn identity(waker: &Waker) -> (*const (), *const RawWakerVTable) {
-    (waker.data(), waker.vtable())
+    /// The waker the waiter was stored for: while it polls with one that wakes the same
+    /// task, the stored waiter is current. A clone, not its address: a freed waker's
+    /// address may come back as another task's (and the stored waiter would be stale).
+    waker: Waker,
 }
 
 /// Waits until `duration` has passed.
@@ -113,8 +110,7 @@ impl Future for Sleep {
         // Registered, nothing fired since, same waker: nothing to look up (a connection
         // polls its idle timer every time it parks).
         if let Some(entry) = &self.entry {
-            if entry.fired_seen == entry.core.timers.fired() && entry.waker == identity(cx.waker())
-            {
+            if entry.fired_seen == entry.core.timers.fired() && entry.waker.will_wake(cx.waker()) {
                 return Poll::Pending;
             }
         }
@@ -134,7 +130,7 @@ impl Sleep {
                     return Poll::Ready(());
                 }
                 entry.fired_seen = entry.core.timers.fired();
-                entry.waker = identity(cx.waker());
+                entry.waker.clone_from(cx.waker());
                 Poll::Pending
             }
             // Already due: it costs the task budget like a ready socket, so that a loop of
@@ -146,7 +142,7 @@ impl Sleep {
                 let key = core.timers.insert(deadline, context::who(cx, &core));
                 self.entry = Some(Entry {
                     fired_seen: core.timers.fired(),
-                    waker: identity(cx.waker()),
+                    waker: cx.waker().clone(),
                     core,
                     key,
                 });

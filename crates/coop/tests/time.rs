@@ -142,3 +142,41 @@ fn elapsed_sleeps_do_not_starve_other_tasks() {
         turns.get()
     );
 }
+
+/// A `Sleep` first polled in one task, then handed to a task spawned after the first
+/// ended, wakes the second. (The new task's waker is often allocated where the first's
+/// was; a `Sleep` that knew its waker by address took the dead task for the living one
+/// and never woke it. Found by a review that tried to break the library.)
+#[test]
+fn a_sleep_handed_to_a_new_task_wakes_it() {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::Poll;
+
+    coop::block_on(async {
+        for round in 0..50 {
+            let slot: Rc<RefCell<Option<Pin<Box<coop::time::Sleep>>>>> = Rc::default();
+            let first = Rc::clone(&slot);
+            spawn(async move {
+                let mut sleeping = Box::pin(sleep(Duration::from_millis(5)));
+                // Registered with this task's own waker.
+                std::future::poll_fn(|cx| {
+                    assert!(sleeping.as_mut().poll(cx).is_pending());
+                    Poll::Ready(())
+                })
+                .await;
+                *first.borrow_mut() = Some(sleeping);
+            })
+            .await
+            .unwrap();
+            let second = spawn(async move {
+                let sleeping = slot.borrow_mut().take().unwrap();
+                sleeping.await;
+            });
+            match timeout(Duration::from_secs(10), second).await {
+                Ok(done) => done.unwrap(),
+                Err(_) => panic!("round {round}: the sleep never woke its new task"),
+            }
+        }
+    });
+}
