@@ -39,7 +39,7 @@ use mio::{Events, Interest, Poll as OsPoll, Token};
 
 use crate::alarm::{ALARM, Alarm};
 use crate::slab::{Key, Slab};
-use crate::waiter::{Waiter, Who};
+use crate::waiter::{self, Waiter, Who};
 
 /// Which waiting area: the seed's `recv_wait` or `send_wait`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -507,7 +507,7 @@ impl Reactor {
         drop(sources);
         drop(events);
         if !others.is_empty() {
-            others.into_iter().for_each(Waker::wake);
+            others.into_iter().for_each(waiter::wake_foreign);
         }
         Ok(woken)
     }

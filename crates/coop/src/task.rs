@@ -208,7 +208,8 @@ impl<F: Future> Join<F::Output> for Task<F> {
 ///
 /// Returned by [`spawn`](crate::spawn). Awaiting it gives `Ok(output)` once the task has
 /// returned, or a [`JoinError`]: the task panicked (the panic stays in its task, as with
-/// [`std::thread::JoinHandle::join`]) or was cancelled.
+/// [`std::thread::JoinHandle::join`]) or was cancelled. A future that returned but
+/// whose destructor then panicked counts as panicked: its output is dropped.
 ///
 /// Dropping the handle *detaches* the task: it runs on for as long as its runtime runs
 /// (the seed's tasks have no handle at all: every one of them is detached).

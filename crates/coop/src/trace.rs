@@ -33,6 +33,7 @@
 
 use std::cell::RefCell;
 use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 
 use crate::context;
@@ -124,7 +125,9 @@ thread_local! {
 /// Calls `hook` with every scheduler event on this thread, from now on.
 ///
 /// The hook may do anything a task may (spawn, wake, set or clear the hook); events
-/// that happen while the hook runs are not reported to it.
+/// that happen while the hook runs are not reported to it. A hook that panics is
+/// removed: the panic goes no further than the hook (the panic hook prints it as usual),
+/// and the scheduler goes on untraced.
 pub fn set_hook(hook: impl Fn(&Event<'_>) + 'static) {
     let hook: Hook = Rc::new(hook);
     let old = HOOK.with_borrow_mut(|(slot, _)| slot.replace(hook));
@@ -182,5 +185,12 @@ fn emit_slow(event: &Event<'_>) {
         }
     }
     let _running = Running;
-    hook(event);
+    // The hook is anyone's code, called from inside the scheduler (between a task's
+    // spawn and its scheduling, in the OS poll step): a panic in it must not leave the
+    // scheduler half-way. It is caught, and the hook removed (the panic hook has printed
+    // the message); the scheduler goes on untraced.
+    if catch_unwind(AssertUnwindSafe(|| hook(event))).is_err() {
+        let _ = HOOK.try_with(|hook| hook.borrow_mut().0 = None);
+        context::set_tracing(false);
+    }
 }

@@ -5,6 +5,7 @@
 //! anything the task owns) alive, and a key whose task has finished finds nothing when
 //! it is reported.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::task::Waker;
 
 use crate::slab::Key;
@@ -51,7 +52,16 @@ impl Waiter {
     pub(crate) fn wake(self, report: &mut impl FnMut(Key)) {
         match self {
             Waiter::Task(key) => report(key),
-            Waiter::Waker(waker) => waker.wake(),
+            Waiter::Waker(waker) => wake_foreign(waker),
         }
     }
+}
+
+/// Wakes a waker that is not one of the runtime's tasks, from the run loop (outside any
+/// task's poll). A waker is anyone's code, and a panic in it is its owner's bug: it is
+/// caught here (the panic hook has printed it), so that the run loop, and the waiters
+/// after this one, go on.
+#[cold]
+pub(crate) fn wake_foreign(waker: Waker) {
+    let _ = catch_unwind(AssertUnwindSafe(|| waker.wake()));
 }

@@ -91,3 +91,17 @@ fn connecting_to_a_closed_port_is_refused() -> io::Result<()> {
         Ok(())
     })
 }
+
+/// A read into an empty buffer answers `Ok(0)` at once, as std's does, even with nothing
+/// to read (it waited for data before).
+#[test]
+fn a_read_into_an_empty_buffer_does_not_wait() -> io::Result<()> {
+    coop::block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let stream = TcpStream::connect(listener.local_addr()?).await?;
+        let _server_side = listener.accept().await?;
+        let read = timeout(Duration::from_secs(10), stream.read(&mut [])).await;
+        assert_eq!(read.expect("it waited for data")?, 0);
+        io::Result::Ok(())
+    })
+}

@@ -168,3 +168,125 @@ fn a_panicking_handler_does_not_stop_the_server() {
     })
     .unwrap();
 }
+
+/// A waker that panics when woken: someone else's bug.
+struct PanickingWaker;
+
+impl std::task::Wake for PanickingWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        panic!("a waker that panics");
+    }
+}
+
+/// A foreign waker the run loop wakes (from a timer, from a socket) and that panics does
+/// not unwind out of `block_on`: the run loop, and every task, go on. (Found by a review
+/// that tried to break the library: it unwound out of `block_on`.)
+#[test]
+fn a_panicking_waker_stays_out_of_the_run_loop() {
+    use std::future::Future;
+    use std::io::Write;
+    use std::task::{Context, Waker};
+    use std::time::Duration;
+
+    bounded(LIMIT, || {
+        let runtime = Runtime::new()?;
+        runtime.block_on(async {
+            let panicking = Waker::from(std::sync::Arc::new(PanickingWaker));
+            // On a timer.
+            let mut soon = Box::pin(coop::time::sleep(Duration::from_millis(1)));
+            let _ = soon.as_mut().poll(&mut Context::from_waker(&panicking));
+            // On a socket.
+            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+            let stream = Rc::new(TcpStream::connect(listener.local_addr()?).await?);
+            let (mut peer, _) = listener.accept()?;
+            let mut readable = Box::pin(stream.readable());
+            let _ = readable.as_mut().poll(&mut Context::from_waker(&panicking));
+            let stream = Rc::clone(&stream);
+            peer.write_all(b"x")?;
+            // Both fire while these run; both tasks finish.
+            let later = spawn(async {
+                coop::time::sleep(Duration::from_millis(20)).await;
+                2
+            });
+            let reader = spawn(async move {
+                let mut byte = [0; 1];
+                stream.read(&mut byte).await
+            });
+            assert_eq!(later.await.unwrap(), 2);
+            assert_eq!(reader.await.unwrap()?, 1);
+            drop((soon, readable));
+            io::Result::Ok(())
+        })
+    })
+    .unwrap();
+}
+
+/// A trace hook that panics is removed, wherever the scheduler called it: the task being
+/// spawned still runs, the task being run is not blamed, and a wake reported from the OS
+/// poll still gets its task going (wakes from other threads included).
+#[test]
+fn a_panicking_trace_hook_is_removed_and_the_scheduler_goes_on() {
+    use coop::trace::Event;
+    use std::io::Write;
+
+    bounded(LIMIT, || {
+        coop::block_on(async {
+            // On spawn.
+            coop::trace::set_hook(|event| {
+                if matches!(event, Event::Spawn { .. }) {
+                    panic!("a hook that panics on spawn");
+                }
+            });
+            let spawned = spawn(async { 1 });
+            assert!(!coop::trace::enabled(), "the hook is removed");
+            assert_eq!(spawned.await.unwrap(), 1);
+
+            // On run: the task is not blamed.
+            let ran = spawn(async { 42 });
+            coop::trace::set_hook(|event| {
+                if matches!(event, Event::Run { .. }) {
+                    panic!("a hook that panics on run");
+                }
+            });
+            assert_eq!(ran.await.unwrap(), 42);
+
+            // On a wake from the OS poll, with a wake from another thread in the same
+            // poll: both tasks go on.
+            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+            let stream = TcpStream::connect(listener.local_addr()?).await?;
+            let (mut peer, _) = listener.accept()?;
+            let reader = spawn(async move {
+                let mut byte = [0; 1];
+                stream.read(&mut byte).await
+            });
+            let (tx, rx) = std::sync::mpsc::channel::<std::task::Waker>();
+            let waiting = spawn(async move {
+                let mut sent = false;
+                std::future::poll_fn(|cx| {
+                    if sent {
+                        return std::task::Poll::Ready(());
+                    }
+                    sent = true;
+                    tx.send(cx.waker().clone()).unwrap();
+                    std::task::Poll::Pending
+                })
+                .await;
+            });
+            yield_now().await;
+            yield_now().await;
+            coop::trace::set_hook(|event| {
+                if matches!(event, Event::Wake { .. }) {
+                    panic!("a hook that panics on wake");
+                }
+            });
+            let waker = rx.recv().unwrap();
+            std::thread::spawn(move || waker.wake()).join().unwrap();
+            peer.write_all(b"x")?;
+            assert_eq!(reader.await.unwrap()?, 1);
+            waiting.await.unwrap();
+            assert!(!coop::trace::enabled());
+            io::Result::Ok(())
+        })
+    })
+    .unwrap();
+}

@@ -131,8 +131,11 @@ impl TcpStream {
     }
 
     /// Reads what has arrived into `buf`, waiting for data if there is none. `Ok(0)`
-    /// means the peer has closed its side (or `buf` is empty).
+    /// means the peer has closed its side, or `buf` is empty (at once, as for std).
     pub async fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
         self.registration
             .io(Direction::Read, || self.read_now(buf))
             .await
