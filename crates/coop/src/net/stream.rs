@@ -186,8 +186,16 @@ impl TcpStream {
     }
 
     /// Writes without waiting: `WouldBlock` when there is no room.
+    #[inline]
     pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-        self.try_write_vectored(&[IoSlice::new(buf)])
+        self.registration.try_io(Direction::Write, || {
+            let n = (&self.io).write(buf)?;
+            if n < buf.len() {
+                // The send buffer is full; room freed later brings a new edge.
+                self.registration.clear(Direction::Write);
+            }
+            Ok(n)
+        })
     }
 
     /// Writes some of `bufs` without waiting: `WouldBlock` when there is no room.
