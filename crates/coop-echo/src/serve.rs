@@ -98,65 +98,28 @@ enum Ending {
 }
 
 /// Answers one client until it closes (or falls silent, or fails), and logs the end.
-#[expect(
-    clippy::manual_async_fn,
-    reason = "an async fn would keep its arguments twice in every connection's state"
-)]
 pub fn handle(
     stream: TcpStream,
     peer: SocketAddr,
     settings: Rc<Settings>,
 ) -> impl Future<Output = ()> {
+    // The peer goes into the connection's guard at once, and the guard is what the task
+    // keeps: no copy of an address waits beside it in every connection's state. Quiet
+    // until the connection is known (a refused one had no `Connection from` line).
+    let mut open = Open {
+        peer,
+        quiet: true,
+        counts: Counts::default(),
+        ended: false,
+    };
     // An `async move` block rather than an `async fn`: an async fn keeps its arguments
     // twice in its state (as arguments, and as locals), and every connection would
     // carry the copy.
     async move {
-        // Who the client is: the peer, or whom the load balancer's header names. A load
-        // balancer's health check is logged at debug level: one a second would drown the log.
-        let (client, first, check) = if settings.proxy_protocol {
-            let limit = settings
-                .idle_timeout
-                .map_or(proxy::HEADER_TIME, |idle| idle.min(proxy::HEADER_TIME));
-            // Boxed: the header's reading lives only until the header is in, and would
-            // otherwise size every connection's task for good (async state machines overlap
-            // their phases poorly).
-            match Box::pin(proxy::read_header(&stream, limit)).await {
-                Ok((Origin::Client { source, .. }, first)) => {
-                    tracing::debug!("Connection from {source} comes through {peer}");
-                    (source, first, false)
-                }
-                Ok((Origin::Local, first)) => (peer, first, true),
-                Ok((Origin::Unnamed, first)) => (peer, first, false),
-                Err(Refusal::Silent) => {
-                    tracing::debug!("Connection from {peer} closed before a PROXY header");
-                    return;
-                }
-                Err(Refusal::Bad(why)) => {
-                    tracing::warn!("Connection from {peer} refused: {why}");
-                    return;
-                }
-            }
-        } else {
-            (peer, Vec::new(), false)
+        let Some((first, info, check)) = introduce(&stream, &mut open, &settings).await else {
+            return;
         };
-        let info = !settings.quiet && !check;
-        if info {
-            tracing::info!("Connection from {client}");
-        } else if check {
-            tracing::debug!("Health check from {client}");
-        }
-        // Replies go out as soon as they are written: Nagle's algorithm would hold a reply
-        // back while an earlier one is unacknowledged, which stalls pipelined clients.
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!("TCP_NODELAY on {client}: {e}");
-        }
         let mut encoder = Encoder::new(Rc::clone(&settings.prefix), settings.framing);
-        let mut open = Open {
-            peer: client,
-            quiet: !info,
-            counts: Counts::default(),
-            ended: false,
-        };
         let outcome = echo(&stream, &mut encoder, &mut open.counts, &settings, first).await;
         open.ended = true;
         let Counts {
@@ -188,6 +151,60 @@ pub fn handle(
             }
         }
     }
+}
+
+/// Learns who the client is (the peer, or whom a load balancer's PROXY header names),
+/// says so, and readies the socket. Returns the bytes that came after a header, whether
+/// the connection is logged at info level, and whether it is a load balancer's health
+/// check (logged at debug level: one a second would drown the log); `None` if the
+/// connection is refused.
+async fn introduce(
+    stream: &TcpStream,
+    open: &mut Open,
+    settings: &Settings,
+) -> Option<(Vec<u8>, bool, bool)> {
+    let peer = open.peer;
+    let (first, check) = if settings.proxy_protocol {
+        let limit = settings
+            .idle_timeout
+            .map_or(proxy::HEADER_TIME, |idle| idle.min(proxy::HEADER_TIME));
+        // Boxed: the header's reading lives only until the header is in, and would
+        // otherwise size every connection's task for good (async state machines overlap
+        // their phases poorly).
+        match Box::pin(proxy::read_header(stream, limit)).await {
+            Ok((Origin::Client { source, .. }, first)) => {
+                tracing::debug!("Connection from {source} comes through {peer}");
+                open.peer = source;
+                (first, false)
+            }
+            Ok((Origin::Local, first)) => (first, true),
+            Ok((Origin::Unnamed, first)) => (first, false),
+            Err(Refusal::Silent) => {
+                tracing::debug!("Connection from {peer} closed before a PROXY header");
+                return None;
+            }
+            Err(Refusal::Bad(why)) => {
+                tracing::warn!("Connection from {peer} refused: {why}");
+                return None;
+            }
+        }
+    } else {
+        (Vec::new(), false)
+    };
+    let client = open.peer;
+    let info = !settings.quiet && !check;
+    open.quiet = !info;
+    if info {
+        tracing::info!("Connection from {client}");
+    } else if check {
+        tracing::debug!("Health check from {client}");
+    }
+    // Replies go out as soon as they are written: Nagle's algorithm would hold a reply
+    // back while an earlier one is unacknowledged, which stalls pipelined clients.
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!("TCP_NODELAY on {client}: {e}");
+    }
+    Some((first, info, check))
 }
 
 /// A connection being answered. Its handler can be dropped before it returns only when
