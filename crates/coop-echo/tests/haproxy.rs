@@ -263,9 +263,10 @@ fn health_checks_keep_instances_up_and_out_of_the_log() {
     }
 }
 
-/// An instance stopped with SIGTERM behind HAProxy: its port closes, HAProxy marks it
-/// down, new clients go to the other, and the connection it still has is served to the
-/// end (the configuration keeps a down server's connections).
+/// An instance stopped with SIGTERM behind HAProxy: its port closes, clients sent there
+/// before HAProxy notices are retried on the other, HAProxy marks it down, and the
+/// connection it still has is served to the end (the configuration keeps a down
+/// server's connections).
 #[test]
 fn a_stopping_instance_drains_behind_haproxy() {
     if !have_haproxy() {
@@ -289,15 +290,40 @@ fn a_stopping_instance_drains_behind_haproxy() {
     let serving = served_by(&instances, open.local_addr().unwrap());
     let (name, other) = if serving == 0 { ("a", 1) } else { ("b", 0) };
 
+    // Load the other instance with more open connections, so that HAProxy (least
+    // connections first) picks the stopping one for the next clients.
+    let mut held = Vec::new();
+    let mut lead = 0i32;
+    while lead < 1 {
+        let mut client = TcpStream::connect(haproxy.frontend).unwrap();
+        client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        assert_eq!(common::round_trip(&mut client, b"hold\n", 9), b"GOT:hold\n");
+        lead += if served_by(&instances, client.local_addr().unwrap()) == other {
+            1
+        } else {
+            -1
+        };
+        held.push(client);
+        assert!(held.len() < 50, "HAProxy never loaded the other instance");
+    }
+
     instances[serving].signal("TERM");
+    // Before HAProxy has marked it down, the clients it sends there are refused by the
+    // closed port, and retried on the other instance: none is lost.
+    instances[serving].wait_for_log("SIGTERM: stopped accepting");
+    for _ in 0..3 {
+        let client = seed_session(haproxy.frontend);
+        assert_eq!(served_by(&instances, client), other);
+    }
     haproxy.wait_status(name, "DOWN");
     // Marked down, and still answering its open connection.
     assert_eq!(common::round_trip(&mut open, b"two\n", 8), b"GOT:two\n");
     // Everyone new goes to the other instance.
     let client = seed_session(haproxy.frontend);
     instances[other].wait_for_log(&format!("Connection from {client}"));
-    // The drained connection ends when its client leaves, and so does the instance.
+    // The drained connections end when their clients leave, and so does the instance.
     drop(open);
+    drop(held);
     assert!(instances[serving].wait_exit(IO_TIMEOUT).success());
 }
 
