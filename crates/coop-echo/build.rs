@@ -1,5 +1,5 @@
 //! Looks for what some end-to-end tests need besides the program (`nc`, `tmux`,
-//! `prlimit`, an IPv6 loopback address), so that a test that cannot run on this machine
+//! `prlimit`, `haproxy`, an IPv6 loopback address, root and `ip` for network namespaces), so that a test that cannot run on this machine
 //! shows as `ignored, needs ...` in `cargo test` instead of passing without having run:
 //! the test harness has no way to skip at run time. Under `CI=true` nothing is marked:
 //! the tests run, and one whose tool is missing fails.
@@ -22,11 +22,25 @@ fn main() {
         ("nc", "missing_nc"),
         ("tmux", "missing_tmux"),
         ("prlimit", "missing_prlimit"),
+        ("haproxy", "missing_haproxy"),
     ] {
         println!("cargo::rustc-check-cfg=cfg({cfg})");
         if !ci && !path.iter().any(|dir| is_executable(&dir.join(tool))) {
             println!("cargo::rustc-cfg={cfg}");
         }
+    }
+    // Test hosts in network namespaces need `ip` and root.
+    println!("cargo::rustc-check-cfg=cfg(missing_netns)");
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    });
+    let ip = path.iter().any(|dir| is_executable(&dir.join("ip")));
+    if !(ci || (root && ip)) {
+        println!("cargo::rustc-cfg=missing_netns");
     }
     println!("cargo::rustc-check-cfg=cfg(missing_ipv6_loopback)");
     if !ci && std::net::TcpListener::bind("[::1]:0").is_err() {

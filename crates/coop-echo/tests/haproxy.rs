@@ -212,12 +212,14 @@ fn through_haproxy(send_proxy: &str) {
 
 /// Test 1: HAProxy with `send-proxy-v2`.
 #[test]
+#[cfg_attr(missing_haproxy, ignore = "needs haproxy: apt-get install haproxy")]
 fn the_seed_session_through_haproxy_with_proxy_v2() {
     through_haproxy("send-proxy-v2");
 }
 
 /// Test 2: the same with `send-proxy` (the text header).
 #[test]
+#[cfg_attr(missing_haproxy, ignore = "needs haproxy: apt-get install haproxy")]
 fn the_seed_session_through_haproxy_with_proxy_v1() {
     through_haproxy("send-proxy");
 }
@@ -225,6 +227,7 @@ fn the_seed_session_through_haproxy_with_proxy_v1() {
 /// Test 4: checks every 200 ms keep both instances up, and none of them reaches the
 /// instances' info-level log.
 #[test]
+#[cfg_attr(missing_haproxy, ignore = "needs haproxy: apt-get install haproxy")]
 fn health_checks_keep_instances_up_and_out_of_the_log() {
     if !have_haproxy() {
         return;
@@ -268,6 +271,7 @@ fn health_checks_keep_instances_up_and_out_of_the_log() {
 /// connection it still has is served to the end (the configuration keeps a down
 /// server's connections).
 #[test]
+#[cfg_attr(missing_haproxy, ignore = "needs haproxy: apt-get install haproxy")]
 fn a_stopping_instance_drains_behind_haproxy() {
     if !have_haproxy() {
         return;
@@ -448,6 +452,10 @@ fn echo_64k(frontend: SocketAddr, seed: u64) -> Outcome {
 /// instance's host is cut off mid-run: HAProxy marks it down, every later client is
 /// served by the other, and every connection the other served is intact.
 #[test]
+#[cfg_attr(
+    any(missing_haproxy, missing_netns),
+    ignore = "needs haproxy, ip (iproute2) and root"
+)]
 fn a_host_cut_off_mid_run_is_taken_out_and_the_other_serves_everyone() {
     if !have_haproxy() || !can_make_hosts() {
         return;
