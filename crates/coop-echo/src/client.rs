@@ -101,15 +101,22 @@ pub fn run(target: &str, send_proxy: Option<SendProxy>) -> ExitCode {
             }
         }
         match relay(&stream).await {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(0) => ExitCode::SUCCESS,
+            // A line that got no reply is a lost message, not a success.
+            Ok(unanswered) => fail(format_args!(
+                "the server closed the connection; {unanswered} {} got no reply",
+                if unanswered == 1 { "line" } else { "lines" }
+            )),
             Err(e) => fail(format_args!("connection to {target}: {e}")),
         }
     })
 }
 
-async fn relay(stream: &TcpStream) -> io::Result<()> {
+/// Relays until the server closes; returns how many of the lines sent got no reply.
+async fn relay(stream: &TcpStream) -> io::Result<u64> {
     let input = Stdin::spawn();
     let replies = Cell::new(0u64);
+    let lines = Cell::new(0u64);
     let parked = Cell::new(None::<Waker>);
     // Waits until the replies have caught up with the lines sent (or for a second).
     let caught_up = |sent: u64| {
@@ -141,6 +148,7 @@ async fn relay(stream: &TcpStream) -> io::Result<()> {
                 stream.write_all(&buffered[..=end]).await?;
                 buffered.drain(..=end);
                 sent += 1;
+                lines.set(sent);
             }
         }
     };
@@ -175,10 +183,11 @@ async fn relay(stream: &TcpStream) -> io::Result<()> {
         receive.as_mut().poll(cx)
     })
     .await?;
-    if sending {
+    let unanswered = lines.get().saturating_sub(replies.get());
+    if sending && unanswered == 0 {
         eprintln!("coop-echo: the server closed the connection");
     }
-    Ok(())
+    Ok(unanswered)
 }
 
 /// Stdin, read by a thread of its own (a terminal cannot be made non-blocking without

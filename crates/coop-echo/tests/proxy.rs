@@ -329,3 +329,15 @@ fn client_and_bench_can_send_the_header() {
         "{log}"
     );
 }
+
+/// A client whose lines get no reply says so and fails: here, one that sends no header
+/// to a `--proxy-protocol` server, which refuses it.
+#[test]
+fn a_client_whose_lines_get_no_reply_says_so() {
+    let server = Server::start(&["--proxy-protocol"]);
+    let out = run(&["client", &server.addr.to_string()], b"Hello\n");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(out.stdout, b"");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("1 line got no reply"), "{stderr}");
+}
