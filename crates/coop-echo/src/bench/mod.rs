@@ -590,14 +590,19 @@ async fn exchange(id: usize, stream: &TcpStream, load: &Load) -> io::Result<()> 
 /// What to say of a reply that is not the echo of message `message`. The first reply
 /// wrong is most often a server that frames its replies otherwise than bench was told.
 fn mismatch_message(message: u64, load: &Load) -> String {
-    if message > 0 {
-        return format!("the reply to message {message} is not its echo");
-    }
     let prefix = String::from_utf8_lossy(&load.prefix);
     let framing = match load.framing {
         Framing::Chunk => "chunk",
         Framing::Line => "line",
     };
+    if message > 0 {
+        // Later replies go wrong when the framing differs only past the first message
+        // (e.g. pipelined messages that the server answers as one chunk).
+        return format!(
+            "the reply to message {message} is not its echo with the prefix {prefix:?} in \
+             {framing} framing: check the server's --framing and --prefix"
+        );
+    }
     format!(
         "the first reply is not the echo of the first message with the prefix {prefix:?} \
          in {framing} framing: give the server's --prefix ('' for a plain echo) and --framing"

@@ -132,10 +132,16 @@ impl fmt::Display for Report {
             Some(rate) => format!("open loop at {rate} msg/s"),
             None => "closed loop".to_string(),
         };
+        let connections = match self.connections {
+            1 => "1 connection".to_string(),
+            n => format!("{n} connections"),
+        };
+        // Tenths of a second, unless that would round a short run to nothing.
+        let precision = if self.seconds < 1.0 { 3 } else { 1 };
         writeln!(
             f,
-            "{}: {} connections, {}-byte messages, pipeline {}, {mode}, {:.1} s",
-            self.target, self.connections, self.size, self.pipeline, self.seconds
+            "{}: {connections}, {}-byte messages, pipeline {}, {mode}, {:.precision$} s",
+            self.target, self.size, self.pipeline, self.seconds
         )?;
         writeln!(
             f,
@@ -157,15 +163,69 @@ impl fmt::Display for Report {
         if let Some(e) = &self.first_error {
             writeln!(f, "  first      {e}")?;
         }
+        // CPU time is counted in clock ticks: a run shorter than one shows none.
+        let per_msg = |us: f64| {
+            if us > 0.0 {
+                format!("{us:.2} µs/msg")
+            } else {
+                "too short a run to measure".to_string()
+            }
+        };
         match (self.client_cpu_us_per_msg, self.server_cpu_us_per_msg) {
             (Some(client), Some(server)) => write!(
                 f,
-                "  CPU        client {client:.2} µs/msg, server {server:.2} µs/msg"
+                "  CPU        client {}, server {}",
+                per_msg(client),
+                per_msg(server)
             ),
-            (Some(client), None) => write!(f, "  CPU        client {client:.2} µs/msg"),
-            (None, Some(server)) => write!(f, "  CPU        server {server:.2} µs/msg"),
+            (Some(client), None) => write!(f, "  CPU        client {}", per_msg(client)),
+            (None, Some(server)) => write!(f, "  CPU        server {}", per_msg(server)),
             (None, None) if self.messages == 0 => write!(f, "  CPU        no reply to divide by"),
             (None, None) => write!(f, "  CPU        not known (no /proc)"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run of one connection and a few messages reads as one: no "1 connections", no
+    /// "0.0 s", no CPU figure of zero.
+    #[test]
+    fn a_short_run_reads_right() {
+        let report = Report {
+            target: "127.0.0.1:25000".into(),
+            connections: 1,
+            size: 1,
+            pipeline: 1,
+            rate: None,
+            seconds: 0.012,
+            messages: 5,
+            messages_per_sec: 416.0,
+            mb_per_sec: 0.0,
+            bytes_received: 25,
+            latency_us: None,
+            mismatches: 0,
+            errors: 0,
+            connect_failures: 0,
+            first_error: None,
+            client_cpu_us_per_msg: Some(0.0),
+            server_cpu_us_per_msg: None,
+        };
+        let text = report.to_string();
+        assert!(text.contains(": 1 connection, "), "{text}");
+        assert!(text.contains("closed loop, 0.012 s"), "{text}");
+        assert!(text.contains("client too short a run to measure"), "{text}");
+        let long = Report {
+            connections: 100,
+            seconds: 10.04,
+            client_cpu_us_per_msg: Some(21.5),
+            ..report
+        };
+        let text = long.to_string();
+        assert!(text.contains(": 100 connections, "), "{text}");
+        assert!(text.contains("closed loop, 10.0 s"), "{text}");
+        assert!(text.contains("client 21.50 µs/msg"), "{text}");
     }
 }
