@@ -95,21 +95,27 @@ async fn answer(stream: &TcpStream, sources: &Sources) -> io::Result<()> {
         }
         // For load balancers and orchestrators: ready while accepting, not from the moment
         // a graceful stop begins (while open connections still drain).
-        (Some("GET"), Some("/healthz")) if sources.server.is_stopped() => {
-            respond(stream, "503 Service Unavailable", "stopping\n").await
+        (Some(method @ ("GET" | "HEAD")), Some("/healthz")) => {
+            let (status, body) = if sources.server.is_stopped() {
+                ("503 Service Unavailable", "stopping\n")
+            } else {
+                ("200 OK", "ok\n")
+            };
+            // Some checkers ask with HEAD: the same answer, without its body.
+            let body = if method == "HEAD" { "" } else { body };
+            respond(stream, status, body).await
         }
-        (Some("GET"), Some("/healthz")) => respond(stream, "200 OK", "ok\n").await,
         (Some("GET"), Some(_)) => {
             respond(stream, "404 Not Found", "try /metrics or /healthz\n").await
         }
         _ => {
-            let allow = "Allow: GET\r\n";
+            let allow = "Allow: GET, HEAD\r\n";
             respond_with(
                 stream,
                 "405 Method Not Allowed",
                 TEXT,
                 allow,
-                "GET /metrics or /healthz only\n",
+                "GET /metrics, GET or HEAD /healthz only\n",
             )
             .await
         }

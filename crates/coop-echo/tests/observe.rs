@@ -212,6 +212,9 @@ fn healthz_turns_503_when_a_graceful_stop_begins() {
         (status.as_str(), body.as_str()),
         ("HTTP/1.1 200 OK", "ok\n")
     );
+    // Some checkers ask with HEAD: the same answer, without its body.
+    let (status, body) = http(admin, b"HEAD /healthz HTTP/1.1\r\n\r\n");
+    assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", ""));
 
     let mut open = server.connect();
     assert_eq!(round_trip(&mut open, b"hi\n", 7), b"GOT:hi\n");
