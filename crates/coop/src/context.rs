@@ -75,7 +75,7 @@ pub(crate) struct Core {
     pub(crate) tasks: RefCell<Slab<Slot>>,
     pub(crate) reactor: Reactor,
     /// The tasks the last OS poll woke (kept between polls for its capacity).
-    pub(crate) woken: RefCell<Vec<Woke>>,
+    pub(crate) woken: Cell<Vec<Woke>>,
     pub(crate) timers: Timers,
     pub(crate) inbox: Arc<Inbox>,
     /// The runtime is being dropped: a task spawned now is cancelled at once.

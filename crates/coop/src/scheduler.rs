@@ -210,7 +210,7 @@ fn park(core: &Core) {
         }
     }
     sockets.clear();
-    core.woken.replace(sockets);
+    core.woken.set(sockets);
     let woken = match polled {
         Ok(woken) => woken,
         // epoll_wait fails only on a bad descriptor or argument: a bug, not a load.
@@ -301,7 +301,7 @@ impl Runtime {
                 root_scheduled: Cell::new(false),
                 tasks: RefCell::new(Slab::new()),
                 reactor,
-                woken: RefCell::new(Vec::new()),
+                woken: Cell::new(Vec::new()),
                 timers: Timers::default(),
                 inbox,
                 closing: Cell::new(false),
