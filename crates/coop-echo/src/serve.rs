@@ -331,21 +331,16 @@ fn echo<'a>(
         let mut idle = settings.idle_timeout.map(IdleTimer::new);
         // Bytes that came with the PROXY header are the client's first chunk.
         if !pending.is_empty() {
-            counts.bytes_in += pending.len() as u64;
-            Totals::add(&settings.totals.bytes_in, pending.len() as u64);
-            Totals::add(&settings.totals.messages, 1);
-            encoder.begin_chunk();
-            let before = counts.bytes_out;
-            let flushed = Box::pin(answer_pending(
+            took_chunk(pending.len(), counts, &settings.totals, encoder);
+            Box::pin(flush(
                 stream,
                 encoder,
                 &mut pending,
                 counts,
                 &mut idle,
+                &settings.totals,
             ))
-            .await;
-            Totals::add(&settings.totals.bytes_out, counts.bytes_out - before);
-            flushed?;
+            .await?;
         }
         loop {
             match &mut idle {
@@ -366,10 +361,7 @@ fn echo<'a>(
                     }
                     Err(e) => return Err(e),
                 };
-                counts.bytes_in += n as u64;
-                Totals::add(&settings.totals.bytes_in, n as u64);
-                Totals::add(&settings.totals.messages, 1);
-                encoder.begin_chunk();
+                took_chunk(n, counts, &settings.totals, encoder);
                 let before = counts.bytes_out;
                 let answered = answer_now(stream, encoder, scratch, n, counts);
                 Totals::add(&settings.totals.bytes_out, counts.bytes_out - before);
@@ -391,19 +383,15 @@ fn echo<'a>(
                     if let Some(idle) = &mut idle {
                         idle.heard();
                     }
-                    let before = counts.bytes_out;
-                    // Boxed: only a client that takes no replies waits here, and the
-                    // waiting would otherwise size every connection's state for good.
-                    let flushed = Box::pin(answer_pending(
+                    Box::pin(flush(
                         stream,
                         encoder,
                         &mut pending,
                         counts,
                         &mut idle,
+                        &settings.totals,
                     ))
-                    .await;
-                    Totals::add(&settings.totals.bytes_out, counts.bytes_out - before);
-                    flushed?;
+                    .await?;
                 }
                 Turn::Eof => break,
             }
@@ -414,6 +402,33 @@ fn echo<'a>(
             _ => Ok(Ending::Closed),
         }
     }
+}
+
+/// `n` bytes came in, a chunk of their own: counted, and the reply to them begins.
+#[inline]
+fn took_chunk(n: usize, counts: &mut Counts, totals: &Totals, encoder: &mut Encoder) {
+    counts.bytes_in += n as u64;
+    Totals::add(&totals.bytes_in, n as u64);
+    Totals::add(&totals.messages, 1);
+    encoder.begin_chunk();
+}
+
+/// Answers all of `pending`, waiting for the client to take it, and counts what went
+/// out. Called boxed: only a client that takes no replies (or the bytes after a PROXY
+/// header) comes here, and the waiting would otherwise size every connection's state for
+/// good.
+async fn flush(
+    stream: &TcpStream,
+    encoder: &mut Encoder,
+    pending: &mut Vec<u8>,
+    counts: &mut Counts,
+    idle: &mut Option<IdleTimer>,
+    totals: &Totals,
+) -> io::Result<()> {
+    let before = counts.bytes_out;
+    let flushed = answer_pending(stream, encoder, pending, counts, idle).await;
+    Totals::add(&totals.bytes_out, counts.bytes_out - before);
+    flushed
 }
 
 /// Writes as much of the reply to the `n` bytes just read (at `PREFIX_ROOM` in

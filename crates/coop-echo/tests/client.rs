@@ -2,28 +2,13 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use common::Server;
 
 /// Runs `coop-echo client ARGS` with `input` on stdin, bounded in time.
 fn client(args: &[&str], input: &[u8]) -> Output {
-    let mut child = Command::new(common::binary())
-        .arg("client")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // A client that gave up may have closed its stdin already.
-    let _ = child.stdin.take().unwrap().write_all(input);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output()));
-    rx.recv_timeout(common::IO_TIMEOUT)
-        .expect("the client exits")
-        .unwrap()
+    common::run(&[&["client"], args].concat(), input)
 }
 
 fn assert_hello(args: &[&str]) {

@@ -5,12 +5,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -33,7 +33,7 @@ struct Haproxy {
     child: Child,
     stats: PathBuf,
     frontend: SocketAddr,
-    log: Arc<(Mutex<String>, Condvar)>,
+    log: common::Log,
 }
 
 impl Haproxy {
@@ -52,15 +52,7 @@ impl Haproxy {
             std::process::id(),
             frontend.port()
         ));
-        let mut command = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut command = Command::new(program);
-                command.args(args).arg("haproxy");
-                command
-            }
-            None => Command::new("haproxy"),
-        };
-        let mut child = command
+        let mut child = common::command_under(wrapper, "haproxy")
             .args(["-db", "-f", config])
             .env("ECHO_FRONTEND", frontend.to_string())
             .env("ECHO_A", backends[0].to_string())
@@ -73,19 +65,7 @@ impl Haproxy {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start haproxy");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let log = Arc::new((Mutex::new(String::new()), Condvar::new()));
-        let sink = Arc::clone(&log);
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let (text, changed) = &*sink;
-                let mut text = text.lock().unwrap();
-                text.push_str(&line);
-                text.push('\n');
-                changed.notify_all();
-            }
-        });
+        let log = common::collect_stderr(&mut child);
         Haproxy {
             child,
             stats,

@@ -61,23 +61,7 @@ fn trace_shows_a_connection_s_life_in_order() {
 }
 
 fn client(args: &[&str], input: &[u8]) -> std::process::Output {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(common::binary())
-        .arg("client")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // A client that gave up (nobody listens) may have closed its stdin already.
-    let _ = child.stdin.take().unwrap().write_all(input);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output()));
-    rx.recv_timeout(common::IO_TIMEOUT)
-        .expect("the client exits")
-        .unwrap()
+    common::run(&[&["client"], args].concat(), input)
 }
 
 /// `printf 'Hello\nWorld\n' | coop-echo client`: both replies, then exit 0 once the

@@ -257,22 +257,6 @@ fn header_v1_from(stream: &TcpStream, server: &Server) -> Vec<u8> {
     header(SendProxy::V1, stream.local_addr().unwrap(), server.addr).unwrap()
 }
 
-/// Runs the program with `args` and `input` on stdin, bounded in time.
-fn run(args: &[&str], input: &[u8]) -> std::process::Output {
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(common::binary())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _ = child.stdin.take().unwrap().write_all(input);
-    let (tx, rx) = std::sync::mpsc::channel();
-    thread::spawn(move || tx.send(child.wait_with_output()));
-    rx.recv_timeout(IO_TIMEOUT).expect("it exits").unwrap()
-}
-
 /// `client --send-proxy` and `bench --send-proxy` drive a `--proxy-protocol` server
 /// without a load balancer: the header goes first, with the connection's own address.
 #[test]
@@ -280,12 +264,12 @@ fn client_and_bench_can_send_the_header() {
     let server = Server::start(&["--proxy-protocol"]);
     let target = server.addr.to_string();
     for version in ["v1", "v2"] {
-        let out = run(&["client", &target, "--send-proxy", version], b"Hello\n");
+        let out = common::run(&["client", &target, "--send-proxy", version], b"Hello\n");
         assert!(out.status.success(), "{out:?}");
         assert_eq!(String::from_utf8_lossy(&out.stdout), "GOT:Hello\n");
 
         let port = server.addr.port().to_string();
-        let out = run(
+        let out = common::run(
             &[
                 "bench",
                 "--host",
@@ -335,7 +319,7 @@ fn client_and_bench_can_send_the_header() {
 #[test]
 fn a_client_whose_lines_get_no_reply_says_so() {
     let server = Server::start(&["--proxy-protocol"]);
-    let out = run(&["client", &server.addr.to_string()], b"Hello\n");
+    let out = common::run(&["client", &server.addr.to_string()], b"Hello\n");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert_eq!(out.stdout, b"");
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -29,12 +29,65 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_coop-echo")
 }
 
+/// `program`, run by `wrapper` if there is one (`prlimit --nofile=64`, `ip netns exec NS`).
+pub fn command_under(wrapper: &[&str], program: &str) -> Command {
+    match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut command = Command::new(first);
+            command.args(rest).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
+/// A child's stderr, collected line by line as it comes, with a condition variable
+/// notified at each line (for waiting on one).
+pub type Log = Arc<(Mutex<String>, Condvar)>;
+
+/// Starts collecting `child`'s stderr (which must be piped) into a [`Log`].
+pub fn collect_stderr(child: &mut Child) -> Log {
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let log: Log = Arc::default();
+    let sink = Arc::clone(&log);
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let (text, changed) = &*sink;
+            let mut text = text.lock().unwrap();
+            text.push_str(&line);
+            text.push('\n');
+            changed.notify_all();
+        }
+    });
+    log
+}
+
+/// Runs `coop-echo ARGS` with `input` on stdin; its output, once it exits (at most
+/// `IO_TIMEOUT`).
+pub fn run(args: &[&str], input: &[u8]) -> std::process::Output {
+    let mut child = Command::new(binary())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start coop-echo");
+    // A program that gave up (nobody listens) may have closed its stdin already.
+    let _ = child.stdin.take().expect("stdin is piped").write_all(input);
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || tx.send(child.wait_with_output()));
+    rx.recv_timeout(IO_TIMEOUT)
+        .expect("coop-echo exits")
+        .expect("coop-echo's output")
+}
+
 /// A running server, killed when dropped.
 pub struct Server {
     child: Option<Child>,
     pid: u32,
     pub addr: SocketAddr,
-    log: Arc<(Mutex<String>, Condvar)>,
+    log: Log,
 }
 
 impl Server {
@@ -62,15 +115,7 @@ impl Server {
         level: &str,
         args: &[&str],
     ) -> Server {
-        let mut command = match wrapper.split_first() {
-            Some((program, wrapper_args)) => {
-                let mut command = Command::new(program);
-                command.args(wrapper_args).arg(binary());
-                command
-            }
-            None => Command::new(binary()),
-        };
-        let mut child = command
+        let mut child = command_under(wrapper, binary())
             .args(["serve", "--host", host, "--port", &port.to_string()])
             .args(args)
             .env("RUST_LOG", level)
@@ -79,19 +124,7 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start coop-echo");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let log = Arc::new((Mutex::new(String::new()), Condvar::new()));
-        let sink = Arc::clone(&log);
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let (text, changed) = &*sink;
-                let mut text = text.lock().unwrap();
-                text.push_str(&line);
-                text.push('\n');
-                changed.notify_all();
-            }
-        });
+        let log = collect_stderr(&mut child);
         let pid = child.id();
         let mut server = Server {
             child: Some(child),
