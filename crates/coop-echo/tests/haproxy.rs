@@ -131,6 +131,21 @@ impl Drop for Haproxy {
     }
 }
 
+/// HAProxy on a free loopback port in front of `instances`, checking every 200 ms, once
+/// it has seen both up.
+fn in_front_of(instances: &[Server; 2], send_proxy: &str) -> Haproxy {
+    let mut haproxy = Haproxy::start(
+        &[],
+        free_port(),
+        [instances[0].addr, instances[1].addr],
+        send_proxy,
+        200,
+    );
+    haproxy.wait_status("a", "UP");
+    haproxy.wait_status("b", "UP");
+    haproxy
+}
+
 /// A free port on the loopback interface, for HAProxy's frontend (it cannot be told to
 /// take any port and say which).
 fn free_port() -> SocketAddr {
@@ -175,15 +190,7 @@ fn through_haproxy(send_proxy: &str) {
         Server::start(&["--proxy-protocol"]),
         Server::start(&["--proxy-protocol"]),
     ];
-    let mut haproxy = Haproxy::start(
-        &[],
-        free_port(),
-        [instances[0].addr, instances[1].addr],
-        send_proxy,
-        200,
-    );
-    haproxy.wait_status("a", "UP");
-    haproxy.wait_status("b", "UP");
+    let haproxy = in_front_of(&instances, send_proxy);
     for _ in 0..4 {
         // The instance that served it names the client itself, not HAProxy.
         served_by(&instances, seed_session(haproxy.frontend));
@@ -217,13 +224,7 @@ fn health_checks_keep_instances_up_and_out_of_the_log() {
             Server::start_with(&[], "127.0.0.1", 0, "debug", &["--proxy-protocol"]),
             Server::start_with(&[], "127.0.0.1", 0, "debug", &["--proxy-protocol"]),
         ];
-        let mut haproxy = Haproxy::start(
-            &[],
-            free_port(),
-            [instances[0].addr, instances[1].addr],
-            send_proxy,
-            200,
-        );
+        let mut haproxy = in_front_of(&instances, send_proxy);
         // Ten checks each: 2 s of them.
         for server in &instances {
             let deadline = Instant::now() + IO_TIMEOUT;
@@ -258,15 +259,7 @@ fn a_stopping_instance_drains_behind_haproxy() {
     }
     let args = ["--proxy-protocol", "--shutdown-timeout", "20"];
     let mut instances = [Server::start(&args), Server::start(&args)];
-    let mut haproxy = Haproxy::start(
-        &[],
-        free_port(),
-        [instances[0].addr, instances[1].addr],
-        "send-proxy-v2",
-        200,
-    );
-    haproxy.wait_status("a", "UP");
-    haproxy.wait_status("b", "UP");
+    let mut haproxy = in_front_of(&instances, "send-proxy-v2");
 
     let mut open = TcpStream::connect(haproxy.frontend).unwrap();
     open.set_read_timeout(Some(IO_TIMEOUT)).unwrap();

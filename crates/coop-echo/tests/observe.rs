@@ -5,7 +5,7 @@ mod common;
 use std::io::Read;
 use std::net::Shutdown;
 
-use common::{Server, round_trip};
+use common::{Server, http, metric, round_trip};
 
 /// `--trace` on a scripted session (one client, two messages) shows the connection's
 /// task go through the seed's steps, in order: spawned, run, parked in the read waiting
@@ -103,58 +103,27 @@ fn the_client_says_so_when_nobody_listens() {
     assert!(stderr.contains("refused"), "{stderr}");
 }
 
-/// The admin address from the server's log.
-fn admin_addr(server: &Server) -> std::net::SocketAddr {
-    let line = server.wait_for_log("Metrics at http://");
-    let rest = line.split("http://").nth(1).unwrap();
-    rest.trim_end_matches("/metrics").trim().parse().unwrap()
-}
-
-/// One HTTP exchange: the status line and the body.
-fn http(addr: std::net::SocketAddr, request: &[u8]) -> (String, String) {
-    use std::io::Write;
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
-    let _ = stream.write_all(request);
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    (
-        head.lines().next().unwrap_or_default().to_string(),
-        body.to_string(),
-    )
-}
-
-fn metric(body: &str, name: &str) -> f64 {
-    body.lines()
-        .find_map(|line| line.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 /// `/metrics` during a run with known traffic reports the right counts.
 #[test]
 fn metrics_count_the_traffic() {
     let server = Server::start(&["--quiet", "--admin", "0"]);
-    let admin = admin_addr(&server);
+    let admin = server.admin_addr();
     let mut clients: Vec<_> = (0..3).map(|_| server.connect()).collect();
     for client in &mut clients {
         assert_eq!(round_trip(client, b"abc\n", 8), b"GOT:abc\n");
     }
     let (status, body) = http(admin, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(status, "HTTP/1.1 200 OK");
-    assert_eq!(metric(&body, "echo_connections_total"), 3.0);
-    assert_eq!(metric(&body, "echo_connections_open"), 3.0);
-    assert_eq!(metric(&body, "echo_bytes_in_total"), 12.0);
-    assert_eq!(metric(&body, "echo_bytes_out_total"), 24.0);
-    assert_eq!(metric(&body, "echo_messages_in_total"), 3.0);
+    assert_eq!(metric::<f64>(&body, "echo_connections_total"), 3.0);
+    assert_eq!(metric::<f64>(&body, "echo_connections_open"), 3.0);
+    assert_eq!(metric::<f64>(&body, "echo_bytes_in_total"), 12.0);
+    assert_eq!(metric::<f64>(&body, "echo_bytes_out_total"), 24.0);
+    assert_eq!(metric::<f64>(&body, "echo_messages_in_total"), 3.0);
     assert!(
-        metric(&body, "coop_tasks_parked{area=\"read\"}") >= 3.0,
+        metric::<f64>(&body, "coop_tasks_parked{area=\"read\"}") >= 3.0,
         "{body}"
     );
-    assert_eq!(metric(&body, "coop_tasks_ready"), 0.0);
+    assert_eq!(metric::<f64>(&body, "coop_tasks_ready"), 0.0);
 
     let (status, _) = http(admin, b"GET /other HTTP/1.1\r\n\r\n");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
@@ -167,7 +136,7 @@ fn metrics_count_the_traffic() {
 #[test]
 fn the_admin_endpoint_is_bounded_and_blocks_nothing() {
     let server = Server::start(&["--quiet", "--admin", "0"]);
-    let admin = admin_addr(&server);
+    let admin = server.admin_addr();
     let mut huge = b"GET /metrics HTTP/1.1\r\nX-Padding: ".to_vec();
     huge.extend(std::iter::repeat_n(b'a', 16 * 1024));
     let (status, _) = http(admin, &huge);
@@ -182,7 +151,7 @@ fn the_admin_endpoint_is_bounded_and_blocks_nothing() {
     }
     let (status, body) = http(admin, b"GET /metrics HTTP/1.1\r\n\r\n");
     assert_eq!(status, "HTTP/1.1 200 OK");
-    assert_eq!(metric(&body, "echo_messages_in_total"), 10.0);
+    assert_eq!(metric::<f64>(&body, "echo_messages_in_total"), 10.0);
 }
 
 /// `/healthz`: 200 while the server accepts; 503 as soon as SIGTERM starts a graceful
@@ -190,7 +159,7 @@ fn the_admin_endpoint_is_bounded_and_blocks_nothing() {
 #[test]
 fn healthz_turns_503_when_a_graceful_stop_begins() {
     let mut server = Server::start(&["--admin", "0", "--shutdown-timeout", "20"]);
-    let admin = admin_addr(&server);
+    let admin = server.admin_addr();
     let (status, body) = http(admin, b"GET /healthz HTTP/1.1\r\n\r\n");
     assert_eq!(
         (status.as_str(), body.as_str()),
@@ -257,7 +226,7 @@ fn top_draws_the_live_scheduler_and_q_quits() {
         return;
     }
     let server = Server::start(&["--quiet", "--admin", "0"]);
-    let admin = admin_addr(&server);
+    let admin = server.admin_addr();
     // Traffic for the view to show: a client that talks until the test is done.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let talker = {

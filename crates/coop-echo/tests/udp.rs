@@ -6,7 +6,7 @@ use std::io::ErrorKind;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{Server, metric};
 
 fn client(server: &Server) -> UdpSocket {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -109,35 +109,11 @@ fn without_a_limit_every_datagram_is_answered() {
     assert_eq!(answered.len(), 1000);
 }
 
-/// The admin address from the server's log.
-fn admin_addr(server: &Server) -> std::net::SocketAddr {
-    let line = server.wait_for_log("Metrics at http://");
-    let rest = line.split("http://").nth(1).unwrap();
-    rest.trim_end_matches("/metrics").trim().parse().unwrap()
-}
-
 /// One scrape of `/metrics`: its body.
 fn scrape(admin: std::net::SocketAddr) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(admin).unwrap();
-    stream.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
-    body.to_string()
-}
-
-fn metric(body: &str, name: &str) -> u64 {
-    body.lines()
-        .find_map(|line| line.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
-        .trim()
-        .parse()
-        .unwrap()
+    let (status, body) = common::http(admin, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(status.starts_with("HTTP/1.1 200 "), "{status}");
+    body
 }
 
 /// `/metrics` counts UDP exactly: with `--udp-rate 1`, 20 datagrams sent at once get one
@@ -148,7 +124,7 @@ fn metric(body: &str, name: &str) -> u64 {
 fn metrics_count_datagrams_received_answered_and_refused() {
     const SENT: u64 = 20;
     let server = Server::start(&["--quiet", "--udp", "--udp-rate", "1", "--admin", "0"]);
-    let admin = admin_addr(&server);
+    let admin = server.admin_addr();
     let socket = client(&server);
     for i in 0..SENT {
         socket.send(format!("d{i:02}").as_bytes()).unwrap();
@@ -158,9 +134,9 @@ fn metrics_count_datagrams_received_answered_and_refused() {
     let deadline = Instant::now() + common::IO_TIMEOUT;
     let body = loop {
         let body = scrape(admin);
-        let dealt_with =
-            metric(&body, "echo_udp_answered_total") + metric(&body, "echo_udp_refused_total");
-        if metric(&body, "echo_udp_received_total") == SENT && dealt_with == SENT {
+        let dealt_with = metric::<u64>(&body, "echo_udp_answered_total")
+            + metric::<u64>(&body, "echo_udp_refused_total");
+        if metric::<u64>(&body, "echo_udp_received_total") == SENT && dealt_with == SENT {
             break body;
         }
         assert!(
@@ -170,8 +146,8 @@ fn metrics_count_datagrams_received_answered_and_refused() {
         // Not a wait for the server: the next scrape is the wait.
         std::thread::yield_now();
     };
-    let answered = metric(&body, "echo_udp_answered_total");
-    let refused = metric(&body, "echo_udp_refused_total");
+    let answered: u64 = metric(&body, "echo_udp_answered_total");
+    let refused: u64 = metric(&body, "echo_udp_refused_total");
 
     let mut buf = [0; 64];
     for _ in 0..answered {

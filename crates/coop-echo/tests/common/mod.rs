@@ -171,6 +171,16 @@ impl Server {
         }
     }
 
+    /// The `--admin` address, from the server's `Metrics at` line.
+    pub fn admin_addr(&self) -> SocketAddr {
+        let line = self.wait_for_log("Metrics at http://");
+        let rest = line
+            .split("http://")
+            .nth(1)
+            .expect("an address after http://");
+        rest.trim_end_matches("/metrics").trim().parse().unwrap()
+    }
+
     /// Resident memory, in KiB.
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
@@ -313,4 +323,30 @@ pub fn prefix_lines(prefix: &[u8], payload: &[u8]) -> Vec<u8> {
         line_start = b == b'\n';
     }
     out
+}
+
+/// One HTTP exchange with the admin address: the status line and the body.
+pub fn http(addr: SocketAddr, request: &[u8]) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let _ = stream.write_all(request);
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (
+        head.lines().next().unwrap_or_default().to_string(),
+        body.to_string(),
+    )
+}
+
+/// The value of metric `name` in a `/metrics` body.
+pub fn metric<T: std::str::FromStr>(body: &str, name: &str) -> T {
+    let value = body
+        .lines()
+        .find_map(|line| line.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
+        .trim();
+    value
+        .parse()
+        .unwrap_or_else(|_| panic!("{name} is {value:?}, not a number of its kind"))
 }
