@@ -104,8 +104,8 @@ pub fn run(target: &str, send_proxy: Option<SendProxy>) -> ExitCode {
             Ok(0) => ExitCode::SUCCESS,
             // A line that got no reply is a lost message, not a success.
             Ok(unanswered) => fail(format_args!(
-                "the server closed the connection; {unanswered} {} got no reply",
-                if unanswered == 1 { "line" } else { "lines" }
+                "the server closed the connection; {} got no reply",
+                crate::service::count(unanswered, "line")
             )),
             Err(e) => fail(format_args!("connection to {target}: {e}")),
         }

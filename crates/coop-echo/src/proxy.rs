@@ -6,7 +6,7 @@
 //! in pieces, never comes, or lies is this module's.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use coop::net::TcpStream;
@@ -103,14 +103,18 @@ fn parse_v1(input: &[u8]) -> Parsed {
     match result {
         Ok(header) => {
             let origin = match header.addresses {
-                v1::Addresses::Tcp4(a) => Origin::Client {
-                    source: (a.source_address, a.source_port).into(),
-                    destination: (a.destination_address, a.destination_port).into(),
-                },
-                v1::Addresses::Tcp6(a) => Origin::Client {
-                    source: (a.source_address, a.source_port).into(),
-                    destination: (a.destination_address, a.destination_port).into(),
-                },
+                v1::Addresses::Tcp4(a) => client(
+                    a.source_address,
+                    a.source_port,
+                    a.destination_address,
+                    a.destination_port,
+                ),
+                v1::Addresses::Tcp6(a) => client(
+                    a.source_address,
+                    a.source_port,
+                    a.destination_address,
+                    a.destination_port,
+                ),
                 v1::Addresses::Unknown => Origin::Local,
             };
             Parsed::Header {
@@ -131,15 +135,16 @@ fn parse_v1(input: &[u8]) -> Parsed {
 }
 
 fn parse_v2(input: &[u8]) -> Parsed {
-    let result = v2::Header::try_from(input);
-    if let Err(v2::ParseError::Partial(_, length)) = &result {
-        if 16 + length > MAX_HEADER {
+    // The length it announces (after the 16 fixed bytes), refused before it is waited for.
+    if let Some(&[high, low]) = input.get(14..16) {
+        let announced = 16 + usize::from(u16::from_be_bytes([high, low]));
+        if announced > MAX_HEADER {
             return Parsed::Invalid(format!(
-                "a PROXY v2 header of {} bytes (at most {MAX_HEADER})",
-                16 + length
+                "a PROXY v2 header of {announced} bytes (at most {MAX_HEADER})"
             ));
         }
     }
+    let result = v2::Header::try_from(input);
     if result.is_incomplete() {
         return Parsed::Incomplete;
     }
@@ -149,31 +154,37 @@ fn parse_v2(input: &[u8]) -> Parsed {
             return Parsed::Invalid(format!("a bad PROXY v2 header: {}", one_line(&e)));
         }
     };
-    if header.len() > MAX_HEADER {
-        return Parsed::Invalid(format!(
-            "a PROXY v2 header of {} bytes (at most {MAX_HEADER})",
-            header.len()
-        ));
-    }
     let origin = match (header.command, header.protocol, header.addresses) {
         (Command::Local, ..) => Origin::Local,
         (_, Protocol::Datagram, _) => {
             return Parsed::Invalid("a PROXY v2 header for a datagram".into());
         }
-        (_, _, v2::Addresses::IPv4(a)) => Origin::Client {
-            source: (a.source_address, a.source_port).into(),
-            destination: (a.destination_address, a.destination_port).into(),
-        },
-        (_, _, v2::Addresses::IPv6(a)) => Origin::Client {
-            source: (a.source_address, a.source_port).into(),
-            destination: (a.destination_address, a.destination_port).into(),
-        },
+        (_, _, v2::Addresses::IPv4(a)) => client(
+            a.source_address,
+            a.source_port,
+            a.destination_address,
+            a.destination_port,
+        ),
+        (_, _, v2::Addresses::IPv6(a)) => client(
+            a.source_address,
+            a.source_port,
+            a.destination_address,
+            a.destination_port,
+        ),
         // The specification: a receiver accepts these, and uses the real addresses.
         (_, _, v2::Addresses::Unspecified | v2::Addresses::Unix(_)) => Origin::Unnamed,
     };
     Parsed::Header {
         origin,
         len: header.len(),
+    }
+}
+
+/// A relayed client, from the addresses and ports a header gives.
+fn client<A: Into<IpAddr>>(source: A, sport: u16, destination: A, dport: u16) -> Origin {
+    Origin::Client {
+        source: SocketAddr::new(source.into(), sport),
+        destination: SocketAddr::new(destination.into(), dport),
     }
 }
 

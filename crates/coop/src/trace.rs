@@ -190,7 +190,6 @@ fn emit_slow(event: &Event<'_>) {
     // scheduler half-way. It is caught, and the hook removed (the panic hook has printed
     // the message); the scheduler goes on untraced.
     if catch_unwind(AssertUnwindSafe(|| hook(event))).is_err() {
-        let _ = HOOK.try_with(|hook| hook.borrow_mut().0 = None);
-        context::set_tracing(false);
+        clear_hook();
     }
 }

@@ -132,10 +132,7 @@ impl fmt::Display for Report {
             Some(rate) => format!("open loop at {rate} msg/s"),
             None => "closed loop".to_string(),
         };
-        let connections = match self.connections {
-            1 => "1 connection".to_string(),
-            n => format!("{n} connections"),
-        };
+        let connections = crate::service::count(self.connections.into(), "connection");
         // Tenths of a second, unless that would round a short run to nothing.
         let precision = if self.seconds < 1.0 { 3 } else { 1 };
         writeln!(
