@@ -3,13 +3,12 @@
 mod common;
 
 use std::net::TcpListener;
-use std::process::{Command, Output};
+use std::process::Output;
 
+/// Runs the program, bounded in time: a bad argument that slipped through would start
+/// a server that never returns.
 fn run(args: &[&str]) -> Output {
-    Command::new(common::binary())
-        .args(args)
-        .output()
-        .expect("run coop-echo")
+    common::run(args, b"")
 }
 
 #[test]

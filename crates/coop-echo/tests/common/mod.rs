@@ -75,11 +75,17 @@ pub fn run(args: &[&str], input: &[u8]) -> std::process::Output {
         .expect("start coop-echo");
     // A program that gave up (nobody listens) may have closed its stdin already.
     let _ = child.stdin.take().expect("stdin is piped").write_all(input);
+    let pid = child.id().to_string();
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || tx.send(child.wait_with_output()));
-    rx.recv_timeout(IO_TIMEOUT)
-        .expect("coop-echo exits")
-        .expect("coop-echo's output")
+    match rx.recv_timeout(IO_TIMEOUT) {
+        Ok(output) => output.expect("coop-echo's output"),
+        Err(_) => {
+            // Not left running after the test: it is ours, by its id.
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            panic!("coop-echo {args:?} did not exit within {IO_TIMEOUT:?}");
+        }
+    }
 }
 
 /// A running server, killed when dropped.
