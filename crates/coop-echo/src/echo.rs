@@ -51,6 +51,11 @@ impl Encoder {
         &self.prefix
     }
 
+    /// The prefix, as shared by every connection of a server.
+    pub fn shared_prefix(&self) -> &Rc<[u8]> {
+        &self.prefix
+    }
+
     /// Where this encoder puts the prefix.
     pub fn framing(&self) -> Framing {
         self.framing

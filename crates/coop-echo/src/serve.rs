@@ -26,9 +26,19 @@ const RENDER_SIZE: usize = 64 * 1024;
 /// is put so that it and the bytes form the reply in one piece.
 const PREFIX_ROOM: usize = 256;
 
+/// The buffer every connection of a thread reads into, with room for the prefix before.
+struct Scratch {
+    buf: Box<[u8]>,
+    /// The prefix that sits at the end of the room already: every connection of a server
+    /// has the same, so it is copied there once, not once per message.
+    placed: Option<Rc<[u8]>>,
+}
+
 thread_local! {
-    static SCRATCH: RefCell<Box<[u8]>> =
-        RefCell::new(vec![0; PREFIX_ROOM + READ_SIZE].into_boxed_slice());
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
+        buf: vec![0; PREFIX_ROOM + READ_SIZE].into_boxed_slice(),
+        placed: None,
+    });
     /// Line framing's replies, rendered: thousands of short lines make one write.
     static RENDERED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
@@ -353,7 +363,7 @@ fn echo<'a>(
                 None => stream.readable().await?,
             }
             let turn = SCRATCH.with_borrow_mut(|scratch| {
-                let n = match stream.try_read(&mut scratch[PREFIX_ROOM..]) {
+                let n = match stream.try_read(&mut scratch.buf[PREFIX_ROOM..]) {
                     Ok(0) => return Ok(Turn::Eof),
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -367,7 +377,8 @@ fn echo<'a>(
                 Totals::add(&settings.totals.bytes_out, counts.bytes_out - before);
                 let answered = answered?;
                 if answered < n {
-                    pending.extend_from_slice(&scratch[PREFIX_ROOM + answered..PREFIX_ROOM + n]);
+                    pending
+                        .extend_from_slice(&scratch.buf[PREFIX_ROOM + answered..PREFIX_ROOM + n]);
                     return Ok(Turn::Blocked);
                 }
                 Ok(Turn::Answered)
@@ -437,7 +448,7 @@ async fn flush(
 fn answer_now(
     stream: &TcpStream,
     encoder: &mut Encoder,
-    scratch: &mut [u8],
+    scratch: &mut Scratch,
     n: usize,
     counts: &mut Counts,
 ) -> io::Result<usize> {
@@ -446,7 +457,16 @@ fn answer_now(
         // The prefix goes just before the bytes read: the reply is one slice, and one
         // plain write (cheaper in the kernel than a writev of two) nearly always takes it.
         let start = PREFIX_ROOM - prefix;
-        scratch[start..PREFIX_ROOM].copy_from_slice(encoder.prefix());
+        let shared = encoder.shared_prefix();
+        if !scratch
+            .placed
+            .as_ref()
+            .is_some_and(|placed| Rc::ptr_eq(placed, shared))
+        {
+            scratch.buf[start..PREFIX_ROOM].copy_from_slice(shared);
+            scratch.placed = Some(Rc::clone(shared));
+        }
+        let scratch = &scratch.buf;
         let written = match stream.try_write(&scratch[start..PREFIX_ROOM + n]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(written) => written,
@@ -466,7 +486,7 @@ fn answer_now(
     answer(
         stream,
         encoder,
-        &scratch[PREFIX_ROOM..PREFIX_ROOM + n],
+        &scratch.buf[PREFIX_ROOM..PREFIX_ROOM + n],
         counts,
     )
 }

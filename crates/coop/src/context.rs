@@ -74,8 +74,9 @@ pub(crate) struct Core {
     pub(crate) root_scheduled: Cell<bool>,
     pub(crate) tasks: RefCell<Slab<Slot>>,
     pub(crate) reactor: Reactor,
-    /// The tasks the last OS poll woke (kept between polls for its capacity).
-    pub(crate) woken: Cell<Vec<Woke>>,
+    /// The tasks the last OS poll woke, while someone traces: their events wait until
+    /// the reactor is done.
+    pub(crate) traced: RefCell<Vec<Woke>>,
     pub(crate) timers: Timers,
     pub(crate) inbox: Arc<Inbox>,
     /// The runtime is being dropped: a task spawned now is cancelled at once.

@@ -262,10 +262,10 @@ impl Source {
         self.parked.get() & (TASK[d] | AREA[d]) != 0
     }
 
-    /// Records what the OS reported; adds the tasks it wakes to `woken`, and the other
-    /// waiters' wakers to `others`.
+    /// Records what the OS reported; reports the tasks it wakes to `woke`, and adds the
+    /// other waiters' wakers to `others`.
     #[inline(always)]
-    fn on_event(&self, event: &Event, woken: &mut Vec<Woke>, others: &mut Vec<Waker>) {
+    fn on_event(&self, event: &Event, woke: &mut impl FnMut(Woke), others: &mut Vec<Waker>) {
         let mut bits = 0;
         if event.is_readable() {
             bits |= READABLE;
@@ -302,32 +302,32 @@ impl Source {
         for (d, dir) in [(0, Direction::Read), (1, Direction::Write)] {
             if who & TASK[d] != 0 {
                 if let Some(key) = self.task[d].get() {
-                    woken.push((key, dir, self.fd));
+                    woke((key, dir, self.fd));
                 }
             }
         }
         if who & (AREA[0] | AREA[1]) != 0 {
-            self.wake_areas(who, woken, others);
+            self.wake_areas(who, woke, others);
         }
     }
 
     #[cold]
-    fn wake_areas(&self, who: u8, woken: &mut Vec<Woke>, others: &mut Vec<Waker>) {
+    fn wake_areas(&self, who: u8, woke: &mut impl FnMut(Woke), others: &mut Vec<Waker>) {
         for (d, dir) in [(0, Direction::Read), (1, Direction::Write)] {
             if who & AREA[d] != 0 {
-                self.wake_area(dir, woken, others);
+                self.wake_area(dir, woke, others);
             }
         }
     }
 
     #[cold]
-    fn wake_area(&self, dir: Direction, woken: &mut Vec<Woke>, others: &mut Vec<Waker>) {
+    fn wake_area(&self, dir: Direction, woke: &mut impl FnMut(Woke), others: &mut Vec<Waker>) {
         let mut guard = self.areas[dir as usize].borrow_mut();
         let Some(area) = guard.as_mut() else { return };
         others.extend(area.latest.take());
         for (_, waiter) in area.queue.drain(..) {
             match waiter {
-                Waiter::Task(key) => woken.push((key, dir, self.fd)),
+                Waiter::Task(key) => woke((key, dir, self.fd)),
                 Waiter::Waker(waker) => others.push(waker),
             }
         }
@@ -449,15 +449,18 @@ impl Reactor {
     }
 
     /// Waits for the OS until a socket turns ready, another thread wakes a task, or
-    /// `deadline` (a timer's) passes; with `at_once`, does not wait at all. Adds the
-    /// tasks parked on the sockets that turned ready to `woken_tasks` (for the scheduler
-    /// to schedule: the reactor schedules nothing), wakes the other waiters there, and
-    /// says what else needs doing.
+    /// `deadline` (a timer's) passes; with `at_once`, does not wait at all. Reports each
+    /// task parked on a socket that turned ready to `woke` (for the scheduler to schedule:
+    /// the reactor schedules nothing), wakes the other waiters there, and says what else
+    /// needs doing.
+    ///
+    /// `woke` is called while the reactor holds its table of sockets: it must not
+    /// register or forget one (it is the scheduler's code, and only queues keys).
     pub(crate) fn poll(
         &self,
         at_once: bool,
         deadline: Option<Instant>,
-        woken_tasks: &mut Vec<Woke>,
+        mut woke: impl FnMut(Woke),
     ) -> io::Result<Woken> {
         let mut woken = Woken::default();
         let mut timeout = if at_once { Some(Duration::ZERO) } else { None };
@@ -499,7 +502,7 @@ impl Reactor {
                 }
                 token => {
                     if let Some(source) = sources.get(Key::from_token(token.0)) {
-                        source.on_event(event, woken_tasks, &mut others);
+                        source.on_event(event, &mut woke, &mut others);
                     }
                 }
             }

@@ -191,26 +191,17 @@ fn fail(core: &Core, key: Key, payload: Box<dyn Any + Send>) {
 fn park(core: &Core) {
     let at_once = !core.ready.borrow().is_empty();
     let deadline = core.timers.next_deadline();
-    // Kept between polls for its capacity: no allocation per wake.
-    let mut sockets = core.woken.take();
-    let polled = core.reactor.poll(at_once, deadline, &mut sockets);
-    for &(key, _, _) in &sockets {
+    let polled = core.reactor.poll(at_once, deadline, |(key, dir, fd)| {
         core.wake(key);
-    }
-    // A trace hook is anyone's code: its wake events wait until the reactor is done.
-    if trace::enabled() {
-        for &(key, dir, fd) in &sockets {
-            let area = match dir {
-                Direction::Read => Area::Read,
-                Direction::Write => Area::Write,
-            };
-            if let Some(task) = core.task_id(key) {
-                trace::emit(|| Event::Wake { task, area, fd });
-            }
+        if trace::enabled() {
+            // A trace hook is anyone's code: its wake events wait until the reactor is
+            // done.
+            core.traced.borrow_mut().push((key, dir, fd));
         }
+    });
+    if trace::enabled() {
+        trace_wakes(core);
     }
-    sockets.clear();
-    core.woken.set(sockets);
     let woken = match polled {
         Ok(woken) => woken,
         // epoll_wait fails only on a bad descriptor or argument: a bug, not a load.
@@ -227,6 +218,23 @@ fn park(core: &Core) {
             core.wake(key);
         });
     }
+}
+
+#[cold]
+fn trace_wakes(core: &Core) {
+    let mut wakes = std::mem::take(&mut *core.traced.borrow_mut());
+    for &(key, dir, fd) in &wakes {
+        let area = match dir {
+            Direction::Read => Area::Read,
+            Direction::Write => Area::Write,
+        };
+        if let Some(task) = core.task_id(key) {
+            trace::emit(|| Event::Wake { task, area, fd });
+        }
+    }
+    // Kept for its capacity.
+    wakes.clear();
+    *core.traced.borrow_mut() = wakes;
 }
 
 /// The keys of one round, taken from the ready queue at once. If the round stops early
@@ -301,7 +309,7 @@ impl Runtime {
                 root_scheduled: Cell::new(false),
                 tasks: RefCell::new(Slab::new()),
                 reactor,
-                woken: Cell::new(Vec::new()),
+                traced: RefCell::new(Vec::new()),
                 timers: Timers::default(),
                 inbox,
                 closing: Cell::new(false),

@@ -1,8 +1,10 @@
 use std::fmt;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::task::{Context, Poll};
+
+use rustix::net::{self, RecvFlags, SendAncillaryBuffer, SendFlags};
 
 use super::Registration;
 use crate::reactor::Direction;
@@ -150,8 +152,11 @@ impl TcpStream {
 
     #[inline]
     fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = (&self.io).read(buf)?;
-        if n > 0 && n < buf.len() {
+        // Straight to the system call (rustix): std's and libc's wrappers around it cost
+        // more than the rest of a message's bookkeeping.
+        let room = buf.len();
+        let (_, n) = net::recv(&self.io, buf, RecvFlags::empty())?;
+        if n > 0 && n < room {
             // A short read emptied the socket's queue; new data brings a new edge. Saves
             // the read that would only have said WouldBlock.
             self.registration.clear(Direction::Read);
@@ -189,7 +194,7 @@ impl TcpStream {
     #[inline]
     pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         self.registration.try_io(Direction::Write, || {
-            let n = (&self.io).write(buf)?;
+            let n = send(&self.io, buf)?;
             if n < buf.len() {
                 // The send buffer is full; room freed later brings a new edge.
                 self.registration.clear(Direction::Write);
@@ -208,8 +213,13 @@ impl TcpStream {
     #[inline]
     fn write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let n = match bufs {
-            [one] => (&self.io).write(one)?,
-            _ => (&self.io).write_vectored(bufs)?,
+            [one] => send(&self.io, one)?,
+            _ => net::sendmsg(
+                &self.io,
+                bufs,
+                &mut SendAncillaryBuffer::default(),
+                SendFlags::NOSIGNAL,
+            )?,
         };
         let asked = match bufs {
             [one] => one.len(),
@@ -253,6 +263,12 @@ impl TcpStream {
     pub fn take_error(&self) -> io::Result<Option<io::Error>> {
         self.io.take_error()
     }
+}
+
+/// `send`, without `SIGPIPE` when the peer is gone (an error instead, as std does).
+#[inline]
+fn send(io: &mio::net::TcpStream, buf: &[u8]) -> io::Result<usize> {
+    Ok(net::send(io, buf, SendFlags::NOSIGNAL)?)
 }
 
 impl fmt::Debug for TcpStream {
