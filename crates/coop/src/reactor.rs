@@ -448,8 +448,11 @@ impl Reactor {
             })
     }
 
-    /// Waits for the OS until a socket turns ready, another thread wakes a task, or
-    /// `deadline` (a timer's) passes; with `at_once`, does not wait at all. Reports each
+    /// Waits for the OS until a socket turns ready, another thread wakes a task, or a
+    /// timer is due; with `at_once`, does not wait at all. `deadline` is the earliest
+    /// timer's when it may have moved since the last poll: the alarm is set for it, and
+    /// keeps it from then on. (Without an alarm the poll waits no longer than it, and
+    /// says `timers`, so that the caller gives it again.) Reports each
     /// task parked on a socket that turned ready to `woke` (for the scheduler to schedule:
     /// the reactor schedules nothing), wakes the other waiters there, and says what else
     /// needs doing.

@@ -190,15 +190,21 @@ fn fail(core: &Core, key: Key, payload: Box<dyn Any + Send>) {
 /// ready.
 fn park(core: &Core) {
     let at_once = !core.ready.borrow().is_empty();
-    let deadline = core.timers.next_deadline();
-    let polled = core.reactor.poll(at_once, deadline, |(key, dir, fd)| {
-        core.wake(key);
-        if trace::enabled() {
-            // A trace hook is anyone's code: its wake events wait until the reactor is
-            // done.
-            core.traced.borrow_mut().push((key, dir, fd));
-        }
-    });
+    // Unmoved, the earliest deadline is the alarm's business already.
+    let deadline = core.timers.take_moved_deadline();
+    let polled = core.reactor.poll(
+        at_once,
+        deadline,
+        #[inline(always)]
+        |(key, dir, fd)| {
+            core.wake(key);
+            if trace::enabled() {
+                // A trace hook is anyone's code: its wake events wait until the reactor is
+                // done.
+                core.traced.borrow_mut().push((key, dir, fd));
+            }
+        },
+    );
     if trace::enabled() {
         trace_wakes(core);
     }
@@ -212,6 +218,8 @@ fn park(core: &Core) {
         core.timers.fire(context::now(), &mut |key| {
             core.wake(key);
         });
+        // The alarm rang or could not be set: the next poll looks at the deadline again.
+        core.timers.mark_moved();
     }
     if woken.inbox {
         core.inbox.drain(|key| {

@@ -18,6 +18,10 @@ pub(crate) struct Timers {
     order: RefCell<BTreeSet<(Instant, Key)>>,
     /// The first deadline of `order`, kept at hand: the run loop asks every round.
     earliest: Cell<Option<Instant>>,
+    /// The earliest deadline may have moved since the run loop last asked: the alarm
+    /// must be checked against it. (Checking every round costs more than the rest of the
+    /// round's timer work.)
+    moved: Cell<bool>,
     /// How many timers have fired, ever: a `Sleep` that saw this count when it last
     /// stored its waiter knows, while it is unchanged, that it has not fired.
     fired: Cell<u64>,
@@ -28,20 +32,32 @@ impl Timers {
         self.waiters.borrow().len()
     }
 
-    /// The earliest deadline, if any timer is pending.
-    #[inline]
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.earliest.get()
-    }
-
     #[inline]
     pub(crate) fn fired(&self) -> u64 {
         self.fired.get()
     }
 
+    /// The earliest deadline, if it may have moved since the last call (or since
+    /// [`mark_moved`](Self::mark_moved)); `None` if it has not, or no timer is pending.
+    #[inline]
+    pub(crate) fn take_moved_deadline(&self) -> Option<Instant> {
+        if self.moved.replace(false) {
+            self.earliest.get()
+        } else {
+            None
+        }
+    }
+
+    /// Makes the next [`take_moved_deadline`](Self::take_moved_deadline) give the
+    /// earliest deadline (the alarm rang, or could not be set).
+    pub(crate) fn mark_moved(&self) {
+        self.moved.set(true);
+    }
+
     fn update_earliest(&self) {
         let first = self.order.borrow().first().map(|&(deadline, _)| deadline);
         self.earliest.set(first);
+        self.moved.set(true);
     }
 
     /// Wakes every timer due by `now`, earliest first: tasks through `report`, other
@@ -78,6 +94,7 @@ impl Timers {
             .is_none_or(|earliest| deadline < earliest)
         {
             self.earliest.set(Some(deadline));
+            self.moved.set(true);
         }
         key
     }

@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 use coop::time::{Elapsed, sleep, sleep_until, timeout};
 use coop::{Runtime, spawn};
 
+mod common;
+use common::{LIMIT, bounded};
+
 /// Timers set in a scrambled order fire in deadline order, none early.
 #[test]
 fn many_timers_fire_in_deadline_order() {
@@ -179,4 +182,24 @@ fn a_sleep_handed_to_a_new_task_wakes_it() {
             }
         }
     });
+}
+
+/// The alarm is set for the earliest timer only. When that timer goes before its
+/// deadline, the alarm rings for nothing, and must then be set for the next one; if it
+/// were not, nothing would ever wake the runtime again.
+#[test]
+fn a_timer_fires_after_the_earlier_one_is_dropped() {
+    let waited = bounded(LIMIT, || {
+        coop::block_on(async {
+            let start = Instant::now();
+            let early = spawn(sleep(Duration::from_millis(5)));
+            let late = spawn(sleep(Duration::from_millis(30)));
+            // Both are registered, and the alarm is set for the early one.
+            coop::yield_now().await;
+            early.abort();
+            late.await.unwrap();
+            start.elapsed()
+        })
+    });
+    assert!(waited >= Duration::from_millis(30));
 }
