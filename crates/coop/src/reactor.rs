@@ -27,6 +27,13 @@
 //! * The futures (`readable`, `read`, `accept`, ...) each keep their own place: any
 //!   number of them may wait at once, in any tasks, and each is woken. A future dropped
 //!   before it is woken takes its place back, so nothing accumulates.
+//! * Where a waiter is kept is the socket's business, and costs: each direction has one
+//!   *task slot*, a key and a few bits, taken by the first task of this runtime to wait
+//!   there (through a `poll_*` method, or a future such as `read`); a future in the slot
+//!   is known by its address, which pinning keeps fixed. Everyone else waits in the
+//!   direction's *area*, allocated the first time it is needed: a `poll_*` caller
+//!   that finds the slot held by a future, any waker that is not one of this runtime's
+//!   tasks (a combinator's, another runtime's), and further futures, by ticket.
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::io;
@@ -83,33 +90,40 @@ pub(crate) struct Ticket(u64);
 /// One direction's waiters other than a task parked by the `poll_*` methods.
 #[derive(Default)]
 struct Area {
-    /// The `poll_*` methods' waiter when it is not a task of this runtime.
-    latest: Option<Waker>,
+    /// The `poll_*` methods' waiter when it cannot have the task slot: it is not a task of
+    /// this runtime, or a future holds the slot.
+    latest: Option<Waiter>,
     /// The futures' waiters, by ticket (usually none or one).
     queue: Vec<(Ticket, Waiter)>,
     next_ticket: u64,
 }
 
-// Who waits, per direction, in `Source::parked`: the `poll_*` methods' task (its key in
-// `Source::task`), or anyone in the `Area` (a waker, or a future's waiter).
+// Who waits, per direction, in `Source::parked`: a task in the task slot (its key in
+// `Source::task`), or anyone in the `Area` (a waker, or a future's waiter). `FUTURE` goes
+// with `TASK` when the slot is held by a future (the one at `Source::claim`) rather than
+// by the `poll_*` methods.
 const TASK: [u8; 2] = [1 << 0, 1 << 1];
 const AREA: [u8; 2] = [1 << 2, 1 << 3];
+const FUTURE: [u8; 2] = [1 << 4, 1 << 5];
 
 /// One registered socket: its cached readiness and the waiters parked on it.
 ///
-/// The common waiter (one task, parked by a `poll_*` method, as a connection's handler
-/// does at every message) costs two stores to park and no borrow; everyone else waits
-/// in the `Area`.
+/// The common waiter (one task, parked by a `poll_*` method or by a future such as
+/// `read`, as a connection's handler does at every message) takes the task slot, at the
+/// cost of a few stores and no borrow; everyone else waits in the `Area`.
 #[derive(Default)]
 pub(crate) struct Source {
     /// The socket's descriptor, for traces.
     fd: i32,
     readiness: Cell<u8>,
     parked: Cell<u8>,
-    /// The `poll_*` methods' waiter, per direction, when it is a task of this runtime.
-    /// Kept after a wake (only `parked` says whether it waits), so that parking the same
-    /// task again is a comparison.
+    /// The task slot, per direction: the task that waits there. Kept after a wake (only
+    /// `parked` says whether it waits), so that parking the same task again is a
+    /// comparison.
     task: [Cell<Option<Key>>; 2],
+    /// The address of the future that holds the task slot, when `FUTURE` says one does
+    /// (compared, never followed: the future is pinned while it holds it).
+    claim: [Cell<usize>; 2],
     /// Made when someone other than a `poll_*` task first waits here: most sockets (a
     /// connection's handler's) never need one, and an idle connection is lighter for it.
     areas: [RefCell<Option<Box<Area>>>; 2],
@@ -155,7 +169,7 @@ impl Source {
         let d = dir as usize;
         let parked = self.parked.get();
         match who {
-            Who::Task(key) if parked & AREA[d] == 0 => {
+            Who::Task(key) if parked & (AREA[d] | FUTURE[d]) == 0 => {
                 if parked & TASK[d] != 0 && self.task[d].get() == Some(key) {
                     return false;
                 }
@@ -172,19 +186,24 @@ impl Source {
         let d = dir as usize;
         let mut guard = self.areas[d].borrow_mut();
         let area = guard.get_or_insert_with(Box::default);
+        let parked = self.parked.get();
         let (replaced, new) = match who {
-            Who::Task(key) => {
-                let new = self.parked.get() & TASK[d] == 0 || self.task[d].get() != Some(key);
+            Who::Task(key) if parked & FUTURE[d] == 0 => {
+                let new = parked & TASK[d] == 0 || self.task[d].get() != Some(key);
                 self.task[d].set(Some(key));
-                self.parked.set(self.parked.get() | TASK[d]);
+                self.parked.set(parked | TASK[d]);
                 (area.latest.take(), new)
             }
-            Who::Waker(waker) => {
-                if area.latest.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            // Not a task, or a future holds the slot: the area keeps the waiter.
+            _ => {
+                if area.latest.as_ref().is_some_and(|w| who.is(w)) {
                     return false;
                 }
-                self.parked.set(self.parked.get() & !TASK[d]);
-                (area.latest.replace(waker.clone()), true)
+                if parked & FUTURE[d] == 0 {
+                    // It replaces the `poll_*` methods' task in the slot.
+                    self.parked.set(parked & !TASK[d]);
+                }
+                (area.latest.replace(who.to_waiter()), true)
             }
         };
         self.mark_area(d, area);
@@ -199,6 +218,48 @@ impl Source {
         let busy = area.latest.is_some() || !area.queue.is_empty();
         self.parked
             .set(if busy { parked | AREA[d] } else { parked });
+    }
+
+    /// Gives the task slot in `dir` to the future at address `me`, of task `key`, if no
+    /// task waits there. Returns whether it did.
+    #[inline(always)]
+    pub(crate) fn claim(&self, dir: Direction, key: Key, me: usize) -> bool {
+        let d = dir as usize;
+        let parked = self.parked.get();
+        if parked & TASK[d] != 0 {
+            return false;
+        }
+        self.task[d].set(Some(key));
+        self.claim[d].set(me);
+        self.parked.set(parked | TASK[d] | FUTURE[d]);
+        true
+    }
+
+    /// Whether the future at address `me` holds the task slot in `dir` (it has not been
+    /// woken since it took it).
+    #[inline(always)]
+    pub(crate) fn holds(&self, dir: Direction, me: usize) -> bool {
+        let d = dir as usize;
+        self.parked.get() & FUTURE[d] != 0 && self.claim[d].get() == me
+    }
+
+    /// The task in the task slot of `dir`, if one waits there.
+    #[inline(always)]
+    pub(crate) fn waiting(&self, dir: Direction) -> Option<Key> {
+        let d = dir as usize;
+        if self.parked.get() & TASK[d] == 0 {
+            return None;
+        }
+        self.task[d].get()
+    }
+
+    /// The future at address `me` gives the task slot in `dir` back, if it holds it.
+    #[inline(always)]
+    pub(crate) fn release(&self, dir: Direction, me: usize) {
+        if self.holds(dir, me) {
+            let d = dir as usize;
+            self.parked.set(self.parked.get() & !(TASK[d] | FUTURE[d]));
+        }
     }
 
     /// Parks a future's waiter in `dir`: in its place if `ticket` still holds one (the
@@ -290,10 +351,10 @@ impl Source {
         // Who is woken: the waiters of each direction the event made ready.
         let mut who = 0;
         if bits & Direction::Read.ready_mask() != 0 {
-            who |= parked & (TASK[0] | AREA[0]);
+            who |= parked & (TASK[0] | AREA[0] | FUTURE[0]);
         }
         if bits & Direction::Write.ready_mask() != 0 {
-            who |= parked & (TASK[1] | AREA[1]);
+            who |= parked & (TASK[1] | AREA[1] | FUTURE[1]);
         }
         if who == 0 {
             return;
@@ -324,8 +385,11 @@ impl Source {
     fn wake_area(&self, dir: Direction, woke: &mut impl FnMut(Woke), others: &mut Vec<Waker>) {
         let mut guard = self.areas[dir as usize].borrow_mut();
         let Some(area) = guard.as_mut() else { return };
-        others.extend(area.latest.take());
-        for (_, waiter) in area.queue.drain(..) {
+        let latest = area.latest.take();
+        for waiter in latest
+            .into_iter()
+            .chain(area.queue.drain(..).map(|(_, w)| w))
+        {
             match waiter {
                 Waiter::Task(key) => woke((key, dir, self.fd)),
                 Waiter::Waker(waker) => others.push(waker),

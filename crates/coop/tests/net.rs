@@ -105,3 +105,56 @@ fn a_read_into_an_empty_buffer_does_not_wait() -> io::Result<()> {
         io::Result::Ok(())
     })
 }
+
+/// The first task to wait on a socket takes its task slot; a `poll_*` waiter from another
+/// task comes while it holds it, and must not push it out: both are woken.
+#[test]
+fn a_read_future_and_a_poll_ready_waiter_are_both_woken() -> io::Result<()> {
+    coop::block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let client = TcpStream::connect(listener.local_addr()?).await?;
+        let server = Rc::new(listener.accept().await?.0);
+        let future = coop::spawn({
+            let server = Rc::clone(&server);
+            async move { server.readable().await }
+        });
+        coop::yield_now().await; // it holds the slot now
+        let polled = coop::spawn({
+            let server = Rc::clone(&server);
+            async move { std::future::poll_fn(|cx| server.poll_read_ready(cx)).await }
+        });
+        coop::yield_now().await;
+        assert_eq!(coop::stats().map(|s| s.waiters), Some(2));
+        client.write_all(b"x").await?;
+        timeout(Duration::from_secs(10), future).await???;
+        timeout(Duration::from_secs(10), polled).await???;
+        Ok(())
+    })
+}
+
+/// A future that holds the task slot and is dropped (a timeout) gives it back: the next
+/// task to wait takes it, and is woken.
+#[test]
+fn a_dropped_read_future_gives_the_slot_to_the_next_waiter() -> io::Result<()> {
+    coop::block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let client = TcpStream::connect(listener.local_addr()?).await?;
+        let server = Rc::new(listener.accept().await?.0);
+        let mut buf = [0; 8];
+        let first = timeout(Duration::from_millis(1), server.read(&mut buf)).await;
+        assert!(first.is_err(), "nothing was sent yet");
+        assert_eq!(coop::stats().map(|s| s.waiters), Some(0));
+        let next = coop::spawn({
+            let server = Rc::clone(&server);
+            async move {
+                let mut buf = [0; 8];
+                server.read(&mut buf).await
+            }
+        });
+        coop::yield_now().await;
+        assert_eq!(coop::stats().map(|s| s.waiters), Some(1));
+        client.write_all(b"x").await?;
+        assert_eq!(timeout(Duration::from_secs(10), next).await???, 1);
+        Ok(())
+    })
+}

@@ -1,8 +1,11 @@
 //! A socket's place in its runtime's reactor, and the two ways to wait there.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::io;
+use std::marker::PhantomPinned;
 use std::pin::Pin;
+use std::ptr;
 use std::rc::Rc;
 use std::task::{Context, Poll, ready};
 
@@ -10,6 +13,7 @@ use crate::context::{self, Core};
 use crate::reactor::{Direction, Source, Ticket};
 use crate::slab::Key;
 use crate::trace::{self, Area, Event};
+use crate::waiter::Who;
 
 /// A socket's place in the reactor of the runtime that created it, held by the socket
 /// for as long as it lives.
@@ -62,7 +66,8 @@ impl Registration {
         Ready {
             registration: self,
             dir,
-            ticket: None,
+            place: Cell::new(Place::None),
+            _pinned: PhantomPinned,
         }
     }
 
@@ -113,27 +118,88 @@ impl Drop for Registration {
 
 /// Waits until a socket may be ready in one direction. Any number of these may wait on
 /// one socket at once; dropped before it is woken, it takes its place back.
+///
+/// The first task to wait in a direction takes the socket's task slot, as the `poll_*`
+/// methods do (a few stores, no allocation, no borrow); whoever comes while it is taken
+/// waits in the socket's area, by ticket. The slot knows its future by address, which
+/// `PhantomPinned` keeps fixed from the first poll to the drop.
 pub(crate) struct Ready<'a> {
     registration: &'a Registration,
     dir: Direction,
-    ticket: Option<Ticket>,
+    place: Cell<Place>,
+    _pinned: PhantomPinned,
+}
+
+/// Where a [`Ready`] waits.
+#[derive(Clone, Copy)]
+enum Place {
+    None,
+    /// In the task slot, unless woken since.
+    Slot,
+    Area(Ticket),
+}
+
+impl Ready<'_> {
+    /// Gives its place back, wherever it is.
+    #[inline(always)]
+    fn leave(&self, me: usize) {
+        if !matches!(self.place.get(), Place::None) {
+            self.leave_place(me);
+        }
+    }
+
+    fn leave_place(&self, me: usize) {
+        let source = &self.registration.source;
+        match self.place.replace(Place::None) {
+            Place::None => {}
+            Place::Slot => source.release(self.dir, me),
+            Place::Area(ticket) => source.unpark(self.dir, ticket),
+        }
+    }
 }
 
 impl Future for Ready<'_> {
     type Output = ();
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = &mut *self;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &*self;
+        let me = ptr::from_ref(this).addr();
         let source = &this.registration.source;
         if source.is_ready(this.dir) {
             ready!(context::poll_spend(cx));
-            if let Some(ticket) = this.ticket.take() {
-                source.unpark(this.dir, ticket);
-            }
+            this.leave(me);
             return Poll::Ready(());
         }
         let who = context::who(cx, &this.registration.core);
-        if source.park(this.dir, who, &mut this.ticket) {
+        if let Place::Slot = this.place.get() {
+            match who {
+                Who::Task(key)
+                    if source.holds(this.dir, me) && source.waiting(this.dir) == Some(key) =>
+                {
+                    return Poll::Pending;
+                }
+                // Woken since, or polled by someone else now: it waits anew.
+                _ => this.leave(me),
+            }
+        }
+        let new = match (this.place.get(), who) {
+            (Place::None, Who::Task(key)) if source.claim(this.dir, key, me) => {
+                this.place.set(Place::Slot);
+                true
+            }
+            (place, who) => {
+                let mut ticket = match place {
+                    Place::Area(ticket) => Some(ticket),
+                    _ => None,
+                };
+                let new = source.park(this.dir, who, &mut ticket);
+                if let Some(ticket) = ticket {
+                    this.place.set(Place::Area(ticket));
+                }
+                new
+            }
+        };
+        if new {
             this.registration.trace_park(this.dir);
         }
         Poll::Pending
@@ -142,8 +208,7 @@ impl Future for Ready<'_> {
 
 impl Drop for Ready<'_> {
     fn drop(&mut self) {
-        if let Some(ticket) = self.ticket {
-            self.registration.source.unpark(self.dir, ticket);
-        }
+        let me = ptr::from_ref(&*self).addr();
+        self.leave(me);
     }
 }
