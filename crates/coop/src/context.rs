@@ -4,25 +4,27 @@
 //!
 //! # A task's life, as the runtime sees it
 //!
-//! Each live task has a slot in the task table, with a scheduling state:
+//! Each live task has a slot in the task table, found by a key that names the slot *and*
+//! its occupant (a generation): once the task is gone, its key finds nothing. The slot
+//! says whether the task is in the ready queue:
 //!
 //! ```text
-//!             spawn                  wake                       (wake: no change)
-//!               │            ┌────────────────────┐                  ┌──┐
-//!               ▼            │                    ▼                  │  ▼
-//!   Idle ◄──Pending── Running ◄──taken from the queue── Scheduled ───┘
-//!    │                 │   │
-//!    │ wake            │   └──wake──► RunningWoken ──Pending──► Scheduled (queued again)
-//!    └──► Scheduled    │                  │
-//!                      └──Ready, panic,───┴──► gone from the table: its key goes stale,
-//!                         cancelled            and every later wake finds nothing
+//!            spawn, or a wake             taken from the queue
+//!   Idle ─────────────────────► Scheduled ────────────────────► Idle, and polled
+//!    ▲                                                              │
+//!    └──────────────────────── Pending ─────────────────────────────┤
+//!                                                                   │ Ready, panic,
+//!                  gone from the table: its key goes stale, and ◄───┘ cancelled
+//!                  every later wake, and any key still queued, finds nothing
 //! ```
 //!
-//! A task is in the ready queue exactly when it is `Scheduled`. A wake during its own
-//! poll (a yield, a spent budget, a combinator) marks it `RunningWoken`, and it is
-//! queued again only if that poll returns `Pending`: a task that completes in the poll
-//! that woke it is never polled again. (`task.rs` draws the other half: what happens
-//! to the future and its output.)
+//! A task is in the ready queue exactly when it is `Scheduled`, so a wake of a scheduled
+//! task changes nothing. The slot is `Idle` while its task is polled, so a wake during
+//! that poll (a yield, a spent budget, a combinator) queues it for the next round at
+//! once; if that same poll completes the task, the queued key has gone stale and the
+//! task is never polled again. After a poll that returns `Pending`, the runtime has
+//! nothing to update. (`task.rs` draws the other half: what happens to the future and
+//! its output.)
 
 use std::cell::{Cell, RefCell};
 use std::ptr;
@@ -48,17 +50,10 @@ pub(crate) const ROOT: Key = Key::from_token(usize::MAX);
 /// enough that 10,000 ready tasks each wait for at most one turn of every other.
 pub(crate) const BUDGET: u32 = 128;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum State {
-    Idle,
-    Scheduled,
-    Running,
-    RunningWoken,
-}
-
 /// A live task's entry in the task table.
 pub(crate) struct Slot {
-    pub(crate) state: Cell<State>,
+    /// In the ready queue.
+    pub(crate) scheduled: Cell<bool>,
     pub(crate) id: TaskId,
     pub(crate) task: Rc<dyn Run>,
     /// Its waker's data pointer, kept at hand for [`set_current`] (compared, never
@@ -100,13 +95,8 @@ impl Core {
         }
         let tasks = self.tasks.borrow();
         let Some(slot) = tasks.get(key) else { return };
-        match slot.state.get() {
-            State::Idle => {
-                slot.state.set(State::Scheduled);
-                self.ready.borrow_mut().push(key);
-            }
-            State::Running => slot.state.set(State::RunningWoken),
-            State::Scheduled | State::RunningWoken => {}
+        if !slot.scheduled.replace(true) {
+            self.ready.borrow_mut().push(key);
         }
     }
 

@@ -30,7 +30,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use crate::context::{self, Core, ROOT, Slot, State};
+use crate::context::{self, Core, ROOT, Slot};
 use crate::inbox::Inbox;
 use crate::reactor::{Direction, Reactor};
 use crate::slab::{Key, Slab};
@@ -102,7 +102,7 @@ where
         let (task, handle) = task::new(future, waker::waker(key, &core.inbox));
         join = Some(handle);
         Slot {
-            state: Cell::new(State::Idle),
+            scheduled: Cell::new(false),
             id,
             waker: task.waker().data(),
             task,
@@ -119,28 +119,18 @@ fn run(core: &Core, key: Key) {
     let (task, id) = {
         let tasks = core.tasks.borrow();
         let Some(slot) = tasks.get(key) else { return };
-        slot.state.set(State::Running);
+        // Idle while it is polled: a wake meanwhile queues it for the next round.
+        slot.scheduled.set(false);
         context::set_current(key, slot.id, slot.waker);
         (Rc::clone(&slot.task), slot.id)
     };
     trace::emit(|| Event::Run { task: id });
-    let over = task.run();
-    if over {
+    if task.run() {
         let slot = core.tasks.borrow_mut().remove(key);
         trace::emit(|| Event::Finish { task: id });
         // The last references may go here; the future itself went in `run`.
         drop(slot);
         drop(task);
-        return;
-    }
-    let tasks = core.tasks.borrow();
-    if let Some(slot) = tasks.get(key) {
-        if slot.state.get() == State::RunningWoken {
-            slot.state.set(State::Scheduled);
-            core.ready.borrow_mut().push(key);
-        } else {
-            slot.state.set(State::Idle);
-        }
     }
 }
 
@@ -393,9 +383,18 @@ pub fn stats() -> Option<Stats> {
 
 fn stats_of(core: &Core) -> Stats {
     let (parked_read, parked_write, waiters) = core.reactor.parked();
+    let tasks = core.tasks.borrow();
+    // The queue may hold keys of tasks that ended in the poll that woke them: stale, they
+    // will find nothing, and are not counted.
+    let ready = core
+        .ready
+        .borrow()
+        .iter()
+        .filter(|&&key| key == ROOT || tasks.get(key).is_some())
+        .count();
     Stats {
-        tasks: core.tasks.borrow().len(),
-        ready: core.ready.borrow().len(),
+        tasks: tasks.len(),
+        ready,
         parked_read,
         parked_write,
         waiters,
