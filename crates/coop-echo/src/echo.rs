@@ -131,6 +131,15 @@ impl Encoder {
         }
     }
 
+    /// The whole reply to the chunk begun last went out: the same as
+    /// [`advance`](Self::advance) past all of it, in chunk framing.
+    #[inline]
+    pub fn chunk_answered(&mut self) {
+        debug_assert_eq!(self.framing, Framing::Chunk);
+        self.at_start = false;
+        self.prefix_sent = 0;
+    }
+
     /// `written` bytes of the reply to `input` went out: moves past them and returns how
     /// many bytes of `input` they answered.
     #[inline]
