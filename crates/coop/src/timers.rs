@@ -127,6 +127,7 @@ impl Timers {
     pub(crate) fn clear(&self) -> Vec<Waiter> {
         self.order.borrow_mut().clear();
         self.earliest.set(None);
+        self.moved.set(true);
         self.waiters.borrow_mut().drain().collect()
     }
 }
