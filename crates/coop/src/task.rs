@@ -67,6 +67,12 @@ struct Task<F: Future> {
     cancel: Cell<bool>,
     /// Whoever awaits the `JoinHandle`.
     joiner: Cell<Option<Waker>>,
+    /// The stage has left `Running`. Asked instead of the stage itself: while the future
+    /// is suspended it may hold references into itself (an async block borrowing its own
+    /// locals across an `.await`), and a reference to the whole stage, even to read its
+    /// discriminant, would claim that memory for the reader (Miri's Stacked Borrows
+    /// reports it; `tests/task.rs` checks it).
+    over: Cell<bool>,
     stage: RefCell<Stage<F>>,
 }
 
@@ -81,6 +87,7 @@ where
         waker,
         cancel: Cell::new(false),
         joiner: Cell::new(None),
+        over: Cell::new(false),
         stage: RefCell::new(Stage::Running(future)),
     });
     let join = JoinHandle {
@@ -99,16 +106,18 @@ impl<F: Future> Task<F> {
         if let Err(payload) = dropped {
             *stage = Stage::Panicked(payload);
         }
+        self.over.set(true);
     }
 
     /// Ends a running task with `end`, from outside its poll.
     fn end(&self, end: Stage<F>) {
+        if self.over.get() {
+            return;
+        }
         let Ok(mut stage) = self.stage.try_borrow_mut() else {
             return;
         };
-        if matches!(*stage, Stage::Running(_)) {
-            self.finish(&mut stage, end);
-        }
+        self.finish(&mut stage, end);
         drop(stage);
         self.wake_joiner();
     }
@@ -123,6 +132,9 @@ impl<F: Future> Task<F> {
 impl<F: Future> Run for Task<F> {
     fn run(&self) -> bool {
         // Only the runtime runs a task, never from inside its own poll: the stage is free.
+        if self.over.get() {
+            return true;
+        }
         let Ok(mut stage) = self.stage.try_borrow_mut() else {
             return false;
         };
@@ -166,12 +178,9 @@ impl<F: Future> Run for Task<F> {
 
 impl<F: Future> Join<F::Output> for Task<F> {
     fn poll_join(&self, cx: &mut Context<'_>) -> Poll<Result<F::Output, JoinError>> {
-        // Borrowed: the task is being polled or dropped right now (its own handle,
-        // awaited from inside it); it has not ended.
+        // Not over, or borrowed (the future is being dropped right now): it has not ended.
         let ended = match self.stage.try_borrow_mut() {
-            Ok(mut stage) if !matches!(*stage, Stage::Running(_)) => {
-                std::mem::replace(&mut *stage, Stage::Taken)
-            }
+            Ok(mut stage) if self.over.get() => std::mem::replace(&mut *stage, Stage::Taken),
             _ => {
                 let joiner = self.joiner.take();
                 match joiner {
@@ -191,9 +200,7 @@ impl<F: Future> Join<F::Output> for Task<F> {
     }
 
     fn is_finished(&self) -> bool {
-        self.stage
-            .try_borrow()
-            .is_ok_and(|stage| !matches!(*stage, Stage::Running(_)))
+        self.over.get()
     }
 
     fn abort(&self) {

@@ -82,3 +82,29 @@ fn a_self_borrowing_async_block_completes() {
     });
     assert_eq!(total.unwrap(), 6);
 }
+
+/// A task suspended inside a self-borrowing future is asked about through its
+/// `JoinHandle` between its polls, again and again: asking must not touch the future's
+/// memory. (Reading the task's stage through a reference did, which Miri's Stacked
+/// Borrows reports as undefined behaviour: run this under Miri.)
+#[test]
+fn a_join_handle_asked_while_its_task_is_suspended() {
+    let total = coop::block_on(async {
+        let mut task = spawn(async {
+            let data = vec![1u64, 2, 3];
+            let view = &data;
+            let mut sum = 0;
+            for x in view {
+                yield_now().await;
+                sum += x;
+            }
+            sum
+        });
+        while !task.is_finished() {
+            assert!(futures::poll!(&mut task).is_pending());
+            yield_now().await;
+        }
+        task.await
+    });
+    assert_eq!(total.unwrap(), 6);
+}
