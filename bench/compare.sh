@@ -3,7 +3,9 @@
 #
 #   bench/compare.sh           # 5 interleaved runs, ~15 minutes; writes bench/RESULTS.md
 #   bench/compare.sh --quick   # one short run, to see that everything works
-#   bench/compare.sh --instructions [coop|tokio|floor]...   # only instructions per echo
+#   bench/compare.sh --instructions [coop|tokio|floor|plain]...   # only instructions per echo
+#                              (plain: coop's plain read/write_all echo, bench/plain-echo;
+#                              measured only when named)
 #
 # Needs 2 cores (server on core 0, load generator on core 1), perf (system calls),
 # valgrind (instructions) and a font for the chart; installs what is missing.

@@ -15,6 +15,7 @@ fn color(kind: Kind) -> RGBColor {
         Kind::Coop => RGBColor(0xd6, 0x27, 0x28),
         Kind::Tokio => RGBColor(0x1f, 0x77, 0xb4),
         Kind::Floor => RGBColor(0x7f, 0x7f, 0x7f),
+        Kind::Plain => RGBColor(0xff, 0x7f, 0x0e),
     }
 }
 

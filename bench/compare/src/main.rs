@@ -49,9 +49,11 @@ fn run() -> io::Result<()> {
         // Only the callgrind figure, for each server: minutes, not the whole run.
         let scratch = std::env::temp_dir();
         let only: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+        let named = |kind: &Kind| only.iter().any(|name| *name == kind.name());
         for kind in Kind::ALL
             .into_iter()
-            .filter(|kind| only.is_empty() || only.iter().any(|name| *name == kind.name()))
+            .filter(|kind| only.is_empty() || named(kind))
+            .chain([Kind::Plain].into_iter().filter(named))
         {
             let per_echo = instructions_per_echo(kind, &bin, &scratch)?;
             println!(

@@ -14,6 +14,9 @@ pub enum Kind {
     Coop,
     Tokio,
     Floor,
+    /// coop with the plain `read`/`write_all` loop: measured on request only
+    /// (`--instructions plain`), not in the full run.
+    Plain,
 }
 
 impl Kind {
@@ -24,6 +27,7 @@ impl Kind {
             Kind::Coop => "coop",
             Kind::Tokio => "tokio",
             Kind::Floor => "floor",
+            Kind::Plain => "plain",
         }
     }
 
@@ -32,6 +36,7 @@ impl Kind {
             Kind::Coop => (bin.join("coop-echo"), vec!["serve", "--quiet"]),
             Kind::Tokio => (bin.join("tokio-echo"), vec![]),
             Kind::Floor => (bin.join("floor-echo"), vec![]),
+            Kind::Plain => (bin.join("plain-echo"), vec![]),
         }
     }
 }

@@ -156,6 +156,16 @@ fn run_round<F: Future>(
     None
 }
 
+/// `block_on`'s future is done: if it woke itself in its last poll, its entry leaves
+/// the queue (it would poll the next `block_on`'s future for nothing, and count in
+/// [`Stats::ready`]).
+#[cold]
+fn forget_root(core: &Core) {
+    if core.root_scheduled.replace(false) {
+        core.ready.borrow_mut().retain(|&key| key != ROOT);
+    }
+}
+
 /// Task `key` panicked while it was polled: it is over, and its handle says why.
 #[cold]
 fn fail(core: &Core, key: Key, payload: Box<dyn Any + Send>) {
@@ -355,11 +365,17 @@ impl Runtime {
                     run_round(core, &mut round, root.as_mut(), &root_waker)
                 }));
                 match ran {
-                    Ok(Some(output)) => return output,
+                    Ok(Some(output)) => {
+                        forget_root(core);
+                        return output;
+                    }
                     Ok(None) => break,
                     Err(payload) => match round.last() {
                         // `block_on`'s own future panicked: the caller's panic.
-                        ROOT => resume_unwind(payload),
+                        ROOT => {
+                            forget_root(core);
+                            resume_unwind(payload)
+                        }
                         key => fail(core, key, payload),
                     },
                 }

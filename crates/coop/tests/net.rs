@@ -158,3 +158,25 @@ fn a_dropped_read_future_gives_the_slot_to_the_next_waiter() -> io::Result<()> {
         Ok(())
     })
 }
+
+/// More slices than one system call takes (IOV_MAX, 1,024) make a partial write, as
+/// with std, not an error.
+#[test]
+fn a_vectored_write_of_more_slices_than_the_kernel_takes_is_partial() -> io::Result<()> {
+    coop::block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let client = TcpStream::connect(listener.local_addr()?).await?;
+        let (server, _) = listener.accept().await?;
+        let byte = [7u8];
+        let bufs: Vec<io::IoSlice<'_>> = (0..2000).map(|_| io::IoSlice::new(&byte)).collect();
+        let written = client.write_vectored(&bufs).await?;
+        assert_eq!(written, 1024);
+        let mut got = vec![0; 4096];
+        let mut total = 0;
+        while total < written {
+            total += timeout(Duration::from_secs(10), server.read(&mut got[total..])).await??;
+        }
+        assert!(got[..total].iter().all(|&b| b == 7));
+        Ok(())
+    })
+}

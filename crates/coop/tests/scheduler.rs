@@ -287,3 +287,24 @@ fn dropping_the_runtime_drops_its_tasks() -> io::Result<()> {
         Ok(())
     })
 }
+
+/// `block_on`'s future that wakes itself in the poll that completes it leaves nothing
+/// queued behind it: the runtime's `ready` count is 0, and the next `block_on` runs
+/// its own future, once per wake.
+#[test]
+fn a_block_on_future_that_wakes_itself_as_it_ends_leaves_nothing_queued() {
+    bounded(LIMIT, || {
+        let runtime = Runtime::new().unwrap();
+        runtime.block_on(std::future::poll_fn(|cx| {
+            cx.waker().wake_by_ref();
+            Poll::Ready(())
+        }));
+        assert_eq!(runtime.stats().ready, 0);
+        let polls = Cell::new(0);
+        runtime.block_on(std::future::poll_fn(|_| {
+            polls.set(polls.get() + 1);
+            Poll::Ready(())
+        }));
+        assert_eq!(polls.get(), 1);
+    });
+}

@@ -212,6 +212,9 @@ impl TcpStream {
 
     #[inline]
     fn write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        // The kernel refuses more than IOV_MAX slices in one call (EMSGSIZE); as std does,
+        // send the first IOV_MAX and report a partial write.
+        let bufs = &bufs[..bufs.len().min(IOV_MAX)];
         let n = match bufs {
             [one] => send(&self.io, one)?,
             _ => net::sendmsg(
@@ -264,6 +267,9 @@ impl TcpStream {
         self.io.take_error()
     }
 }
+
+/// The most slices one `sendmsg` takes (Linux's `UIO_MAXIOV`, POSIX's `IOV_MAX`).
+const IOV_MAX: usize = 1024;
 
 /// `send`, without `SIGPIPE` when the peer is gone (an error instead, as std does).
 #[inline]
