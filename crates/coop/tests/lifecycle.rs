@@ -156,6 +156,10 @@ fn a_wake_after_the_end_does_nothing() {
 /// A socket keeps the task that parked on it by key: when it turns ready after the task
 /// has ended, nothing is polled.
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "needs sockets, a timerfd or /proc, which Miri does not have"
+)]
 fn a_socket_does_not_wake_a_task_that_ended() {
     bounded(LIMIT, || {
         coop::block_on(async {
@@ -217,6 +221,10 @@ fn the_future_is_dropped_when_the_task_completes() {
 /// A detached task that reads from a stream and returns it: the stream closes when the
 /// task ends (its output goes with it), and the peer sees EOF while the runtime runs on.
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "needs sockets, a timerfd or /proc, which Miri does not have"
+)]
 fn a_detached_task_that_returns_its_stream_closes_it() {
     bounded(LIMIT, || {
         coop::block_on(async {
@@ -243,6 +251,10 @@ fn a_detached_task_that_returns_its_stream_closes_it() {
 /// `abort` drops the future (the socket it holds closes: the peer sees EOF), and the
 /// handle says it was cancelled.
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "needs sockets, a timerfd or /proc, which Miri does not have"
+)]
 fn abort_cancels_a_parked_task_and_closes_what_it_holds() {
     bounded(LIMIT, || {
         let runtime = Runtime::new().unwrap();
@@ -369,6 +381,10 @@ impl std::task::Wake for Counted {
 /// Readiness futures dropped before they are woken take their waiters back: 1,000 of
 /// them, each with a waker of its own, leave nothing in the socket.
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "needs sockets, a timerfd or /proc, which Miri does not have"
+)]
 fn dropped_readiness_futures_leave_no_waiters() {
     bounded(LIMIT, || {
         let runtime = Runtime::new().unwrap();
@@ -409,6 +425,10 @@ fn dropped_readiness_futures_leave_no_waiters() {
 /// Any number of futures may wait on one socket at once, in one task or in several, and
 /// each is woken; one of them dropped does not take the others' places.
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "needs sockets, a timerfd or /proc, which Miri does not have"
+)]
 fn several_waiters_on_one_socket_are_all_woken() {
     bounded(LIMIT, || {
         coop::block_on(async {

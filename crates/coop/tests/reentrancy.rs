@@ -123,6 +123,10 @@ impl Wake for Busy {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "needs sockets, a timerfd or /proc, which Miri does not have"
+)]
 fn a_waker_woken_by_the_reactor_may_register_sockets_and_spawn() {
     bounded(LIMIT, || {
         coop::block_on(async {
@@ -191,6 +195,10 @@ fn a_trace_hook_that_spawns_and_clears_itself() {
 
 /// Outside a runtime, `time::now` is the clock; inside, the time of the last OS poll.
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "needs sockets, a timerfd or /proc, which Miri does not have"
+)]
 fn now_outside_a_runtime_moves() {
     let first = coop::time::now();
     while Instant::now() <= first {}
