@@ -6,32 +6,52 @@
 //! generation that a removal bumps: an old key then finds nothing instead of finding the
 //! slot's next occupant.
 
+use std::num::NonZeroU64;
+
 /// Names one value in a [`Slab`]: the slot's index and the generation it was given.
+///
+/// Generations start at 1, so a key is never 0: `Option<Key>` is as small as a key (a
+/// socket keeps two, one per direction).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
-pub(crate) struct Key(u64);
+pub(crate) struct Key(NonZeroU64);
 
 impl Key {
     fn new(index: u32, generation: u32) -> Self {
-        Key(u64::from(generation) << 32 | u64::from(index))
+        Key::from_bits(u64::from(generation) << 32 | u64::from(index))
+    }
+
+    /// `bits` as a key; 0, which no slab gives out, as one that finds nothing.
+    const fn from_bits(bits: u64) -> Self {
+        match NonZeroU64::new(bits) {
+            Some(bits) => Key(bits),
+            None => Key(NonZeroU64::MAX),
+        }
     }
 
     fn index(self) -> usize {
-        (self.0 & u64::from(u32::MAX)) as usize
+        (self.0.get() & u64::from(u32::MAX)) as usize
     }
 
     fn generation(self) -> u32 {
-        (self.0 >> 32) as u32
+        (self.0.get() >> 32) as u32
     }
 
     /// The key as a `mio::Token`'s payload. Lossless: coop only builds on 64-bit targets.
     pub(crate) fn to_token(self) -> usize {
-        self.0 as usize
+        self.0.get() as usize
     }
 
     pub(crate) const fn from_token(token: usize) -> Self {
-        Key(token as u64)
+        Key::from_bits(token as u64)
     }
 }
+
+/// The generation a slot gets when its value leaves: never 0.
+fn next_generation(generation: u32) -> u32 {
+    generation.checked_add(1).unwrap_or(FIRST_GENERATION)
+}
+
+const FIRST_GENERATION: u32 = 1;
 
 const _: () = assert!(
     usize::BITS >= 64,
@@ -81,10 +101,10 @@ impl<T> Slab<T> {
                     .filter(|&i| i != NONE)
                     .unwrap_or_else(|| panic!("coop: more than {} live entries", NONE - 1));
                 self.slots.push(Slot::Vacant {
-                    generation: 0,
+                    generation: FIRST_GENERATION,
                     next_free: NONE,
                 });
-                (index, 0)
+                (index, FIRST_GENERATION)
             }
             index => match self.slots[index as usize] {
                 Slot::Vacant {
@@ -130,7 +150,7 @@ impl<T> Slab<T> {
         match slot {
             Slot::Occupied { generation, .. } if *generation == key.generation() => {
                 let vacant = Slot::Vacant {
-                    generation: generation.wrapping_add(1),
+                    generation: next_generation(*generation),
                     next_free: self.free,
                 };
                 let Slot::Occupied { value, .. } = std::mem::replace(slot, vacant) else {
@@ -166,6 +186,20 @@ impl<T> Slab<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_is_never_zero_so_an_option_of_one_costs_nothing() {
+        assert_eq!(size_of::<Option<Key>>(), size_of::<u64>());
+        let mut slab = Slab::new();
+        assert_ne!(
+            slab.insert_with(|_| ()).to_token(),
+            0,
+            "the first slot's first key"
+        );
+        // A generation that wraps skips 0.
+        assert_eq!(next_generation(u32::MAX), FIRST_GENERATION);
+        assert_eq!(slab.get(Key::from_token(0)), None);
+    }
 
     #[test]
     fn stale_keys_find_nothing() {
