@@ -272,27 +272,33 @@ impl IdleTimer {
 
     /// Waits until the stream may be readable (`true`) or the client has been silent for
     /// the whole timeout (`false`).
-    ///
-    /// A `poll_fn` rather than an `async fn`: one state machine less to step through at
-    /// every message.
     fn readable<'a>(
         &'a mut self,
         stream: &'a TcpStream,
     ) -> impl Future<Output = io::Result<bool>> + 'a {
-        std::future::poll_fn(move |cx| match stream.poll_read_ready(cx) {
-            Poll::Ready(r) => Poll::Ready(r.map(|()| true)),
-            Poll::Pending => self.poll_expired(cx).map(|()| Ok(false)),
-        })
+        self.ready_or_expired(move |cx| stream.poll_read_ready(cx))
     }
 
     /// Waits until the stream may be writable (`true`) or the client has taken none of
     /// its replies for the whole timeout (`false`).
-    async fn writable(&mut self, stream: &TcpStream) -> io::Result<bool> {
-        std::future::poll_fn(|cx| match stream.poll_write_ready(cx) {
+    fn writable<'a>(
+        &'a mut self,
+        stream: &'a TcpStream,
+    ) -> impl Future<Output = io::Result<bool>> + 'a {
+        self.ready_or_expired(move |cx| stream.poll_write_ready(cx))
+    }
+
+    /// `poll_ready` until it is ready (`true`) or the timer has expired (`false`). A
+    /// `poll_fn` rather than an `async fn`: one state machine less to step through at
+    /// every message.
+    fn ready_or_expired<'a>(
+        &'a mut self,
+        mut poll_ready: impl FnMut(&mut Context<'_>) -> Poll<io::Result<()>> + 'a,
+    ) -> impl Future<Output = io::Result<bool>> + 'a {
+        std::future::poll_fn(move |cx| match poll_ready(cx) {
             Poll::Ready(r) => Poll::Ready(r.map(|()| true)),
             Poll::Pending => self.poll_expired(cx).map(|()| Ok(false)),
         })
-        .await
     }
 
     /// `Ready` once four quarters in a row passed without `heard`.

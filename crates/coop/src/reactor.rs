@@ -235,19 +235,12 @@ impl Source {
         true
     }
 
-    /// Whether the future at address `me` holds the task slot in `dir` (it has not been
-    /// woken since it took it).
+    /// The task the future at address `me` holds the task slot in `dir` for, if it
+    /// holds it (it has not been woken since it took it).
     #[inline(always)]
-    pub(crate) fn holds(&self, dir: Direction, me: usize) -> bool {
+    pub(crate) fn holder(&self, dir: Direction, me: usize) -> Option<Key> {
         let d = dir as usize;
-        self.parked.get() & FUTURE[d] != 0 && self.claim[d].get() == me
-    }
-
-    /// The task in the task slot of `dir`, if one waits there.
-    #[inline(always)]
-    pub(crate) fn waiting(&self, dir: Direction) -> Option<Key> {
-        let d = dir as usize;
-        if self.parked.get() & TASK[d] == 0 {
+        if self.parked.get() & FUTURE[d] == 0 || self.claim[d].get() != me {
             return None;
         }
         self.task[d].get()
@@ -256,7 +249,7 @@ impl Source {
     /// The future at address `me` gives the task slot in `dir` back, if it holds it.
     #[inline(always)]
     pub(crate) fn release(&self, dir: Direction, me: usize) {
-        if self.holds(dir, me) {
+        if self.holder(dir, me).is_some() {
             let d = dir as usize;
             self.parked.set(self.parked.get() & !(TASK[d] | FUTURE[d]));
         }

@@ -11,8 +11,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use common::{LIMIT, bounded};
-use coop::net::{TcpListener, TcpStream};
+use common::{LIMIT, bounded, pair};
 use coop::{JoinHandle, Runtime, spawn, yield_now};
 use futures::StreamExt;
 
@@ -23,14 +22,6 @@ impl Drop for Guard {
     fn drop(&mut self) {
         self.0.set(true);
     }
-}
-
-/// A connected pair on loopback, both ends coop sockets.
-async fn pair() -> io::Result<(TcpStream, TcpStream)> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
-    let client = TcpStream::connect(listener.local_addr()?).await?;
-    let (server, _) = listener.accept().await?;
-    Ok((client, server))
 }
 
 /// The first trigger: the last await is a timeout of zero around a yield. The yield wakes
@@ -156,10 +147,7 @@ fn a_wake_after_the_end_does_nothing() {
 /// A socket keeps the task that parked on it by key: when it turns ready after the task
 /// has ended, nothing is polled.
 #[test]
-#[cfg_attr(
-    miri,
-    ignore = "needs sockets, a timerfd or /proc, which Miri does not have"
-)]
+#[cfg_attr(miri, ignore = "Miri has no sockets, timerfd or /proc")]
 fn a_socket_does_not_wake_a_task_that_ended() {
     bounded(LIMIT, || {
         coop::block_on(async {
@@ -221,10 +209,7 @@ fn the_future_is_dropped_when_the_task_completes() {
 /// A detached task that reads from a stream and returns it: the stream closes when the
 /// task ends (its output goes with it), and the peer sees EOF while the runtime runs on.
 #[test]
-#[cfg_attr(
-    miri,
-    ignore = "needs sockets, a timerfd or /proc, which Miri does not have"
-)]
+#[cfg_attr(miri, ignore = "Miri has no sockets, timerfd or /proc")]
 fn a_detached_task_that_returns_its_stream_closes_it() {
     bounded(LIMIT, || {
         coop::block_on(async {
@@ -251,10 +236,7 @@ fn a_detached_task_that_returns_its_stream_closes_it() {
 /// `abort` drops the future (the socket it holds closes: the peer sees EOF), and the
 /// handle says it was cancelled.
 #[test]
-#[cfg_attr(
-    miri,
-    ignore = "needs sockets, a timerfd or /proc, which Miri does not have"
-)]
+#[cfg_attr(miri, ignore = "Miri has no sockets, timerfd or /proc")]
 fn abort_cancels_a_parked_task_and_closes_what_it_holds() {
     bounded(LIMIT, || {
         let runtime = Runtime::new().unwrap();
@@ -381,10 +363,7 @@ impl std::task::Wake for Counted {
 /// Readiness futures dropped before they are woken take their waiters back: 1,000 of
 /// them, each with a waker of its own, leave nothing in the socket.
 #[test]
-#[cfg_attr(
-    miri,
-    ignore = "needs sockets, a timerfd or /proc, which Miri does not have"
-)]
+#[cfg_attr(miri, ignore = "Miri has no sockets, timerfd or /proc")]
 fn dropped_readiness_futures_leave_no_waiters() {
     bounded(LIMIT, || {
         let runtime = Runtime::new().unwrap();
@@ -425,10 +404,7 @@ fn dropped_readiness_futures_leave_no_waiters() {
 /// Any number of futures may wait on one socket at once, in one task or in several, and
 /// each is woken; one of them dropped does not take the others' places.
 #[test]
-#[cfg_attr(
-    miri,
-    ignore = "needs sockets, a timerfd or /proc, which Miri does not have"
-)]
+#[cfg_attr(miri, ignore = "Miri has no sockets, timerfd or /proc")]
 fn several_waiters_on_one_socket_are_all_woken() {
     bounded(LIMIT, || {
         coop::block_on(async {

@@ -10,6 +10,9 @@ use std::time::Duration;
 use coop::net::{TcpListener, TcpStream};
 use coop::time::timeout;
 
+mod common;
+use common::pair;
+
 /// Two tasks accepting on one listener both get a client: the second waiter is not lost.
 #[test]
 fn two_tasks_accepting_on_one_listener_each_get_a_client() -> io::Result<()> {
@@ -36,9 +39,8 @@ fn two_tasks_accepting_on_one_listener_each_get_a_client() -> io::Result<()> {
 #[test]
 fn a_reader_and_a_writer_task_share_a_stream() -> io::Result<()> {
     coop::block_on(async {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let client = Rc::new(TcpStream::connect(listener.local_addr()?).await?);
-        let (server, _) = listener.accept().await?;
+        let (client, server) = pair().await?;
+        let client = Rc::new(client);
         let echo = coop::spawn(async move {
             let mut buf = [0; 1024];
             loop {
@@ -100,9 +102,7 @@ fn connecting_to_a_closed_port_is_refused() -> io::Result<()> {
 #[test]
 fn a_read_into_an_empty_buffer_does_not_wait() -> io::Result<()> {
     coop::block_on(async {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let stream = TcpStream::connect(listener.local_addr()?).await?;
-        let _server_side = listener.accept().await?;
+        let (stream, _server_side) = pair().await?;
         let read = timeout(Duration::from_secs(10), stream.read(&mut [])).await;
         assert_eq!(read.expect("it waited for data")?, 0);
         io::Result::Ok(())
@@ -114,9 +114,8 @@ fn a_read_into_an_empty_buffer_does_not_wait() -> io::Result<()> {
 #[test]
 fn a_read_future_and_a_poll_ready_waiter_are_both_woken() -> io::Result<()> {
     coop::block_on(async {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let client = TcpStream::connect(listener.local_addr()?).await?;
-        let server = Rc::new(listener.accept().await?.0);
+        let (client, server) = pair().await?;
+        let server = Rc::new(server);
         let future = coop::spawn({
             let server = Rc::clone(&server);
             async move { server.readable().await }
@@ -140,9 +139,8 @@ fn a_read_future_and_a_poll_ready_waiter_are_both_woken() -> io::Result<()> {
 #[test]
 fn a_dropped_read_future_gives_the_slot_to_the_next_waiter() -> io::Result<()> {
     coop::block_on(async {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let client = TcpStream::connect(listener.local_addr()?).await?;
-        let server = Rc::new(listener.accept().await?.0);
+        let (client, server) = pair().await?;
+        let server = Rc::new(server);
         let mut buf = [0; 8];
         let first = timeout(Duration::from_millis(1), server.read(&mut buf)).await;
         assert!(first.is_err(), "nothing was sent yet");
@@ -167,9 +165,7 @@ fn a_dropped_read_future_gives_the_slot_to_the_next_waiter() -> io::Result<()> {
 #[test]
 fn a_vectored_write_of_more_slices_than_the_kernel_takes_is_partial() -> io::Result<()> {
     coop::block_on(async {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let client = TcpStream::connect(listener.local_addr()?).await?;
-        let (server, _) = listener.accept().await?;
+        let (client, server) = pair().await?;
         let byte = [7u8];
         let bufs: Vec<io::IoSlice<'_>> = (0..2000).map(|_| io::IoSlice::new(&byte)).collect();
         let written = client.write_vectored(&bufs).await?;

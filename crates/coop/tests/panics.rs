@@ -138,10 +138,7 @@ fn a_panic_in_the_main_future_unwinds_out_of_block_on() {
 /// A `Server` handler that panics ends only its own connection: the server goes on
 /// accepting and serving, and counts the connection as closed.
 #[test]
-#[cfg_attr(
-    miri,
-    ignore = "needs sockets, a timerfd or /proc, which Miri does not have"
-)]
+#[cfg_attr(miri, ignore = "Miri has no sockets, timerfd or /proc")]
 fn a_panicking_handler_does_not_stop_the_server() {
     bounded(LIMIT, || {
         coop::block_on(async {
@@ -186,10 +183,7 @@ impl std::task::Wake for PanickingWaker {
 /// not unwind out of `block_on`: the run loop, and every task, go on. (Found by a review
 /// that tried to break the library: it unwound out of `block_on`.)
 #[test]
-#[cfg_attr(
-    miri,
-    ignore = "needs sockets, a timerfd or /proc, which Miri does not have"
-)]
+#[cfg_attr(miri, ignore = "Miri has no sockets, timerfd or /proc")]
 fn a_panicking_waker_stays_out_of_the_run_loop() {
     use std::future::Future;
     use std::io::Write;
@@ -233,10 +227,7 @@ fn a_panicking_waker_stays_out_of_the_run_loop() {
 /// spawned still runs, the task being run is not blamed, and a wake reported from the OS
 /// poll still gets its task going (wakes from other threads included).
 #[test]
-#[cfg_attr(
-    miri,
-    ignore = "needs sockets, a timerfd or /proc, which Miri does not have"
-)]
+#[cfg_attr(miri, ignore = "Miri has no sockets, timerfd or /proc")]
 fn a_panicking_trace_hook_is_removed_and_the_scheduler_goes_on() {
     use coop::trace::Event;
     use std::io::Write;

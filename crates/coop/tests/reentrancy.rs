@@ -123,10 +123,7 @@ impl Wake for Busy {
 }
 
 #[test]
-#[cfg_attr(
-    miri,
-    ignore = "needs sockets, a timerfd or /proc, which Miri does not have"
-)]
+#[cfg_attr(miri, ignore = "Miri has no sockets, timerfd or /proc")]
 fn a_waker_woken_by_the_reactor_may_register_sockets_and_spawn() {
     bounded(LIMIT, || {
         coop::block_on(async {
@@ -195,10 +192,7 @@ fn a_trace_hook_that_spawns_and_clears_itself() {
 
 /// Outside a runtime, `time::now` is the clock; inside, the time of the last OS poll.
 #[test]
-#[cfg_attr(
-    miri,
-    ignore = "needs sockets, a timerfd or /proc, which Miri does not have"
-)]
+#[cfg_attr(miri, ignore = "Miri has no sockets, timerfd or /proc")]
 fn now_outside_a_runtime_moves() {
     let first = coop::time::now();
     while Instant::now() <= first {}

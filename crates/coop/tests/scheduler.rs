@@ -87,10 +87,7 @@ fn a_detached_task_runs_to_completion() {
 /// A task parked on a socket stays parked (and costs no polls) until its data arrives,
 /// then resumes where it stopped.
 #[test]
-#[cfg_attr(
-    miri,
-    ignore = "needs sockets, a timerfd or /proc, which Miri does not have"
-)]
+#[cfg_attr(miri, ignore = "Miri has no sockets, timerfd or /proc")]
 fn a_parked_task_resumes_when_its_socket_turns_ready() -> io::Result<()> {
     bounded(LIMIT, || -> io::Result<()> {
         let runtime = Runtime::new()?;
@@ -136,10 +133,7 @@ fn a_parked_task_resumes_when_its_socket_turns_ready() -> io::Result<()> {
 /// A task whose socket never runs dry still lets the others run: after a bounded budget
 /// of ready operations it goes to the back of the queue.
 #[test]
-#[cfg_attr(
-    miri,
-    ignore = "needs sockets, a timerfd or /proc, which Miri does not have"
-)]
+#[cfg_attr(miri, ignore = "Miri has no sockets, timerfd or /proc")]
 fn a_flooding_client_does_not_starve_other_tasks() -> io::Result<()> {
     bounded(LIMIT, || -> io::Result<()> {
         const FLOOD: usize = 256 * 1024;
@@ -197,10 +191,7 @@ fn thread_cpu() -> Duration {
 /// With nothing to do (a listener waiting, a task parked on it), the run loop sleeps in
 /// the OS poll: no CPU is spent while the timer runs down.
 #[test]
-#[cfg_attr(
-    miri,
-    ignore = "needs sockets, a timerfd or /proc, which Miri does not have"
-)]
+#[cfg_attr(miri, ignore = "Miri has no sockets, timerfd or /proc")]
 fn an_idle_runtime_does_not_spin() -> io::Result<()> {
     bounded(LIMIT, || -> io::Result<()> {
         coop::block_on(async {
@@ -270,10 +261,7 @@ fn spawn_outside_a_runtime_panics_clearly() {
 
 /// Tasks left running when the runtime goes are dropped with it, sockets and all.
 #[test]
-#[cfg_attr(
-    miri,
-    ignore = "needs sockets, a timerfd or /proc, which Miri does not have"
-)]
+#[cfg_attr(miri, ignore = "Miri has no sockets, timerfd or /proc")]
 fn dropping_the_runtime_drops_its_tasks() -> io::Result<()> {
     bounded(LIMIT, || -> io::Result<()> {
         let dropped = Rc::new(Cell::new(false));

@@ -63,23 +63,24 @@ fn a_task_stays_put_while_the_table_grows() {
     });
 }
 
+/// Sums 1, 2, 3 through a reference to its own local, held across awaits: a
+/// self-referential future, as async blocks often are.
+async fn self_borrowing_sum() -> u64 {
+    let data = vec![1u64, 2, 3];
+    let view = &data;
+    let mut sum = 0;
+    for x in view {
+        yield_now().await;
+        sum += x;
+    }
+    sum
+}
+
 /// An async block that borrows its own local across awaits (self-referential) runs to
 /// its end, its output handed over intact.
 #[test]
 fn a_self_borrowing_async_block_completes() {
-    let total = coop::block_on(async {
-        spawn(async {
-            let data = vec![1u64, 2, 3];
-            let view = &data;
-            let mut sum = 0;
-            for x in view {
-                yield_now().await;
-                sum += x;
-            }
-            sum
-        })
-        .await
-    });
+    let total = coop::block_on(async { spawn(self_borrowing_sum()).await });
     assert_eq!(total.unwrap(), 6);
 }
 
@@ -90,16 +91,7 @@ fn a_self_borrowing_async_block_completes() {
 #[test]
 fn a_join_handle_asked_while_its_task_is_suspended() {
     let total = coop::block_on(async {
-        let mut task = spawn(async {
-            let data = vec![1u64, 2, 3];
-            let view = &data;
-            let mut sum = 0;
-            for x in view {
-                yield_now().await;
-                sum += x;
-            }
-            sum
-        });
+        let mut task = spawn(self_borrowing_sum());
         while !task.is_finished() {
             assert!(futures::poll!(&mut task).is_pending());
             yield_now().await;

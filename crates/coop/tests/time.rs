@@ -16,10 +16,7 @@ use common::{LIMIT, bounded};
 /// set: one that was already due when its task first polled it (a slow machine, Miri)
 /// fires at once, in the order the tasks ran, and says nothing about the timers.
 #[test]
-#[cfg_attr(
-    miri,
-    ignore = "needs sockets, a timerfd or /proc, which Miri does not have"
-)]
+#[cfg_attr(miri, ignore = "Miri has no sockets, timerfd or /proc")]
 fn many_timers_fire_in_deadline_order() {
     let fired = Rc::new(RefCell::new(Vec::new()));
     let start = Instant::now() + Duration::from_millis(20);
@@ -59,10 +56,7 @@ fn many_timers_fire_in_deadline_order() {
 }
 
 #[test]
-#[cfg_attr(
-    miri,
-    ignore = "needs sockets, a timerfd or /proc, which Miri does not have"
-)]
+#[cfg_attr(miri, ignore = "Miri has no sockets, timerfd or /proc")]
 fn timeout_gives_the_output_or_elapsed() {
     coop::block_on(async {
         assert_eq!(timeout(Duration::from_secs(10), async { 5 }).await, Ok(5));
@@ -78,10 +72,7 @@ fn timeout_gives_the_output_or_elapsed() {
 /// A `timeout` whose future wins takes its timer out with it: a million would leave
 /// nothing.
 #[test]
-#[cfg_attr(
-    miri,
-    ignore = "needs sockets, a timerfd or /proc, which Miri does not have"
-)]
+#[cfg_attr(miri, ignore = "Miri has no sockets, timerfd or /proc")]
 fn a_dropped_timeout_leaves_nothing_behind() {
     let runtime = Runtime::new().unwrap();
     runtime.block_on(async {
@@ -106,10 +97,7 @@ async fn futures_poll_once<F: std::future::Future>(
 
 /// A sleep too long to represent never fires, and does not break the loop.
 #[test]
-#[cfg_attr(
-    miri,
-    ignore = "needs sockets, a timerfd or /proc, which Miri does not have"
-)]
+#[cfg_attr(miri, ignore = "Miri has no sockets, timerfd or /proc")]
 fn an_endless_sleep_is_just_pending() {
     coop::block_on(async {
         let forever = timeout(Duration::from_millis(10), sleep(Duration::MAX)).await;
@@ -121,10 +109,7 @@ fn an_endless_sleep_is_just_pending() {
 /// 200 µs sleep takes less than a 1 ms sleep, measured side by side (`epoll_wait`'s
 /// millisecond timeout would round both up to the same millisecond or more).
 #[test]
-#[cfg_attr(
-    miri,
-    ignore = "needs sockets, a timerfd or /proc, which Miri does not have"
-)]
+#[cfg_attr(miri, ignore = "Miri has no sockets, timerfd or /proc")]
 fn short_sleeps_are_not_rounded_up_to_milliseconds() {
     fn median_of(sleep_for: Duration) -> Duration {
         let mut took: Vec<Duration> = coop::block_on(async move {
@@ -185,10 +170,7 @@ fn elapsed_sleeps_do_not_starve_other_tasks() {
 /// was; a `Sleep` that knew its waker by address took the dead task for the living one
 /// and never woke it. Found by a review that tried to break the library.)
 #[test]
-#[cfg_attr(
-    miri,
-    ignore = "needs sockets, a timerfd or /proc, which Miri does not have"
-)]
+#[cfg_attr(miri, ignore = "Miri has no sockets, timerfd or /proc")]
 fn a_sleep_handed_to_a_new_task_wakes_it() {
     use std::future::Future;
     use std::pin::Pin;
@@ -226,10 +208,7 @@ fn a_sleep_handed_to_a_new_task_wakes_it() {
 /// deadline, the alarm rings for nothing, and must then be set for the next one; if it
 /// were not, nothing would ever wake the runtime again.
 #[test]
-#[cfg_attr(
-    miri,
-    ignore = "needs sockets, a timerfd or /proc, which Miri does not have"
-)]
+#[cfg_attr(miri, ignore = "Miri has no sockets, timerfd or /proc")]
 fn a_timer_fires_after_the_earlier_one_is_dropped() {
     let waited = bounded(LIMIT, || {
         coop::block_on(async {

@@ -173,9 +173,7 @@ impl Future for Ready<'_> {
         let who = context::who(cx, &this.registration.core);
         if let Place::Slot = this.place.get() {
             match who {
-                Who::Task(key)
-                    if source.holds(this.dir, me) && source.waiting(this.dir) == Some(key) =>
-                {
+                Who::Task(key) if source.holder(this.dir, me) == Some(key) => {
                     return Poll::Pending;
                 }
                 // Woken since, or polled by someone else now: it waits anew.

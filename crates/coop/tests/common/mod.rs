@@ -1,11 +1,15 @@
-//! What every test file needs: a time limit that fails instead of hanging.
+//! What every test file needs: a time limit that fails instead of hanging, and a
+//! connected pair of sockets.
 
 #![allow(dead_code)]
 
+use std::io;
 use std::panic::resume_unwind;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::Duration;
+
+use coop::net::{TcpListener, TcpStream};
 
 /// Generous: only a hang reaches it.
 pub const LIMIT: Duration = Duration::from_secs(30);
@@ -29,4 +33,12 @@ pub fn bounded<T: Send + 'static>(limit: Duration, body: impl FnOnce() -> T + Se
             Ok(()) => unreachable!("the body returned without sending"),
         },
     }
+}
+
+/// A connected pair on loopback, both ends coop sockets: `(client, server)`.
+pub async fn pair() -> io::Result<(TcpStream, TcpStream)> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let client = TcpStream::connect(listener.local_addr()?).await?;
+    let (server, _) = listener.accept().await?;
+    Ok((client, server))
 }
