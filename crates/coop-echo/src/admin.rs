@@ -176,30 +176,24 @@ async fn respond_with(
 /// The snapshot, in the Prometheus text format.
 fn metrics(sources: &Sources) -> String {
     let mut registry = Registry::default();
-    let runtime = coop::stats();
-    let gauge = |registry: &mut Registry, name: &str, help: &str, value: i64| {
-        let gauge = Gauge::<i64>::default();
-        gauge.set(value);
-        registry.register(name, help, gauge);
-    };
-    let counter = |registry: &mut Registry, name: &str, help: &str, value: u64| {
-        let counter = Counter::<u64>::default();
-        counter.inc_by(value);
-        registry.register(name, help, counter);
-    };
-    if let Some(stats) = runtime {
-        gauge(
-            &mut registry,
-            "coop_tasks",
-            "Live tasks",
-            stats.tasks as i64,
-        );
-        gauge(
-            &mut registry,
-            "coop_tasks_ready",
-            "Tasks in the ready queue",
-            stats.ready as i64,
-        );
+    let server = &sources.server;
+    let totals = &sources.settings.totals;
+    let mut gauges = vec![(
+        "echo_connections_open",
+        "Connections being served",
+        server.open_connections() as i64,
+    )];
+    if let Some(stats) = coop::stats() {
+        gauges.extend([
+            ("coop_tasks", "Live tasks", stats.tasks as i64),
+            (
+                "coop_tasks_ready",
+                "Tasks in the ready queue",
+                stats.ready as i64,
+            ),
+            ("coop_sockets", "Registered sockets", stats.sockets as i64),
+            ("coop_timers", "Pending timers", stats.timers as i64),
+        ]);
         let parked = Family::<Vec<(String, String)>, Gauge<i64>>::default();
         for (area, count) in [("read", stats.parked_read), ("write", stats.parked_write)] {
             parked
@@ -211,70 +205,57 @@ fn metrics(sources: &Sources) -> String {
             "Tasks waiting in a socket's read or write waiting area",
             parked,
         );
-        gauge(
-            &mut registry,
-            "coop_sockets",
-            "Registered sockets",
-            stats.sockets as i64,
-        );
-        gauge(
-            &mut registry,
-            "coop_timers",
-            "Pending timers",
-            stats.timers as i64,
-        );
     }
-    let server = &sources.server;
-    gauge(
-        &mut registry,
-        "echo_connections_open",
-        "Connections being served",
-        server.open_connections() as i64,
-    );
-    counter(
-        &mut registry,
-        "echo_connections",
-        "Connections accepted",
-        server.total_connections(),
-    );
-    let totals = &sources.settings.totals;
-    counter(
-        &mut registry,
-        "echo_bytes_in",
-        "Bytes read from clients",
-        totals.bytes_in.get(),
-    );
-    counter(
-        &mut registry,
-        "echo_bytes_out",
-        "Bytes written to clients",
-        totals.bytes_out.get(),
-    );
-    counter(
-        &mut registry,
-        "echo_messages_in",
-        "Reads that returned data",
-        totals.messages.get(),
-    );
+    let mut counters = vec![
+        (
+            "echo_connections",
+            "Connections accepted",
+            server.total_connections(),
+        ),
+        (
+            "echo_bytes_in",
+            "Bytes read from clients",
+            totals.bytes_in.get(),
+        ),
+        (
+            "echo_bytes_out",
+            "Bytes written to clients",
+            totals.bytes_out.get(),
+        ),
+        (
+            "echo_messages_in",
+            "Reads that returned data",
+            totals.messages.get(),
+        ),
+    ];
     if sources.udp {
-        counter(
-            &mut registry,
-            "echo_udp_received",
-            "UDP datagrams received",
-            totals.udp_in.get(),
-        );
-        counter(
-            &mut registry,
-            "echo_udp_answered",
-            "UDP datagrams answered",
-            totals.udp_out.get(),
-        );
-        counter(
-            &mut registry,
-            "echo_udp_refused",
-            "UDP datagrams left unanswered by the rate limit (--udp-rate)",
-            totals.udp_refused.get(),
-        );
+        counters.extend([
+            (
+                "echo_udp_received",
+                "UDP datagrams received",
+                totals.udp_in.get(),
+            ),
+            (
+                "echo_udp_answered",
+                "UDP datagrams answered",
+                totals.udp_out.get(),
+            ),
+            (
+                "echo_udp_refused",
+                "UDP datagrams left unanswered by the rate limit (--udp-rate)",
+                totals.udp_refused.get(),
+            ),
+        ]);
+    }
+    for (name, help, value) in gauges {
+        let gauge = Gauge::<i64>::default();
+        gauge.set(value);
+        registry.register(name, help, gauge);
+    }
+    for (name, help, value) in counters {
+        let counter = Counter::<u64>::default();
+        counter.inc_by(value);
+        registry.register(name, help, counter);
     }
     let rate = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
     rate.set(sources.rate.get());

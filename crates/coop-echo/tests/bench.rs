@@ -2,26 +2,16 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use common::Server;
 
 /// Runs `coop-echo bench --host 127.0.0.1 --port PORT -q ARGS`, bounded in time.
 fn bench(server: &Server, args: &[&str]) -> Output {
-    let child = Command::new(common::binary())
-        .args(["bench", "--host", "127.0.0.1", "-q", "--port"])
-        .arg(server.addr.port().to_string())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || tx.send(child.wait_with_output()));
-    rx.recv_timeout(common::IO_TIMEOUT)
-        .expect("bench exits")
-        .unwrap()
+    let port = server.addr.port().to_string();
+    let mut all = vec!["bench", "--host", "127.0.0.1", "-q", "--port", &port];
+    all.extend_from_slice(args);
+    common::run(&all, b"")
 }
 
 /// The `messages` of a `--json` report.
@@ -66,24 +56,14 @@ fn a_plain_echo_without_prefix_fails_naming_prefix() {
 #[test]
 fn open_loop_sends_exactly_rate_times_duration() {
     let server = Server::start(&["--quiet"]);
-    let out = bench(
-        &server,
-        &["-c", "4", "--rate", "3000", "-d", "0.5", "--json"],
-    );
-    assert_eq!(messages(&out), 1500);
-    let out = bench(
-        &server,
-        &["-c", "3", "--rate", "1000", "-d", "0.2", "--json"],
-    );
-    assert_eq!(messages(&out), 200);
-    let out = bench(
-        &server,
-        &["-c", "2", "--rate", "2000", "-n", "300", "--json"],
-    );
-    assert_eq!(messages(&out), 300);
-    let out = bench(
-        &server,
-        &["-c", "2", "--pipeline", "4", "-n", "301", "--json"],
-    );
-    assert_eq!(messages(&out), 301);
+    let runs: [(&[&str], u64); 4] = [
+        (&["-c", "4", "--rate", "3000", "-d", "0.5"], 1500),
+        (&["-c", "3", "--rate", "1000", "-d", "0.2"], 200),
+        (&["-c", "2", "--rate", "2000", "-n", "300"], 300),
+        (&["-c", "2", "--pipeline", "4", "-n", "301"], 301),
+    ];
+    for (args, expected) in runs {
+        let out = bench(&server, &[args, &["--json"]].concat());
+        assert_eq!(messages(&out), expected, "{args:?}");
+    }
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::Server;
 
@@ -60,10 +60,7 @@ fn an_address_that_means_nothing_is_a_usage_error() {
 /// `client --help` shows both forms.
 #[test]
 fn the_help_shows_both_forms() {
-    let out = Command::new(common::binary())
-        .args(["client", "--help"])
-        .output()
-        .unwrap();
+    let out = common::run(&["client", "--help"], b"");
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("[HOST[:PORT]] [PORT]"), "{help}");
     assert!(help.contains("localhost:25000"), "{help}");

@@ -64,10 +64,7 @@ fn a_second_signal_closes_what_is_open_with_its_line() {
 /// `--max-connections 0` is refused in one clear sentence.
 #[test]
 fn max_connections_zero_says_what_is_allowed() {
-    let out = std::process::Command::new(common::binary())
-        .args(["--max-connections", "0"])
-        .output()
-        .unwrap();
+    let out = common::run(&["--max-connections", "0"], b"");
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let first = stderr.lines().next().unwrap_or_default();
