@@ -22,6 +22,7 @@ use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use crate::proxy::{self, SendProxy};
+use crate::service::fail;
 use coop::TcpStream;
 use coop::time::{sleep, timeout};
 
@@ -72,10 +73,6 @@ pub fn target(host: &str, port: Option<u16>) -> Result<String, String> {
 /// Connects to `target` (see [`target`]) and relays stdin and stdout until the server
 /// closes.
 pub fn run(target: &str, send_proxy: Option<SendProxy>) -> ExitCode {
-    let fail = |what: std::fmt::Arguments<'_>| {
-        eprintln!("coop-echo: {what}");
-        ExitCode::FAILURE
-    };
     let runtime = match coop::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => return fail(format_args!("cannot start the runtime: {e}")),
@@ -92,11 +89,7 @@ pub fn run(target: &str, send_proxy: Option<SendProxy>) -> ExitCode {
         };
         let _ = stream.set_nodelay(true);
         if let Some(version) = send_proxy {
-            let sent = async {
-                let header = proxy::header(version, stream.local_addr()?, stream.peer_addr()?)?;
-                stream.write_all(&header).await
-            };
-            if let Err(e) = sent.await {
+            if let Err(e) = proxy::send_header(&stream, version).await {
                 return fail(format_args!("connection to {target}: {e}"));
             }
         }
@@ -116,6 +109,7 @@ pub fn run(target: &str, send_proxy: Option<SendProxy>) -> ExitCode {
 async fn relay(stream: &TcpStream) -> io::Result<u64> {
     let input = Stdin::spawn();
     let replies = Cell::new(0u64);
+    // Lines sent: the sending side counts them, the end compares them with the replies.
     let lines = Cell::new(0u64);
     let parked = Cell::new(None::<Waker>);
     // Waits until the replies have caught up with the lines sent (or for a second).
@@ -131,12 +125,11 @@ async fn relay(stream: &TcpStream) -> io::Result<u64> {
         })
     };
     let send = async {
-        let mut sent = 0u64;
         let mut buffered = Vec::new();
         loop {
             let Some(chunk) = input.next().await else {
                 if !buffered.is_empty() {
-                    caught_up(sent).await;
+                    caught_up(lines.get()).await;
                     stream.write_all(&buffered).await?;
                 }
                 return stream.shutdown(Shutdown::Write);
@@ -144,11 +137,10 @@ async fn relay(stream: &TcpStream) -> io::Result<u64> {
             buffered.extend_from_slice(&chunk);
             while let Some(end) = buffered.iter().position(|&b| b == b'\n') {
                 // One line at a time, each after the reply to the last.
-                caught_up(sent).await;
+                caught_up(lines.get()).await;
                 stream.write_all(&buffered[..=end]).await?;
                 buffered.drain(..=end);
-                sent += 1;
-                lines.set(sent);
+                lines.set(lines.get() + 1);
             }
         }
     };

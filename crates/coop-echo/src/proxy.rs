@@ -291,6 +291,13 @@ pub enum SendProxy {
     V2,
 }
 
+/// Begins `stream` with the header a load balancer would send for it: its own address
+/// as the client's, its peer's as the server's (`client` and `bench --send-proxy`).
+pub async fn send_header(stream: &coop::TcpStream, version: SendProxy) -> io::Result<()> {
+    let header = header(version, stream.local_addr()?, stream.peer_addr()?)?;
+    stream.write_all(&header).await
+}
+
 /// The header a load balancer would send for a client at `source` connected to
 /// `destination`.
 pub fn header(

@@ -126,7 +126,7 @@ pub fn handle(
     // twice in its state (as arguments, and as locals), and every connection would
     // carry the copy.
     async move {
-        let Some((first, info, check)) = introduce(&stream, &mut open, &settings).await else {
+        let Some((first, check)) = introduce(&stream, &mut open, &settings).await else {
             return;
         };
         let mut encoder = Encoder::new(Rc::clone(&settings.prefix), settings.framing);
@@ -137,7 +137,7 @@ pub fn handle(
             bytes_out,
         } = open.counts;
         let client = open.peer;
-        if info {
+        if !open.quiet {
             match outcome {
                 Ok(Ending::Closed) => tracing::info!(
                     "Connection closed {client} ({bytes_in} bytes in, {bytes_out} bytes out)"
@@ -164,15 +164,15 @@ pub fn handle(
 }
 
 /// Learns who the client is (the peer, or whom a load balancer's PROXY header names),
-/// says so, and readies the socket. Returns the bytes that came after a header, whether
-/// the connection is logged at info level, and whether it is a load balancer's health
-/// check (logged at debug level: one a second would drown the log); `None` if the
-/// connection is refused.
+/// says so, and readies the socket; `open.quiet` then says whether the connection goes
+/// unlogged at info level. Returns the bytes that came after a header, and whether it is
+/// a load balancer's health check (logged at debug level: one a second would drown the
+/// log); `None` if the connection is refused.
 async fn introduce(
     stream: &TcpStream,
     open: &mut Open,
     settings: &Settings,
-) -> Option<(Vec<u8>, bool, bool)> {
+) -> Option<(Vec<u8>, bool)> {
     let peer = open.peer;
     let (first, check) = if settings.proxy_protocol {
         let limit = settings
@@ -214,7 +214,7 @@ async fn introduce(
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!("TCP_NODELAY on {client}: {e}");
     }
-    Some((first, info, check))
+    Some((first, check))
 }
 
 /// A connection being answered. Its handler can be dropped before it returns only when

@@ -255,16 +255,12 @@ pub fn run(args: BenchArgs) -> std::process::ExitCode {
                     .first_error
                     .as_deref()
                     .unwrap_or("no reply came back");
-                eprintln!("coop-echo: bench failed: {reason}");
-                ExitCode::FAILURE
+                crate::service::fail(format_args!("bench failed: {reason}"))
             } else {
                 ExitCode::SUCCESS
             }
         }
-        Err(e) => {
-            eprintln!("coop-echo: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => crate::service::fail(format_args!("{e}")),
     }
 }
 
@@ -388,8 +384,7 @@ async fn connect_all(
             let stream = connected.map_err(io::Error::from).and_then(|r| r)?;
             stream.set_nodelay(true)?;
             if let Some(version) = send_proxy {
-                let header = proxy::header(version, stream.local_addr()?, stream.peer_addr()?)?;
-                stream.write_all(&header).await?;
+                proxy::send_header(&stream, version).await?;
             }
             io::Result::Ok(stream)
         };
