@@ -164,14 +164,14 @@ fn admin_address(s: &str) -> Result<SocketAddr, String> {
 enum ConnectionLimit {
     /// What the fd limit allows.
     Auto,
-    At(u64),
+    At(usize),
 }
 
 fn connection_limit(s: &str) -> Result<ConnectionLimit, String> {
     if s == "auto" {
         return Ok(ConnectionLimit::Auto);
     }
-    match s.parse::<u64>() {
+    match s.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(ConnectionLimit::At(n)),
         _ => Err("give 1 or more connections, or auto (as many as the fd limit allows)".into()),
     }
@@ -282,7 +282,7 @@ fn serve(mut args: ServeArgs) -> ExitCode {
         },
         max_connections: match args.max_connections {
             ConnectionLimit::Auto => None,
-            ConnectionLimit::At(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+            ConnectionLimit::At(n) => Some(n),
         },
         shutdown_timeout: Duration::from_secs_f64(args.shutdown_timeout),
         stats: args.stats.and_then(some_secs),
