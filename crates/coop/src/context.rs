@@ -11,8 +11,9 @@
 //! ```text
 //!            spawn, or a wake             taken from the queue
 //!   Idle ─────────────────────► Scheduled ────────────────────► Idle, and polled
-//!    ▲                                                              │
-//!    └──────────────────────── Pending ─────────────────────────────┤
+//!    │ ▲                                                          ▲ │
+//!    │ └──────────────────────── Pending ─────────────────────────┼─┤
+//!    └──────────── woken by its socket: polled there and then ────┘ │
 //!                                                                   │ Ready, panic,
 //!                  gone from the table: its key goes stale, and ◄───┘ cancelled
 //!                  every later wake, and any key still queued, finds nothing
@@ -23,7 +24,8 @@
 //! that poll (a yield, a spent budget, a combinator) queues it for the next round at
 //! once; if that same poll completes the task, the queued key has gone stale and the
 //! task is never polled again. After a poll that returns `Pending`, the runtime has
-//! nothing to update. (`task.rs` draws the other half: what happens to the future and
+//! nothing to update. A socket's event polls an `Idle` task at once, from the OS poll's
+//! batch; a `Scheduled` one it leaves in the queue, where its turn comes. (`task.rs` draws the other half: what happens to the future and
 //! its output.)
 
 use std::cell::{Cell, RefCell};
@@ -34,7 +36,7 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
 use crate::inbox::{Header, Inbox};
-use crate::reactor::{Reactor, Woke};
+use crate::reactor::Reactor;
 use crate::slab::{Key, Slab};
 use crate::task::{Run, TaskId};
 use crate::timers::Timers;
@@ -69,10 +71,6 @@ pub(crate) struct Core {
     pub(crate) root_scheduled: Cell<bool>,
     pub(crate) tasks: RefCell<Slab<Slot>>,
     pub(crate) reactor: Reactor,
-    /// The tasks the last OS poll woke, while someone traces: their events wait until
-    /// the reactor is done. (A field, not a `Vec` local to each poll: the local cost about
-    /// 20 instructions per round, measured.)
-    pub(crate) traced: RefCell<Vec<Woke>>,
     pub(crate) timers: Timers,
     pub(crate) inbox: Arc<Inbox>,
     /// The runtime is being dropped: a task spawned now is cancelled at once.

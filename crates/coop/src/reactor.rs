@@ -16,7 +16,7 @@
 //!   system call).
 //!
 //! The reactor knows sockets and waiters, not tasks: when a socket turns ready it
-//! *reports* the keys of the tasks parked there, and the runtime schedules them.
+//! *reports* the keys of the tasks parked there, and the runtime runs them.
 //!
 //! # The waiting-area contract
 //!
@@ -38,7 +38,6 @@
 use std::cell::{Cell, OnceCell, RefCell};
 use std::io;
 use std::rc::Rc;
-use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
@@ -316,10 +315,9 @@ impl Source {
         self.parked.get() & (TASK[d] | AREA[d]) != 0
     }
 
-    /// Records what the OS reported; reports the tasks it wakes to `woke`, and adds the
-    /// other waiters' wakers to `others`.
+    /// Records what the OS reported, and takes out the waiters it wakes.
     #[inline(always)]
-    fn on_event(&self, event: &Event, woke: &mut impl FnMut(Woke), others: &mut Vec<Waker>) {
+    fn on_event(&self, event: &Event) -> Fired {
         let mut bits = 0;
         if event.is_readable() {
             bits |= READABLE;
@@ -337,9 +335,14 @@ impl Source {
             bits |= ERROR;
         }
         self.readiness.set(self.readiness.get() | bits);
+        let mut fired = Fired {
+            fd: self.fd,
+            task: [None, None],
+            areas: None,
+        };
         let parked = self.parked.get();
         if parked == 0 {
-            return;
+            return fired;
         }
         // Who is woken: the waiters of each direction the event made ready.
         let mut who = 0;
@@ -349,45 +352,39 @@ impl Source {
         if bits & Direction::Write.ready_mask() != 0 {
             who |= parked & (TASK[1] | AREA[1] | FUTURE[1]);
         }
-        if who == 0 {
-            return;
-        }
         self.parked.set(parked & !who);
-        for (d, dir) in [(0, Direction::Read), (1, Direction::Write)] {
-            if who & TASK[d] != 0 {
-                if let Some(key) = self.task[d].get() {
-                    woke((key, dir, self.fd));
-                }
-            }
+        if who & TASK[0] != 0 {
+            fired.task[0] = self.task[0].get();
+        }
+        // One task waiting in both directions is reported once.
+        if who & TASK[1] != 0 && self.task[1].get() != fired.task[0] {
+            fired.task[1] = self.task[1].get();
         }
         if who & (AREA[0] | AREA[1]) != 0 {
-            self.wake_areas(who, woke, others);
+            fired.areas = Some(self.take_areas(who));
         }
+        fired
     }
 
+    /// Empties the waiting areas of the directions in `who`.
     #[cold]
-    fn wake_areas(&self, who: u8, woke: &mut impl FnMut(Woke), others: &mut Vec<Waker>) {
+    fn take_areas(&self, who: u8) -> Vec<(Waiter, Direction)> {
+        let mut taken = Vec::new();
         for (d, dir) in [(0, Direction::Read), (1, Direction::Write)] {
-            if who & AREA[d] != 0 {
-                self.wake_area(dir, woke, others);
+            if who & AREA[d] == 0 {
+                continue;
+            }
+            let mut guard = self.areas[d].borrow_mut();
+            let Some(area) = guard.as_mut() else { continue };
+            let latest = area.latest.take();
+            for waiter in latest
+                .into_iter()
+                .chain(area.queue.drain(..).map(|(_, w)| w))
+            {
+                taken.push((waiter, dir));
             }
         }
-    }
-
-    #[cold]
-    fn wake_area(&self, dir: Direction, woke: &mut impl FnMut(Woke), others: &mut Vec<Waker>) {
-        let mut guard = self.areas[dir as usize].borrow_mut();
-        let Some(area) = guard.as_mut() else { return };
-        let latest = area.latest.take();
-        for waiter in latest
-            .into_iter()
-            .chain(area.queue.drain(..).map(|(_, w)| w))
-        {
-            match waiter {
-                Waiter::Task(key) => woke((key, dir, self.fd)),
-                Waiter::Waker(waker) => others.push(waker),
-            }
-        }
+        taken
     }
 
     /// Forgets every waiter (the runtime is going away).
@@ -402,6 +399,28 @@ impl Source {
 
 /// A task woken by a socket: its key, the direction, and the descriptor (for traces).
 pub(crate) type Woke = (Key, Direction, i32);
+
+/// What one event woke on its socket, taken out while the reactor's table was borrowed,
+/// to be reported once it is not.
+struct Fired {
+    fd: i32,
+    /// The tasks in the slots, read then write.
+    task: [Option<Key>; 2],
+    /// The waiters from the areas: off the hot path, where the slots are.
+    areas: Option<Vec<(Waiter, Direction)>>,
+}
+
+/// Reports the tasks that waited in areas, and wakes the other waiters there (wakers
+/// are anyone's code: this runs with no borrow held).
+#[cold]
+fn wake_areas(areas: Vec<(Waiter, Direction)>, fd: i32, woke: &mut impl FnMut(Woke)) {
+    for (waiter, dir) in areas {
+        match waiter {
+            Waiter::Task(key) => woke((key, dir, fd)),
+            Waiter::Waker(waker) => waiter::wake_foreign(waker),
+        }
+    }
+}
 
 /// The token under which the runtime's inbox interrupts the poll. Slab keys never reach
 /// it, nor the alarm's: a key's index is below `u32::MAX`.
@@ -509,19 +528,9 @@ impl Reactor {
     /// timer is due; with `at_once`, does not wait at all. `deadline` is the earliest
     /// timer's when it may have moved since the last poll: the alarm is set for it, and
     /// keeps it from then on. (Without an alarm the poll waits no longer than it, and
-    /// says `timers`, so that the caller gives it again.) Reports each
-    /// task parked on a socket that turned ready to `woke` (for the scheduler to schedule:
-    /// the reactor schedules nothing), wakes the other waiters there, and says what else
-    /// needs doing.
-    ///
-    /// `woke` is called while the reactor holds its table of sockets: it must not
-    /// register or forget one (it is the scheduler's code, and only queues keys).
-    pub(crate) fn poll(
-        &self,
-        at_once: bool,
-        deadline: Option<Instant>,
-        mut woke: impl FnMut(Woke),
-    ) -> io::Result<Woken> {
+    /// says `timers`, so that the caller gives it again.) What the OS reported waits for
+    /// [`dispatch`](Self::dispatch).
+    pub(crate) fn wait(&self, at_once: bool, deadline: Option<Instant>) -> io::Result<Woken> {
         let mut woken = Woken::default();
         let mut timeout = if at_once { Some(Duration::ZERO) } else { None };
         // With the alarm set in time there is nothing to compute: when a timer is due,
@@ -543,36 +552,55 @@ impl Reactor {
         }
         let mut events = self.events.borrow_mut();
         match self.poll.borrow_mut().poll(&mut events, timeout) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(woken),
-            Err(e) => return Err(e),
+            Ok(()) => Ok(woken),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                // Nothing to dispatch: no earlier batch may be seen twice.
+                events.clear();
+                Ok(woken)
+            }
+            Err(e) => Err(e),
         }
-        // Wakers of waiters that are not this runtime's tasks, woken once the events are
-        // read (a waker may be anyone's code). Allocated only if there are any.
-        let mut others = Vec::new();
-        let sources = self.sources.borrow();
+    }
+
+    /// Goes through what the last [`wait`](Self::wait) reported: records each socket's
+    /// readiness, reports each task parked there to `woke` (the reactor schedules
+    /// nothing), wakes the other waiters, and adds to `woken` what else needs doing.
+    ///
+    /// `woke` is called with no borrow of the reactor held, so it may run the task at
+    /// once: the task may register sockets, drop them, even wait on the one that woke
+    /// it. It must not call `wait` or `dispatch` (only the run loop does, and a task
+    /// cannot re-enter it).
+    #[inline(always)]
+    pub(crate) fn dispatch(&self, woken: &mut Woken, mut woke: impl FnMut(Woke)) {
+        let events = self.events.borrow();
         for event in events.iter() {
-            match event.token() {
-                INBOX => woken.inbox = true,
+            let fired = match event.token() {
+                INBOX => {
+                    woken.inbox = true;
+                    continue;
+                }
                 ALARM => {
                     if let Some(alarm) = self.alarm() {
                         alarm.rang();
                     }
                     woken.timers = true;
+                    continue;
                 }
-                token => {
-                    if let Some(source) = sources.get(Key::from_token(token.0)) {
-                        source.on_event(event, &mut woke, &mut others);
-                    }
-                }
+                token => match self.sources.borrow().get(Key::from_token(token.0)) {
+                    Some(source) => source.on_event(event),
+                    None => continue,
+                },
+            };
+            if let Some(key) = fired.task[0] {
+                woke((key, Direction::Read, fired.fd));
+            }
+            if let Some(key) = fired.task[1] {
+                woke((key, Direction::Write, fired.fd));
+            }
+            if let Some(areas) = fired.areas {
+                wake_areas(areas, fired.fd, &mut woke);
             }
         }
-        drop(sources);
-        drop(events);
-        if !others.is_empty() {
-            others.into_iter().for_each(waiter::wake_foreign);
-        }
-        Ok(woken)
     }
 
     /// Forgets every socket's waiters (the runtime is going away). The sockets stay

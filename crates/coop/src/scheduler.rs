@@ -9,15 +9,19 @@
 //!         move ready ones to tasks           park: wait in the OS poll, for no time if
 //!     task = tasks.popleft()                   tasks are ready, until the next timer
 //!     why, what = task.send(None)              if one is pending, forever otherwise;
-//!     park task in recv_wait / send_wait       schedule the tasks whose sockets turned
-//!                                              ready, whose timers fired, or that
+//!     park task in recv_wait / send_wait       poll each task whose socket turned
+//!                                              ready, there and then; schedule the
+//!                                              tasks whose timers fired, or that
 //!                                              other threads woke
 //!                                        }
 //! ```
 //!
 //! A round polls only the tasks that were ready when it began (tasks woken during the
 //! round wait for the next), so tasks that keep waking themselves cannot keep the OS
-//! poll from running: sockets are heard at least once per round.
+//! poll from running: sockets are heard at least once per round. A task that its socket
+//! wakes skips the queue, the seed's `tasks.append` and `popleft` both: it is the hot
+//! path of every server, and the queue would cost a push, a round and a second look-up
+//! per message. It is polled once per OS poll at most, like any other.
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -34,7 +38,7 @@ use crate::context::{self, Core, ROOT, Slot};
 use crate::inbox::Inbox;
 use crate::reactor::{Direction, Reactor};
 use crate::slab::{Key, Slab};
-use crate::task::{self, JoinHandle, TaskId};
+use crate::task::{self, JoinHandle, Run, TaskId};
 use crate::timers::Timers;
 use crate::trace::{self, Area, Event};
 use crate::waker;
@@ -113,47 +117,59 @@ where
     join.unwrap_or_else(|| unreachable!("insert_with calls its closure"))
 }
 
-/// Polls task `key` once, and forgets it once it is over.
+/// Polls task `key` once, and forgets it once it is over. `queued`: the key comes from
+/// the ready queue, where a task is exactly while it is `Scheduled`; otherwise its socket
+/// just woke it, and a task that is `Scheduled` already waits for its turn in the queue.
+///
+/// A panic in the task stays here: the task is over, its handle says why, and the caller
+/// goes on.
 #[inline(always)]
-fn run(core: &Core, key: Key) {
+fn run(core: &Core, key: Key, queued: bool) {
     let (task, id) = {
         let tasks = core.tasks.borrow();
         let Some(slot) = tasks.get(key) else { return };
+        if slot.scheduled.get() != queued {
+            return;
+        }
         // Idle while it is polled: a wake meanwhile queues it for the next round.
         slot.scheduled.set(false);
         context::set_current(key, slot.id, slot.waker);
         (Rc::clone(&slot.task), slot.id)
     };
     trace::emit(|| Event::Run { task: id });
-    if task.run() {
-        let slot = core.tasks.borrow_mut().remove(key);
-        trace::emit(|| Event::Finish { task: id });
-        // The last references may go here; the future itself went in `run`.
-        drop(slot);
-        drop(task);
+    match catch_unwind(AssertUnwindSafe(|| task.run())) {
+        Ok(false) => {}
+        Ok(true) => {
+            let slot = core.tasks.borrow_mut().remove(key);
+            trace::emit(|| Event::Finish { task: id });
+            // The last references may go here; the future itself went in `run`.
+            drop(slot);
+            drop(task);
+        }
+        Err(payload) => fail(core, key, &task, id, payload),
     }
 }
 
-/// Runs the tasks of one round; `block_on`'s output if its future completes.
+/// Polls `block_on`'s own future. Its panic is the caller's: it unwinds out of
+/// `block_on`, leaving nothing of it queued.
 #[inline(always)]
-fn run_round<F: Future>(
-    core: &Core,
-    round: &mut Round<'_>,
-    mut root: Pin<&mut F>,
-    root_waker: &Waker,
-) -> Option<F::Output> {
-    while let Some(key) = round.next() {
-        if key != ROOT {
-            run(core, key);
-            continue;
+fn poll_root<F: Future>(core: &Core, root: Pin<&mut F>, waker: &Waker) -> Poll<F::Output> {
+    core.root_scheduled.set(false);
+    context::set_current(ROOT, TaskId(0), waker.data());
+    let polled = catch_unwind(AssertUnwindSafe(|| {
+        root.poll(&mut Context::from_waker(waker))
+    }));
+    match polled {
+        Ok(Poll::Pending) => Poll::Pending,
+        Ok(ready) => {
+            forget_root(core);
+            ready
         }
-        core.root_scheduled.set(false);
-        context::set_current(ROOT, TaskId(0), root_waker.data());
-        if let Poll::Ready(output) = root.as_mut().poll(&mut Context::from_waker(root_waker)) {
-            return Some(output);
+        Err(payload) => {
+            forget_root(core);
+            resume_unwind(payload)
         }
     }
-    None
 }
 
 /// `block_on`'s future is done: if it woke itself in its last poll, its entry leaves
@@ -168,15 +184,7 @@ fn forget_root(core: &Core) {
 
 /// Task `key` panicked while it was polled: it is over, and its handle says why.
 #[cold]
-fn fail(core: &Core, key: Key, payload: Box<dyn Any + Send>) {
-    let Some((task, id)) = core
-        .tasks
-        .borrow()
-        .get(key)
-        .map(|slot| (Rc::clone(&slot.task), slot.id))
-    else {
-        return;
-    };
+fn fail(core: &Core, key: Key, task: &Rc<dyn Run>, id: TaskId, payload: Box<dyn Any + Send>) {
     let message = task::panic_message(payload.as_ref()).map(str::to_owned);
     *core.panic_message.borrow_mut() = Some(message.unwrap_or_else(|| "(no message)".into()));
     task.fail(payload);
@@ -186,34 +194,34 @@ fn fail(core: &Core, key: Key, payload: Box<dyn Any + Send>) {
     drop(slot);
 }
 
-/// Waits in the OS poll, then schedules what the OS, the timers and other threads made
-/// ready.
+/// Waits in the OS poll, runs the tasks whose sockets turned ready, and schedules what
+/// the timers and other threads made ready.
 fn park(core: &Core) {
     let at_once = !core.ready.borrow().is_empty();
     // Unmoved, the earliest deadline is the alarm's business already.
     let deadline = core.timers.take_moved_deadline();
-    let polled = core.reactor.poll(
-        at_once,
-        deadline,
-        #[inline(always)]
-        |(key, dir, fd)| {
-            core.wake(key);
-            if trace::enabled() {
-                // A trace hook is anyone's code: its wake events wait until the reactor is
-                // done.
-                core.traced.borrow_mut().push((key, dir, fd));
-            }
-        },
-    );
-    if trace::enabled() {
-        trace_wakes(core);
-    }
-    let woken = match polled {
+    let mut woken = match core.reactor.wait(at_once, deadline) {
         Ok(woken) => woken,
         // epoll_wait fails only on a bad descriptor or argument: a bug, not a load.
         Err(e) => panic!("coop: the OS poll failed: {e}"),
     };
     context::forget_now();
+    // A task whose socket woke it runs at once, not through the ready queue: it is the
+    // hot path, and the queue would cost a push, a round and a second look-up.
+    core.reactor.dispatch(
+        &mut woken,
+        #[inline(always)]
+        |(key, dir, fd)| {
+            if trace::enabled() {
+                trace_wake(core, key, dir, fd);
+            }
+            if key == ROOT {
+                core.wake(ROOT);
+            } else {
+                run(core, key, false);
+            }
+        },
+    );
     if woken.timers {
         core.timers.fire(context::now(), &mut |key| {
             core.wake(key);
@@ -229,20 +237,14 @@ fn park(core: &Core) {
 }
 
 #[cold]
-fn trace_wakes(core: &Core) {
-    let mut wakes = std::mem::take(&mut *core.traced.borrow_mut());
-    for &(key, dir, fd) in &wakes {
-        let area = match dir {
-            Direction::Read => Area::Read,
-            Direction::Write => Area::Write,
-        };
-        if let Some(task) = core.task_id(key) {
-            trace::emit(|| Event::Wake { task, area, fd });
-        }
+fn trace_wake(core: &Core, key: Key, dir: Direction, fd: i32) {
+    let area = match dir {
+        Direction::Read => Area::Read,
+        Direction::Write => Area::Write,
+    };
+    if let Some(task) = core.task_id(key) {
+        trace::emit(|| Event::Wake { task, area, fd });
     }
-    // Kept for its capacity.
-    wakes.clear();
-    *core.traced.borrow_mut() = wakes;
 }
 
 /// The keys of one round, taken from the ready queue at once. If the round stops early
@@ -260,11 +262,6 @@ impl Round<'_> {
         let key = *self.keys.get(self.next)?;
         self.next += 1;
         Some(key)
-    }
-
-    /// The key taken last.
-    fn last(&self) -> Key {
-        self.keys[self.next - 1]
     }
 }
 
@@ -317,7 +314,6 @@ impl Runtime {
                 root_scheduled: Cell::new(false),
                 tasks: RefCell::new(Slab::new()),
                 reactor,
-                traced: RefCell::new(Vec::new()),
                 timers: Timers::default(),
                 inbox,
                 closing: Cell::new(false),
@@ -352,35 +348,24 @@ impl Runtime {
         core.wake(ROOT);
         let mut keys = Vec::new();
         loop {
-            std::mem::swap(&mut keys, &mut *core.ready.borrow_mut());
-            let mut round = Round {
-                core,
-                keys: &mut keys,
-                next: 0,
-            };
-            // One catch per round, not one per task: a panic unwinds out of the task
-            // that was polled, and the round goes on with the next.
-            loop {
-                let ran = catch_unwind(AssertUnwindSafe(|| {
-                    run_round(core, &mut round, root.as_mut(), &root_waker)
-                }));
-                match ran {
-                    Ok(Some(output)) => {
-                        forget_root(core);
+            // Most rounds after an OS poll find the queue empty: its tasks ran as their
+            // sockets woke them.
+            if !core.ready.borrow().is_empty() {
+                std::mem::swap(&mut keys, &mut *core.ready.borrow_mut());
+                let mut round = Round {
+                    core,
+                    keys: &mut keys,
+                    next: 0,
+                };
+                while let Some(key) = round.next() {
+                    if key != ROOT {
+                        run(core, key, true);
+                    } else if let Poll::Ready(output) = poll_root(core, root.as_mut(), &root_waker)
+                    {
                         return output;
                     }
-                    Ok(None) => break,
-                    Err(payload) => match round.last() {
-                        // `block_on`'s own future panicked: the caller's panic.
-                        ROOT => {
-                            forget_root(core);
-                            resume_unwind(payload)
-                        }
-                        key => fail(core, key, payload),
-                    },
                 }
             }
-            drop(round);
             park(core);
         }
     }

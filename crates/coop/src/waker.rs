@@ -11,7 +11,7 @@
 //!
 //! A wake is idempotent: a task sits in the queue (and in the inbox) at most once,
 //! however often it is woken before it runs. Sockets do not come through here for the
-//! tasks parked on them: they keep the task's key, and the runtime schedules it directly.
+//! tasks parked on them: they keep the task's key, and the runtime polls it directly.
 
 use std::sync::Arc;
 use std::task::{Wake, Waker};

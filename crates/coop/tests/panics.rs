@@ -170,6 +170,54 @@ fn a_panicking_handler_does_not_stop_the_server() {
     .unwrap();
 }
 
+/// Tasks that their sockets woke run straight from the OS poll's batch: half of them
+/// panic there, and the other half, in the same batch or the next, still run and answer.
+#[test]
+#[cfg_attr(miri, ignore = "Miri has no sockets, timerfd or /proc")]
+fn panics_of_tasks_woken_by_one_os_poll_do_not_skip_the_others() {
+    bounded(LIMIT, || {
+        coop::block_on(async {
+            let mut clients = Vec::new();
+            let mut tasks = Vec::new();
+            for i in 0..20 {
+                let (client, server) = common::pair().await?;
+                tasks.push(spawn(async move {
+                    let mut buf = [0; 8];
+                    let n = server.read(&mut buf).await?;
+                    if i % 2 == 0 {
+                        panic!("task {i}");
+                    }
+                    server.write_all(&buf[..n]).await?;
+                    io::Result::Ok(())
+                }));
+                clients.push(client);
+            }
+            // Let every task park on its socket, then wake them all at once.
+            yield_now().await;
+            for client in &clients {
+                client.write_all(b"x").await?;
+            }
+            for (i, (task, client)) in tasks.into_iter().zip(&clients).enumerate() {
+                let mut buf = [0; 8];
+                match task.await {
+                    Err(e) => {
+                        assert_eq!(i % 2, 0, "task {i} panicked");
+                        assert_eq!(e.panic_message(), Some(format!("task {i}").as_str()));
+                        assert_eq!(client.read(&mut buf).await?, 0, "its socket closed");
+                    }
+                    Ok(answered) => {
+                        answered?;
+                        assert_eq!(i % 2, 1, "task {i} did not panic");
+                        assert_eq!(client.read(&mut buf).await?, 1, "task {i} answered");
+                    }
+                }
+            }
+            io::Result::Ok(())
+        })
+    })
+    .unwrap();
+}
+
 /// A waker that panics when woken: someone else's bug.
 struct PanickingWaker;
 

@@ -154,6 +154,47 @@ fn a_waker_woken_by_the_reactor_may_register_sockets_and_spawn() {
     .unwrap();
 }
 
+/// A task that its socket woke runs straight from the OS poll's batch, while the reactor
+/// is going through it: in that poll it registers sockets and drops them, its own
+/// included, and the batch goes on.
+#[test]
+#[cfg_attr(miri, ignore = "Miri has no sockets, timerfd or /proc")]
+fn a_task_woken_by_its_socket_may_register_and_drop_sockets() {
+    bounded(LIMIT, || {
+        coop::block_on(async {
+            let (client, server) = common::pair().await?;
+            let (other_client, other_server) = common::pair().await?;
+            let task = spawn(async move {
+                let mut buf = [0; 8];
+                let n = server.read(&mut buf).await?;
+                // All in the poll that the read's wake began.
+                let listeners: Vec<TcpListener> = (0..50)
+                    .map(|_| TcpListener::bind("127.0.0.1:0"))
+                    .collect::<io::Result<_>>()?;
+                drop(listeners);
+                drop(server);
+                io::Result::Ok(n)
+            });
+            let other = spawn(async move {
+                let mut buf = [0; 8];
+                let n = other_server.read(&mut buf).await?;
+                other_server.write_all(&buf[..n]).await?;
+                io::Result::Ok(())
+            });
+            yield_now().await;
+            client.write_all(b"x").await?;
+            other_client.write_all(b"y").await?;
+            assert_eq!(task.await.unwrap()?, 1);
+            other.await.unwrap()?;
+            let mut buf = [0; 8];
+            assert_eq!(client.read(&mut buf).await?, 0, "the dropped socket closed");
+            assert_eq!(other_client.read(&mut buf).await?, 1);
+            io::Result::Ok(())
+        })
+    })
+    .unwrap();
+}
+
 /// A trace hook that spawns a task and then clears itself: both work, and the events the
 /// hook causes are not reported to it.
 #[test]
