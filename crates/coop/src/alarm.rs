@@ -9,18 +9,17 @@
 
 use std::cell::Cell;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use mio::unix::SourceFd;
-use mio::{Interest, Registry, Token};
+use rustix::event::epoll::{self, EventData, EventFlags};
 use rustix::time::{
     Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec, timerfd_create,
     timerfd_settime,
 };
 
 /// The token the alarm rings under; below the inbox's, above any socket's.
-pub(crate) const ALARM: Token = Token(usize::MAX - 1);
+pub(crate) const ALARM: u64 = u64::MAX - 1;
 
 pub(crate) struct Alarm {
     fd: OwnedFd,
@@ -29,12 +28,17 @@ pub(crate) struct Alarm {
 }
 
 impl Alarm {
-    pub(crate) fn new(registry: &Registry) -> io::Result<Alarm> {
+    pub(crate) fn new(epoll: BorrowedFd<'_>) -> io::Result<Alarm> {
         let fd = timerfd_create(
             TimerfdClockId::Monotonic,
             TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
         )?;
-        registry.register(&mut SourceFd(&fd.as_raw_fd()), ALARM, Interest::READABLE)?;
+        epoll::add(
+            epoll,
+            &fd,
+            EventData::new_u64(ALARM),
+            EventFlags::IN | EventFlags::ET,
+        )?;
         Ok(Alarm {
             fd,
             armed: Cell::new(None),

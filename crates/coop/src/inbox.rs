@@ -9,8 +9,11 @@
 //! thread, in a global) keeps neither the inbox nor its descriptor alive, and a wake
 //! through it then does nothing.
 
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use rustix::io::Errno;
 
 use crate::slab::Key;
 
@@ -48,16 +51,27 @@ pub(crate) struct Inbox {
     headers: Mutex<Vec<Arc<Header>>>,
     /// Set when `headers` may be non-empty, so the run loop checks it without locking.
     pending: AtomicBool,
-    /// Interrupts the OS poll.
-    waker: mio::Waker,
+    /// An eventfd in the OS poll, edge-triggered: a write interrupts the poll.
+    eventfd: OwnedFd,
 }
 
 impl Inbox {
-    pub(crate) fn new(waker: mio::Waker) -> Self {
+    pub(crate) fn new(eventfd: OwnedFd) -> Self {
         Inbox {
             headers: Mutex::new(Vec::new()),
             pending: AtomicBool::new(false),
-            waker,
+            eventfd,
+        }
+    }
+
+    /// Interrupts the OS poll. Each write is a new edge; nobody reads the counter, so
+    /// once in 2^64 writes it is full (`EAGAIN`): then it is emptied and written again.
+    fn interrupt(&self) {
+        let one = 1u64.to_ne_bytes();
+        if rustix::io::write(&self.eventfd, &one) == Err(Errno::AGAIN) {
+            let mut count = [0; 8];
+            let _ = rustix::io::read(&self.eventfd, &mut count);
+            let _ = rustix::io::write(&self.eventfd, &one);
         }
     }
 
@@ -67,9 +81,7 @@ impl Inbox {
             .unwrap_or_else(PoisonError::into_inner)
             .push(header);
         if !self.pending.swap(true, Ordering::AcqRel) {
-            // Fails only if the poll's descriptor is gone, and with it the runtime: then
-            // nobody is left to wake.
-            let _ = self.waker.wake();
+            self.interrupt();
         }
     }
 

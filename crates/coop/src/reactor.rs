@@ -2,7 +2,7 @@
 //!
 //! The seed keeps two dicts, `recv_wait` and `send_wait`, and calls `select()` on their
 //! keys whenever no task is ready. Here every socket is a [`Source`] with two waiting
-//! areas (read and write), and the OS poll is epoll (kqueue on BSDs) through `mio`.
+//! areas (read and write), and the OS poll is epoll, through rustix's system calls.
 //!
 //! What the seed gets wrong and this does not:
 //!
@@ -37,11 +37,15 @@
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use mio::event::Event;
-use mio::{Events, Interest, Poll as OsPoll, Token};
+use rustix::buffer::spare_capacity;
+use rustix::event::epoll::{self, EventData, EventFlags};
+use rustix::event::{EventfdFlags, eventfd};
+use rustix::io::Errno;
+use rustix::time::Timespec;
 
 use crate::alarm::{ALARM, Alarm};
 use crate::slab::{Key, Slab};
@@ -54,29 +58,31 @@ pub(crate) enum Direction {
     Write = 1,
 }
 
-// Cached readiness bits. The `*_CLOSED` bits are never cleared: once a peer has hung
-// up, every later operation must get to see it. `ERROR` goes with a `WouldBlock`, like
-// readiness: an error the OS reported once and then took back must not make a task spin.
-const READABLE: u8 = 1 << 0;
-const WRITABLE: u8 = 1 << 1;
-const READ_CLOSED: u8 = 1 << 2;
-const WRITE_CLOSED: u8 = 1 << 3;
-const ERROR: u8 = 1 << 4;
+// Readiness is cached as epoll reports it, flag for flag: nothing to translate per
+// event. The hang-up flags are never cleared: once a peer has hung up, every later
+// operation must get to see it. `ERR` goes with a `WouldBlock`, like readiness: an error
+// the OS reported once and then took back must not make a task spin.
+const IN: u32 = EventFlags::IN.bits();
+const PRI: u32 = EventFlags::PRI.bits();
+const OUT: u32 = EventFlags::OUT.bits();
+const ERR: u32 = EventFlags::ERR.bits();
+const HUP: u32 = EventFlags::HUP.bits();
+const RDHUP: u32 = EventFlags::RDHUP.bits();
 
 impl Direction {
-    /// Bits that let an operation in this direction proceed.
-    fn ready_mask(self) -> u8 {
+    /// Flags that let an operation in this direction proceed.
+    fn ready_mask(self) -> u32 {
         match self {
-            Direction::Read => READABLE | READ_CLOSED | ERROR,
-            Direction::Write => WRITABLE | WRITE_CLOSED | ERROR,
+            Direction::Read => IN | PRI | RDHUP | HUP | ERR,
+            Direction::Write => OUT | HUP | ERR,
         }
     }
 
     /// The bits a `WouldBlock` proves stale.
-    fn clear_mask(self) -> u8 {
+    fn clear_mask(self) -> u32 {
         match self {
-            Direction::Read => READABLE | ERROR,
-            Direction::Write => WRITABLE | ERROR,
+            Direction::Read => IN | PRI | ERR,
+            Direction::Write => OUT | ERR,
         }
     }
 }
@@ -114,7 +120,7 @@ const FUTURE: [u8; 2] = [1 << 4, 1 << 5];
 pub(crate) struct Source {
     /// The socket's descriptor, for traces.
     fd: i32,
-    readiness: Cell<u8>,
+    readiness: Cell<u32>,
     parked: Cell<u8>,
     /// The task slot, per direction: the task that waits there. Kept after a wake (only
     /// `parked` says whether it waits), so that parking the same task again is a
@@ -315,25 +321,9 @@ impl Source {
         self.parked.get() & (TASK[d] | AREA[d]) != 0
     }
 
-    /// Records what the OS reported, and takes out the waiters it wakes.
+    /// Records what the OS reported (epoll's flags), and takes out the waiters it wakes.
     #[inline(always)]
-    fn on_event(&self, event: &Event) -> Fired {
-        let mut bits = 0;
-        if event.is_readable() {
-            bits |= READABLE;
-        }
-        if event.is_read_closed() {
-            bits |= READ_CLOSED;
-        }
-        if event.is_writable() {
-            bits |= WRITABLE;
-        }
-        if event.is_write_closed() {
-            bits |= WRITE_CLOSED;
-        }
-        if event.is_error() {
-            bits |= ERROR;
-        }
+    fn on_event(&self, bits: u32) -> Fired {
         self.readiness.set(self.readiness.get() | bits);
         let mut fired = Fired {
             fd: self.fd,
@@ -424,7 +414,10 @@ fn wake_areas(areas: Vec<(Waiter, Direction)>, fd: i32, woke: &mut impl FnMut(Wo
 
 /// The token under which the runtime's inbox interrupts the poll. Slab keys never reach
 /// it, nor the alarm's: a key's index is below `u32::MAX`.
-pub(crate) const INBOX: Token = Token(usize::MAX);
+pub(crate) const INBOX: u64 = u64::MAX;
+
+/// Events one wait takes at most: a busier poll leaves the rest to the next wait.
+const EVENTS: usize = 1024;
 
 /// What an OS poll found besides sockets.
 #[derive(Default)]
@@ -437,8 +430,9 @@ pub(crate) struct Woken {
 
 /// The OS poll, every registered socket, and the alarm for timers.
 pub(crate) struct Reactor {
-    poll: RefCell<OsPoll>,
-    events: RefCell<Events>,
+    epoll: OwnedFd,
+    /// The last wait's events, with room for [`EVENTS`].
+    events: RefCell<Vec<epoll::Event>>,
     sources: RefCell<Slab<Rc<Source>>>,
     /// Made when the first timer is set, so that a runtime without timers holds no
     /// timerfd (and runs under Miri, which has none). `None` inside where the OS refuses
@@ -448,10 +442,9 @@ pub(crate) struct Reactor {
 
 impl Reactor {
     pub(crate) fn new() -> io::Result<Self> {
-        let poll = OsPoll::new()?;
         Ok(Reactor {
-            poll: RefCell::new(poll),
-            events: RefCell::new(Events::with_capacity(1024)),
+            epoll: epoll::create(epoll::CreateFlags::CLOEXEC)?,
+            events: RefCell::new(Vec::with_capacity(EVENTS)),
             sources: RefCell::new(Slab::new()),
             alarm: OnceCell::new(),
         })
@@ -459,20 +452,23 @@ impl Reactor {
 
     fn alarm(&self) -> Option<&Alarm> {
         self.alarm
-            .get_or_init(|| Alarm::new(self.poll.borrow().registry()).ok())
+            .get_or_init(|| Alarm::new(self.epoll.as_fd()).ok())
             .as_ref()
     }
 
-    pub(crate) fn inbox_waker(&self) -> io::Result<mio::Waker> {
-        mio::Waker::new(self.poll.borrow().registry(), INBOX)
+    pub(crate) fn inbox_waker(&self) -> io::Result<OwnedFd> {
+        let fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        epoll::add(
+            &self.epoll,
+            &fd,
+            EventData::new_u64(INBOX),
+            EventFlags::IN | EventFlags::ET,
+        )?;
+        Ok(fd)
     }
 
     /// Registers `io` once, for both directions, edge-triggered.
-    pub(crate) fn register(
-        &self,
-        io: &mut impl mio::event::Source,
-        fd: i32,
-    ) -> io::Result<(Key, Rc<Source>)> {
+    pub(crate) fn register(&self, io: BorrowedFd<'_>, fd: i32) -> io::Result<(Key, Rc<Source>)> {
         let source = Rc::new(Source {
             fd,
             ..Source::default()
@@ -481,17 +477,18 @@ impl Reactor {
             .sources
             .borrow_mut()
             .insert_with(|_| Rc::clone(&source));
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        let registered =
-            self.poll
-                .borrow()
-                .registry()
-                .register(io, Token(key.to_token()), interest);
+        let flags = EventFlags::IN | EventFlags::OUT | EventFlags::RDHUP | EventFlags::ET;
+        let registered = epoll::add(
+            &self.epoll,
+            io,
+            EventData::new_u64(key.to_token() as u64),
+            flags,
+        );
         match registered {
             Ok(()) => Ok((key, source)),
             Err(e) => {
                 self.sources.borrow_mut().remove(key);
-                Err(e)
+                Err(e.into())
             }
         }
     }
@@ -550,15 +547,18 @@ impl Reactor {
                 woken.timers = true;
             }
         }
+        let timeout = timeout.map(|d| Timespec {
+            tv_sec: d.as_secs().try_into().unwrap_or(i64::MAX),
+            tv_nsec: d.subsec_nanos().into(),
+        });
         let mut events = self.events.borrow_mut();
-        match self.poll.borrow_mut().poll(&mut events, timeout) {
-            Ok(()) => Ok(woken),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                // Nothing to dispatch: no earlier batch may be seen twice.
-                events.clear();
-                Ok(woken)
-            }
-            Err(e) => Err(e),
+        // Cleared first: after an interrupted wait there is nothing to dispatch, and no
+        // earlier batch may be seen twice.
+        events.clear();
+        match epoll::wait(&self.epoll, spare_capacity(&mut events), timeout.as_ref()) {
+            Ok(_) => Ok(woken),
+            Err(Errno::INTR) => Ok(woken),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -574,7 +574,9 @@ impl Reactor {
     pub(crate) fn dispatch(&self, woken: &mut Woken, mut woke: impl FnMut(Woke)) {
         let events = self.events.borrow();
         for event in events.iter() {
-            let fired = match event.token() {
+            // Copied out: the kernel's layout packs an event's fields.
+            let (flags, data) = (event.flags, event.data);
+            let fired = match data.u64() {
                 INBOX => {
                     woken.inbox = true;
                     continue;
@@ -586,8 +588,8 @@ impl Reactor {
                     woken.timers = true;
                     continue;
                 }
-                token => match self.sources.borrow().get(Key::from_token(token.0)) {
-                    Some(source) => source.on_event(event),
+                token => match self.sources.borrow().get(Key::from_token(token as usize)) {
+                    Some(source) => source.on_event(flags.bits()),
                     None => continue,
                 },
             };

@@ -9,8 +9,12 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 
 pub use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+use signal_hook::iterator::backend::SignalDelivery;
+use signal_hook::iterator::exfiltrator::SignalOnly;
 
 use crate::net::Registration;
 use crate::reactor::Direction;
@@ -40,7 +44,7 @@ pub struct Signals {
 }
 
 struct Inner {
-    signals: signal_hook_mio::v1_0::Signals,
+    signals: SignalDelivery<UnixStream, SignalOnly>,
     /// Received, not yet handed out.
     received: VecDeque<i32>,
 }
@@ -49,9 +53,14 @@ impl Signals {
     /// Starts catching `signals`. Fails for signals that cannot be caught (SIGKILL,
     /// SIGSTOP) and outside a coop runtime.
     pub fn new(signals: &[i32]) -> io::Result<Signals> {
-        let mut signals = signal_hook_mio::v1_0::Signals::new(signals)?;
+        // The self-pipe: signal-hook's handler writes to one end, the other sits in the
+        // OS poll. Both non-blocking: the handler must never block, nor must `pending`.
+        let (read, write) = UnixStream::pair()?;
+        read.set_nonblocking(true)?;
+        write.set_nonblocking(true)?;
+        let signals = SignalDelivery::with_pipe(read, write, SignalOnly, signals)?;
         // The self-pipe's descriptor is the crate's own; traces show -1.
-        let registration = Registration::new(&mut signals, -1)?;
+        let registration = Registration::new(signals.get_read().as_fd(), -1)?;
         Ok(Signals {
             registration,
             inner: RefCell::new(Inner {

@@ -36,7 +36,7 @@ impl Key {
         (self.0.get() >> 32) as u32
     }
 
-    /// The key as a `mio::Token`'s payload. Lossless: coop only builds on 64-bit targets.
+    /// The key as an epoll event's payload. Lossless: coop only builds on 64-bit targets.
     pub(crate) fn to_token(self) -> usize {
         self.0.get() as usize
     }
@@ -55,7 +55,7 @@ const FIRST_GENERATION: u32 = 1;
 
 const _: () = assert!(
     usize::BITS >= 64,
-    "coop keys fill a 64-bit mio::Token; 32-bit targets are not supported"
+    "coop keys fill a 64-bit usize; 32-bit targets are not supported"
 );
 
 enum Slot<T> {

@@ -1,7 +1,7 @@
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::task::{Context, Poll};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -55,9 +55,8 @@ impl TcpListener {
     /// Wraps a bound standard-library listener (it is switched to non-blocking).
     pub fn from_std(listener: std::net::TcpListener) -> io::Result<TcpListener> {
         listener.set_nonblocking(true)?;
-        let mut io = mio::net::TcpListener::from_std(listener);
-        let fd = io.as_raw_fd();
-        let registration = Registration::new(&mut io, fd)?;
+        let io = mio::net::TcpListener::from_std(listener);
+        let registration = Registration::new(io.as_fd(), io.as_raw_fd())?;
         Ok(TcpListener { registration, io })
     }
 

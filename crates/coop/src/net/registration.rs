@@ -4,6 +4,7 @@ use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::marker::PhantomPinned;
+use std::os::fd::BorrowedFd;
 use std::pin::Pin;
 use std::ptr;
 use std::rc::Rc;
@@ -25,7 +26,7 @@ pub(crate) struct Registration {
 
 impl Registration {
     /// Registers `io` with the current runtime's reactor.
-    pub(crate) fn new(io: &mut impl mio::event::Source, fd: i32) -> io::Result<Self> {
+    pub(crate) fn new(io: BorrowedFd<'_>, fd: i32) -> io::Result<Self> {
         let core = context::with_core(Rc::clone).ok_or_else(|| {
             io::Error::other("coop sockets must be created inside a coop runtime (in block_on)")
         })?;

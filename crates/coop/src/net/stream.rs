@@ -1,7 +1,7 @@
 use std::fmt;
 use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::task::{Context, Poll};
 
 use rustix::net::{self, RecvFlags, SendAncillaryBuffer, SendFlags};
@@ -50,9 +50,8 @@ pub struct TcpStream {
 }
 
 impl TcpStream {
-    pub(crate) fn new(mut io: mio::net::TcpStream) -> io::Result<Self> {
-        let fd = io.as_raw_fd();
-        let registration = Registration::new(&mut io, fd)?;
+    pub(crate) fn new(io: mio::net::TcpStream) -> io::Result<Self> {
+        let registration = Registration::new(io.as_fd(), io.as_raw_fd())?;
         Ok(TcpStream { registration, io })
     }
 

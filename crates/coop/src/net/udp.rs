@@ -1,7 +1,7 @@
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 
 use super::Registration;
 use super::each_addr;
@@ -41,9 +41,8 @@ impl UdpSocket {
     /// Wraps a bound standard-library socket (it is switched to non-blocking).
     pub fn from_std(socket: std::net::UdpSocket) -> io::Result<UdpSocket> {
         socket.set_nonblocking(true)?;
-        let mut io = mio::net::UdpSocket::from_std(socket);
-        let fd = io.as_raw_fd();
-        let registration = Registration::new(&mut io, fd)?;
+        let io = mio::net::UdpSocket::from_std(socket);
+        let registration = Registration::new(io.as_fd(), io.as_raw_fd())?;
         Ok(UdpSocket { registration, io })
     }
 
