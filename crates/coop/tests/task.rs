@@ -1,6 +1,8 @@
-//! The invariant the one `unsafe` block relies on: a task's future is pinned, it never
-//! moves between polls, however the task table grows meanwhile. Needs no sockets, so it
-//! runs under Miri too (`cargo +nightly miri test -p coop --test task`).
+//! The invariants coop's two `unsafe` blocks rely on: a task's future is pinned, it never
+//! moves between polls, however the task table grows meanwhile; and the runtime's
+//! reference to a task stays valid through its poll, however that poll grows the table.
+//! Needs no sockets, so it runs under Miri too (`cargo +nightly miri test -p coop --test
+//! task`).
 
 use std::cell::Cell;
 use std::future::Future;
@@ -60,6 +62,34 @@ fn a_task_stays_put_while_the_table_grows() {
         for (i, other) in others.into_iter().enumerate() {
             assert_eq!(other.await.unwrap(), i % 50);
         }
+    });
+}
+
+/// The runtime polls a task through a reference to its allocation, not a clone of its
+/// `Rc`: tasks that grow the task table inside their own poll (moving every slot, theirs
+/// included) run on and end through it, by returning or by panicking.
+#[test]
+fn a_task_that_grows_the_table_in_its_own_poll_runs_on_and_ends() {
+    coop::block_on(async {
+        let grower = spawn(async {
+            let mut others = Vec::new();
+            for _ in 0..3 {
+                others.extend((0..100).map(|i| spawn(async move { i })));
+                yield_now().await;
+            }
+            let mut sum = 0;
+            for other in others {
+                sum += other.await.unwrap();
+            }
+            sum
+        });
+        let panicker = spawn(async {
+            let others: Vec<_> = (0..100).map(|i| spawn(async move { i })).collect();
+            drop(others);
+            panic!("after growing the table");
+        });
+        assert_eq!(grower.await.unwrap(), 3 * (0..100).sum::<usize>());
+        assert!(panicker.await.unwrap_err().is_panic());
     });
 }
 
