@@ -4,13 +4,10 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr};
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use coop::net::{TcpListener, TcpStream};
-use coop::time::{Sleep, sleep};
 
 use crate::echo::{CHUNK_SLICES, Encoder, Framing};
 use crate::proxy::{self, Origin, Refusal};
@@ -245,80 +242,6 @@ impl Drop for Open {
     }
 }
 
-/// A connection's idle timer, at the cost of one store per message: a read only notes
-/// that the client spoke; the timer looks at that note once every quarter of the
-/// timeout, and closes the connection after four quarters in a row without a word. So a
-/// silent client is closed after between 1 and 1.25 timeouts.
-struct IdleTimer {
-    timeout: Duration,
-    timer: Sleep,
-    heard: bool,
-    quiet_quarters: u8,
-}
-
-impl IdleTimer {
-    fn new(timeout: Duration) -> IdleTimer {
-        IdleTimer {
-            timeout,
-            timer: sleep(timeout / 4),
-            heard: false,
-            quiet_quarters: 0,
-        }
-    }
-
-    fn heard(&mut self) {
-        self.heard = true;
-    }
-
-    /// Waits until the stream may be readable (`true`) or the client has been silent for
-    /// the whole timeout (`false`).
-    fn readable<'a>(
-        &'a mut self,
-        stream: &'a TcpStream,
-    ) -> impl Future<Output = io::Result<bool>> + 'a {
-        self.ready_or_expired(move |cx| stream.poll_read_ready(cx))
-    }
-
-    /// Waits until the stream may be writable (`true`) or the client has taken none of
-    /// its replies for the whole timeout (`false`).
-    fn writable<'a>(
-        &'a mut self,
-        stream: &'a TcpStream,
-    ) -> impl Future<Output = io::Result<bool>> + 'a {
-        self.ready_or_expired(move |cx| stream.poll_write_ready(cx))
-    }
-
-    /// `poll_ready` until it is ready (`true`) or the timer has expired (`false`). A
-    /// `poll_fn` rather than an `async fn`: one state machine less to step through at
-    /// every message.
-    fn ready_or_expired<'a>(
-        &'a mut self,
-        mut poll_ready: impl FnMut(&mut Context<'_>) -> Poll<io::Result<()>> + 'a,
-    ) -> impl Future<Output = io::Result<bool>> + 'a {
-        std::future::poll_fn(move |cx| match poll_ready(cx) {
-            Poll::Ready(r) => Poll::Ready(r.map(|()| true)),
-            Poll::Pending => self.poll_expired(cx).map(|()| Ok(false)),
-        })
-    }
-
-    /// `Ready` once four quarters in a row passed without `heard`.
-    #[inline]
-    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        while Pin::new(&mut self.timer).poll(cx).is_ready() {
-            if std::mem::take(&mut self.heard) {
-                self.quiet_quarters = 0;
-            } else {
-                self.quiet_quarters += 1;
-            }
-            if self.quiet_quarters >= 4 {
-                return Poll::Ready(());
-            }
-            self.timer.reset(coop::time::now() + self.timeout / 4);
-        }
-        Poll::Pending
-    }
-}
-
 /// What one turn of reading and answering came to.
 enum Turn {
     /// Everything read is answered; read again.
@@ -329,6 +252,8 @@ enum Turn {
     Blocked,
     /// The client closed its side.
     Eof,
+    /// The client has made no progress for the idle timeout.
+    Idle,
 }
 
 /// Answers everything the client sends, until it closes its side; then closes ours.
@@ -349,30 +274,17 @@ fn echo<'a>(
 ) -> impl Future<Output = io::Result<Ending>> + 'a {
     // As in `handle`: no second copy of the arguments.
     async move {
-        let mut idle = settings.idle_timeout.map(IdleTimer::new);
+        // The runtime keeps the idle clock: a read or write that moves bytes resets it.
+        stream.set_idle_timeout(settings.idle_timeout);
         // Bytes that came with the PROXY header are the client's first chunk.
         if !pending.is_empty() {
             took_chunk(pending.len(), counts, &settings.totals, encoder);
-            Box::pin(flush(
-                stream,
-                encoder,
-                &mut pending,
-                counts,
-                &mut idle,
-                &settings.totals,
-            ))
-            .await?;
+            Box::pin(flush(stream, encoder, &mut pending, counts, settings)).await?;
         }
         loop {
-            match &mut idle {
-                Some(idle) => {
-                    if !idle.readable(stream).await? {
-                        stream.shutdown(Shutdown::Write)?;
-                        return Ok(Ending::Idle(idle.timeout));
-                    }
-                }
-                None => stream.readable().await?,
-            }
+            // `poll_read_ready`, not `readable()`: no future of its own to step through
+            // at every message.
+            std::future::poll_fn(|cx| stream.poll_read_ready(cx)).await?;
             let turn = SCRATCH.with_borrow_mut(|scratch| {
                 let n = match stream.try_read(&mut scratch.buf[PREFIX_ROOM..]) {
                     Ok(0) => return Ok(Turn::Eof),
@@ -380,6 +292,7 @@ fn echo<'a>(
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         return Ok(Turn::NothingRead);
                     }
+                    Err(e) if e.kind() == io::ErrorKind::TimedOut => return Ok(Turn::Idle),
                     Err(e) => return Err(e),
                 };
                 took_chunk(n, counts, &settings.totals, encoder);
@@ -395,25 +308,13 @@ fn echo<'a>(
                 Ok(Turn::Answered)
             })?;
             match turn {
-                Turn::Answered => {
-                    if let Some(idle) = &mut idle {
-                        idle.heard();
-                    }
-                }
-                Turn::NothingRead => {}
+                Turn::Answered | Turn::NothingRead => {}
                 Turn::Blocked => {
-                    if let Some(idle) = &mut idle {
-                        idle.heard();
-                    }
-                    Box::pin(flush(
-                        stream,
-                        encoder,
-                        &mut pending,
-                        counts,
-                        &mut idle,
-                        &settings.totals,
-                    ))
-                    .await?;
+                    Box::pin(flush(stream, encoder, &mut pending, counts, settings)).await?;
+                }
+                Turn::Idle => {
+                    stream.shutdown(Shutdown::Write)?;
+                    return Ok(Ending::Idle(settings.idle_timeout.unwrap_or_default()));
                 }
                 Turn::Eof => break,
             }
@@ -444,13 +345,19 @@ async fn flush(
     encoder: &mut Encoder,
     pending: &mut Vec<u8>,
     counts: &mut Counts,
-    idle: &mut Option<IdleTimer>,
-    totals: &Totals,
+    settings: &Settings,
 ) -> io::Result<()> {
     let before = counts.bytes_out;
-    let flushed = answer_pending(stream, encoder, pending, counts, idle).await;
-    Totals::add(&totals.bytes_out, counts.bytes_out - before);
-    flushed
+    let flushed = answer_pending(stream, encoder, pending, counts).await;
+    Totals::add(&settings.totals.bytes_out, counts.bytes_out - before);
+    flushed.map_err(|e| match (e.kind(), settings.idle_timeout) {
+        // A client that sends and never reads must not hold its connection forever.
+        (io::ErrorKind::TimedOut, Some(idle)) => io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the client took no reply for {} s", idle.as_secs_f64()),
+        ),
+        _ => e,
+    })
 }
 
 /// Writes as much of the reply to the `n` bytes just read (at `PREFIX_ROOM` in
@@ -481,7 +388,15 @@ fn answer_now(
         let written = match stream.try_write(&scratch[start..PREFIX_ROOM + n]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(written) => written,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+            // Full, or full and the client idle: `flush` waits, or says which.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok(0);
+            }
             Err(e) => return Err(e),
         };
         counts.bytes_out += written as u64;
@@ -584,32 +499,11 @@ async fn answer_pending(
     encoder: &mut Encoder,
     pending: &mut Vec<u8>,
     counts: &mut Counts,
-    idle: &mut Option<IdleTimer>,
 ) -> io::Result<()> {
     let mut answered = 0;
     while answered < pending.len() {
-        match idle {
-            // A client that sends and never reads must not hold its connection forever.
-            Some(idle) => {
-                if !idle.writable(stream).await? {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!(
-                            "the client took no reply for {} s",
-                            idle.timeout.as_secs_f64()
-                        ),
-                    ));
-                }
-            }
-            None => stream.writable().await?,
-        }
-        let n = answer(stream, encoder, &pending[answered..], counts)?;
-        if n > 0 {
-            if let Some(idle) = idle {
-                idle.heard();
-            }
-        }
-        answered += n;
+        stream.writable().await?;
+        answered += answer(stream, encoder, &pending[answered..], counts)?;
     }
     // Nothing in flight: keep no buffer for a connection that may now idle for hours.
     *pending = Vec::new();

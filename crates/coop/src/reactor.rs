@@ -68,13 +68,16 @@ const OUT: u32 = EventFlags::OUT.bits();
 const ERR: u32 = EventFlags::ERR.bits();
 const HUP: u32 = EventFlags::HUP.bits();
 const RDHUP: u32 = EventFlags::RDHUP.bits();
+/// Not epoll's: set by the socket's idle clock once the peer has been idle for its
+/// timeout, and never cleared (epoll reports no flag this high).
+const IDLE: u32 = 1 << 24;
 
 impl Direction {
     /// Flags that let an operation in this direction proceed.
     fn ready_mask(self) -> u32 {
         match self {
-            Direction::Read => IN | PRI | RDHUP | HUP | ERR,
-            Direction::Write => OUT | HUP | ERR,
+            Direction::Read => IN | PRI | RDHUP | HUP | ERR | IDLE,
+            Direction::Write => OUT | HUP | ERR | IDLE,
         }
     }
 
@@ -132,6 +135,22 @@ pub(crate) struct Source {
     /// Made when someone other than a `poll_*` task first waits here: most sockets (a
     /// connection's handler's) never need one, and an idle connection is lighter for it.
     areas: [RefCell<Option<Box<Area>>>; 2],
+    /// Something was read or written since the idle clock last looked.
+    heard: Cell<bool>,
+    /// The idle clock, while one runs.
+    idle: Cell<Option<Idle>>,
+}
+
+/// A socket's idle clock: a timer every quarter of the timeout looks whether the socket
+/// was `heard` since the last one, and after four quiet quarters in a row the socket is
+/// idle. So a silent peer is idle after between one and one and a quarter timeouts, and
+/// a busy socket pays one store per operation, not a timer.
+#[derive(Clone, Copy)]
+pub(crate) struct Idle {
+    quarter: Duration,
+    quiet: u8,
+    /// The next look's timer: its deadline and key.
+    timer: (Instant, Key),
 }
 
 impl Source {
@@ -163,8 +182,55 @@ impl Source {
         let result = op();
         if matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
             self.clear(dir);
+            if self.readiness.get() & IDLE != 0 {
+                // Nothing to do, and the peer idle: waiting again would wait for good.
+                return Err(io::ErrorKind::TimedOut.into());
+            }
         }
         result
+    }
+
+    /// Notes that the peer made progress: something was read or written.
+    #[inline]
+    pub(crate) fn heard(&self) {
+        self.heard.set(true);
+    }
+
+    /// Starts the idle clock, with a quarter of the timeout per look, the first at
+    /// `timer`.
+    pub(crate) fn start_idle(&self, quarter: Duration, timer: (Instant, Key)) {
+        self.heard.set(false);
+        self.idle.set(Some(Idle {
+            quarter,
+            quiet: 0,
+            timer,
+        }));
+    }
+
+    /// Stops the idle clock, and the socket is no longer idle. Returns the clock's
+    /// pending timer, for the caller to remove.
+    pub(crate) fn stop_idle(&self) -> Option<(Instant, Key)> {
+        self.readiness.set(self.readiness.get() & !IDLE);
+        self.idle.take().map(|idle| idle.timer)
+    }
+
+    /// The idle clock's timer fired: a quarter without a word counts, and the fourth in a
+    /// row makes the socket idle (returned: its waiters, woken as by an event); any other
+    /// quarter sets the next timer through `rearm`.
+    fn idle_tick(&self, rearm: impl FnOnce(Duration) -> (Instant, Key)) -> Option<Fired> {
+        let mut idle = self.idle.get()?;
+        if self.heard.replace(false) {
+            idle.quiet = 0;
+        } else {
+            idle.quiet += 1;
+        }
+        if idle.quiet >= 4 {
+            self.idle.set(None);
+            return Some(self.on_event(IDLE));
+        }
+        idle.timer = rearm(idle.quarter);
+        self.idle.set(Some(idle));
+        None
     }
 
     /// Parks `who` as the one waiter of the `poll_*` methods in `dir`, replacing the
@@ -400,6 +466,20 @@ struct Fired {
     areas: Option<Vec<(Waiter, Direction)>>,
 }
 
+/// Reports the tasks one event (or idle clock) woke, and wakes the other waiters.
+#[inline(always)]
+fn report(fired: Fired, woke: &mut impl FnMut(Woke)) {
+    if let Some(key) = fired.task[0] {
+        woke((key, Direction::Read, fired.fd));
+    }
+    if let Some(key) = fired.task[1] {
+        woke((key, Direction::Write, fired.fd));
+    }
+    if let Some(areas) = fired.areas {
+        wake_areas(areas, fired.fd, woke);
+    }
+}
+
 /// Reports the tasks that waited in areas, and wakes the other waiters there (wakers
 /// are anyone's code: this runs with no borrow held).
 #[cold]
@@ -408,6 +488,8 @@ fn wake_areas(areas: Vec<(Waiter, Direction)>, fd: i32, woke: &mut impl FnMut(Wo
         match waiter {
             Waiter::Task(key) => woke((key, dir, fd)),
             Waiter::Waker(waker) => waiter::wake_foreign(waker),
+            // Idle clocks wait for timers only.
+            Waiter::Clock(_) => {}
         }
     }
 }
@@ -593,15 +675,24 @@ impl Reactor {
                     None => continue,
                 },
             };
-            if let Some(key) = fired.task[0] {
-                woke((key, Direction::Read, fired.fd));
-            }
-            if let Some(key) = fired.task[1] {
-                woke((key, Direction::Write, fired.fd));
-            }
-            if let Some(areas) = fired.areas {
-                wake_areas(areas, fired.fd, &mut woke);
-            }
+            report(fired, &mut woke);
+        }
+    }
+
+    /// The idle clock of socket `key` looks (see [`Idle`]); if that makes the socket
+    /// idle, reports its waiters to `woke` as [`dispatch`](Self::dispatch) does.
+    pub(crate) fn idle_tick(
+        &self,
+        key: Key,
+        rearm: impl FnOnce(Duration) -> (Instant, Key),
+        mut woke: impl FnMut(Woke),
+    ) {
+        // Cloned out: the waiters are reported with no borrow held.
+        let Some(source) = self.sources.borrow().get(key).cloned() else {
+            return;
+        };
+        if let Some(fired) = source.idle_tick(rearm) {
+            report(fired, &mut woke);
         }
     }
 

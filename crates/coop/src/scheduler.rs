@@ -233,9 +233,16 @@ fn park(core: &Core) {
         },
     );
     if woken.timers {
-        core.timers.fire(context::now(), &mut |key| {
-            core.wake(key);
-        });
+        let now = context::now();
+        core.timers
+            .fire(now, &mut |key| core.wake(key), &mut |socket| {
+                let rearm = |quarter| {
+                    let deadline = now + quarter;
+                    (deadline, core.timers.insert_clock(deadline, socket))
+                };
+                core.reactor
+                    .idle_tick(socket, rearm, |(key, _, _)| core.wake(key));
+            });
         // The alarm rang or could not be set: the next poll looks at the deadline again.
         core.timers.mark_moved();
     }

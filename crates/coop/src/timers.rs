@@ -60,9 +60,15 @@ impl Timers {
         self.moved.set(true);
     }
 
-    /// Wakes every timer due by `now`, earliest first: tasks through `report`, other
-    /// waiters through their wakers.
-    pub(crate) fn fire(&self, now: Instant, report: &mut impl FnMut(Key)) {
+    /// Wakes every timer due by `now`, earliest first: tasks through `report`, sockets'
+    /// idle clocks through `tick`, other waiters through their wakers. A timer set
+    /// meanwhile for `now` or earlier fires in this call too.
+    pub(crate) fn fire(
+        &self,
+        now: Instant,
+        report: &mut impl FnMut(Key),
+        tick: &mut impl FnMut(Key),
+    ) {
         loop {
             // One at a time, no borrow held while waking: a waker may be anyone's code,
             // and may touch the timers.
@@ -80,13 +86,22 @@ impl Timers {
             self.fired.set(self.fired.get() + 1);
             self.update_earliest();
             if let Some(waiter) = waiter {
-                waiter.wake(report);
+                waiter.wake(report, tick);
             }
         }
     }
 
     pub(crate) fn insert(&self, deadline: Instant, who: Who<'_>) -> Key {
-        let key = self.waiters.borrow_mut().insert_with(|_| who.to_waiter());
+        self.insert_waiter(deadline, who.to_waiter())
+    }
+
+    /// Sets a timer for the idle clock of the socket `key`, due at `deadline`.
+    pub(crate) fn insert_clock(&self, deadline: Instant, socket: Key) -> Key {
+        self.insert_waiter(deadline, Waiter::Clock(socket))
+    }
+
+    fn insert_waiter(&self, deadline: Instant, waiter: Waiter) -> Key {
+        let key = self.waiters.borrow_mut().insert_with(|_| waiter);
         self.order.borrow_mut().insert((deadline, key));
         if self
             .earliest

@@ -16,6 +16,8 @@ pub(crate) enum Waiter {
     Task(Key),
     /// Anything else: a combinator's waker, another runtime's, another executor's.
     Waker(Waker),
+    /// A socket's idle clock, by the socket's key: only ever a timer's waiter.
+    Clock(Key),
 }
 
 /// A waiter about to be stored: borrowed, so that parking again costs a comparison and
@@ -47,12 +49,13 @@ impl Who<'_> {
 
 impl Waiter {
     /// Wakes the waiter: a task's key goes to `report` (the runtime schedules it), a
-    /// waker is woken.
+    /// socket's to `tick`, a waker is woken.
     #[inline]
-    pub(crate) fn wake(self, report: &mut impl FnMut(Key)) {
+    pub(crate) fn wake(self, report: &mut impl FnMut(Key), tick: &mut impl FnMut(Key)) {
         match self {
             Waiter::Task(key) => report(key),
             Waiter::Waker(waker) => wake_foreign(waker),
+            Waiter::Clock(socket) => tick(socket),
         }
     }
 }

@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::ptr;
 use std::rc::Rc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use crate::context::{self, Core};
 use crate::reactor::{Direction, Source, Ticket};
@@ -37,6 +38,32 @@ impl Registration {
     #[inline]
     pub(crate) fn clear(&self, dir: Direction) {
         self.source.clear(dir);
+    }
+
+    /// Notes progress for the idle clock.
+    #[inline]
+    pub(crate) fn heard(&self) {
+        self.source.heard();
+    }
+
+    /// Starts, restarts or stops the idle clock (see [`TcpStream::set_idle_timeout`]).
+    ///
+    /// [`TcpStream::set_idle_timeout`]: crate::net::TcpStream::set_idle_timeout
+    pub(crate) fn set_idle_timeout(&self, timeout: Option<Duration>) {
+        self.stop_idle();
+        if let Some(timeout) = timeout {
+            // Never zero: a clock that fires at once would fire forever in one poll.
+            let quarter = (timeout / 4).max(Duration::from_millis(1));
+            let deadline = context::now() + quarter;
+            let timer = self.core.timers.insert_clock(deadline, self.key);
+            self.source.start_idle(quarter, (deadline, timer));
+        }
+    }
+
+    fn stop_idle(&self) {
+        if let Some((deadline, timer)) = self.source.stop_idle() {
+            self.core.timers.remove(deadline, timer);
+        }
     }
 
     #[inline]
@@ -113,6 +140,7 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
+        self.stop_idle();
         self.core.reactor.forget(self.key);
     }
 }

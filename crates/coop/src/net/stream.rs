@@ -3,6 +3,7 @@ use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use rustix::net::{self, RecvFlags, SendAncillaryBuffer, SendFlags};
 
@@ -155,10 +156,13 @@ impl TcpStream {
         // more than the rest of a message's bookkeeping.
         let room = buf.len();
         let (_, n) = net::recv(&self.io, buf, RecvFlags::empty())?;
-        if n > 0 && n < room {
-            // A short read emptied the socket's queue; new data brings a new edge. Saves
-            // the read that would only have said WouldBlock.
-            self.registration.clear(Direction::Read);
+        if n > 0 {
+            self.registration.heard();
+            if n < room {
+                // A short read emptied the socket's queue; new data brings a new edge.
+                // Saves the read that would only have said WouldBlock.
+                self.registration.clear(Direction::Read);
+            }
         }
         Ok(n)
     }
@@ -196,10 +200,7 @@ impl TcpStream {
         // slice around `buf` cost about 30 instructions per echo (measured).
         self.registration.try_io(Direction::Write, || {
             let n = send(&self.io, buf)?;
-            if n < buf.len() {
-                // The send buffer is full; room freed later brings a new edge.
-                self.registration.clear(Direction::Write);
-            }
+            self.sent(n, buf.len());
             Ok(n)
         })
     }
@@ -230,11 +231,20 @@ impl TcpStream {
             [a, b] => a.len() + b.len(),
             _ => bufs.iter().map(|b| b.len()).sum(),
         };
+        self.sent(n, asked);
+        Ok(n)
+    }
+
+    /// `n` of `asked` bytes went out.
+    #[inline]
+    fn sent(&self, n: usize, asked: usize) {
+        if n > 0 {
+            self.registration.heard();
+        }
         if n < asked {
             // The send buffer is full; room freed later brings a new edge.
             self.registration.clear(Direction::Write);
         }
-        Ok(n)
     }
 
     /// Shuts down the read side, the write side (sends FIN: the peer reads EOF once it
@@ -266,6 +276,46 @@ impl TcpStream {
     /// Takes the socket's pending error (`SO_ERROR`), if any.
     pub fn take_error(&self) -> io::Result<Option<io::Error>> {
         self.io.take_error()
+    }
+
+    /// Gives up on a peer that makes no progress: once nothing has been read from the
+    /// stream or written to it for `timeout` (between one and one and a quarter of it),
+    /// the stream is *idle*, and every operation that would wait for it fails with
+    /// [`ErrorKind::TimedOut`](io::ErrorKind::TimedOut) instead: `read`, `write`,
+    /// `try_read` and `try_write` when they find nothing to do, and the readiness waits
+    /// ([`readable`](Self::readable), [`poll_read_ready`](Self::poll_read_ready), ...)
+    /// return at once, so that the next operation says so. Data that is there is still
+    /// read, and room that is there still written.
+    ///
+    /// A stream stays idle until this is called again; `None` stops the clock, and a
+    /// new timeout starts it afresh. Off by default.
+    ///
+    /// The runtime keeps the clock: an operation that moves bytes costs one store, and
+    /// the clock one timer per quarter of the timeout, however busy the stream. (A
+    /// [`timeout`](crate::time::timeout) around each read would set and drop a timer per
+    /// read.)
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use coop::net::TcpListener;
+    ///
+    /// coop::block_on(async {
+    ///     let listener = TcpListener::bind("127.0.0.1:25000")?;
+    ///     let (stream, _) = listener.accept().await?;
+    ///     stream.set_idle_timeout(Some(Duration::from_secs(300)));
+    ///     let mut buf = [0; 1024];
+    ///     match stream.read(&mut buf).await {
+    ///         Err(e) if e.kind() == std::io::ErrorKind::TimedOut => println!("silent"),
+    ///         other => println!("{other:?}"),
+    ///     }
+    ///     std::io::Result::Ok(())
+    /// })
+    /// .unwrap();
+    /// ```
+    pub fn set_idle_timeout(&self, timeout: Option<Duration>) {
+        self.registration.set_idle_timeout(timeout);
     }
 }
 

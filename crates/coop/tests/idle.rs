@@ -1,0 +1,145 @@
+//! A stream's idle clock (`TcpStream::set_idle_timeout`): a silent peer times out, in
+//! either direction, never before its time; a busy one never does; the clock's timer
+//! goes when the clock is stopped or the stream dropped.
+#![cfg(not(miri))]
+
+mod common;
+
+use std::io;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use common::{LIMIT, bounded, pair};
+use coop::{spawn, yield_now};
+
+const TIMEOUT: Duration = Duration::from_millis(40);
+
+fn timed_out<T: std::fmt::Debug>(result: io::Result<T>) -> bool {
+    matches!(&result, Err(e) if e.kind() == io::ErrorKind::TimedOut)
+}
+
+/// Nothing arrives: the read fails with `TimedOut`, not before the timeout, and every
+/// later wait on the stream says so at once, until the clock is started afresh.
+#[test]
+fn a_silent_peer_times_the_read_out() {
+    bounded(LIMIT, || {
+        coop::block_on(async {
+            let (_client, server) = pair().await?;
+            server.set_idle_timeout(Some(TIMEOUT));
+            let started = Instant::now();
+            let mut buf = [0; 8];
+            assert!(timed_out(server.read(&mut buf).await));
+            assert!(started.elapsed() >= TIMEOUT, "idle after {:?}", started.elapsed());
+            // Idle stays idle: a readiness wait returns, and the operation says why.
+            server.readable().await?;
+            assert!(timed_out(server.try_read(&mut buf)));
+            assert!(timed_out(server.read(&mut buf).await));
+            io::Result::Ok(())
+        })
+    })
+    .unwrap();
+}
+
+/// A peer that takes nothing: writing fails with `TimedOut` once the socket has been full
+/// for the timeout.
+#[test]
+fn a_peer_that_reads_nothing_times_the_write_out() {
+    bounded(LIMIT, || {
+        coop::block_on(async {
+            let (_client, server) = pair().await?;
+            server.set_idle_timeout(Some(TIMEOUT));
+            let block = vec![7u8; 64 * 1024];
+            let written = loop {
+                match server.write(&block).await {
+                    Ok(_) => continue,
+                    Err(e) => break e,
+                }
+            };
+            assert_eq!(written.kind(), io::ErrorKind::TimedOut, "{written}");
+            io::Result::Ok(())
+        })
+    })
+    .unwrap();
+}
+
+/// Every waiter of an idle stream is woken: the task slot's and one in a waiting area.
+#[test]
+fn idleness_wakes_every_waiter() {
+    bounded(LIMIT, || {
+        coop::block_on(async {
+            let (_client, server) = pair().await?;
+            let server = Rc::new(server);
+            server.set_idle_timeout(Some(TIMEOUT));
+            let other = {
+                let server = Rc::clone(&server);
+                spawn(async move { server.readable().await })
+            };
+            let mut buf = [0; 8];
+            assert!(timed_out(server.read(&mut buf).await));
+            other.await.unwrap()?;
+            io::Result::Ok(())
+        })
+    })
+    .unwrap();
+}
+
+/// A peer that keeps sending is never idle, however long it goes on: every quarter of
+/// the timeout sees a read. (The writer is a task of the same runtime, so no pause of
+/// the machine can starve the reader while the clock runs.)
+#[test]
+fn a_busy_stream_is_never_idle() {
+    bounded(LIMIT, || {
+        coop::block_on(async {
+            let (client, server) = pair().await?;
+            server.set_idle_timeout(Some(TIMEOUT));
+            let writer = spawn(async move {
+                let started = Instant::now();
+                while started.elapsed() < 4 * TIMEOUT {
+                    client.write_all(b"x").await?;
+                    yield_now().await;
+                }
+                io::Result::Ok(())
+            });
+            let mut buf = [0; 64];
+            loop {
+                match server.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => panic!("a busy stream failed: {e}"),
+                }
+            }
+            writer.await.unwrap()?;
+            io::Result::Ok(())
+        })
+    })
+    .unwrap();
+}
+
+/// The clock is one timer: stopping it, or dropping the stream, takes it away.
+#[test]
+fn the_clock_leaves_nothing_behind() {
+    bounded(LIMIT, || {
+        let runtime = coop::Runtime::new().unwrap();
+        runtime
+            .block_on(async {
+                let (_client, server) = pair().await?;
+                server.set_idle_timeout(Some(Duration::from_secs(60)));
+                assert_eq!(coop::stats().unwrap().timers, 1);
+                server.set_idle_timeout(Some(Duration::from_secs(30)));
+                assert_eq!(coop::stats().unwrap().timers, 1, "restarted, not added");
+                server.set_idle_timeout(None);
+                assert_eq!(coop::stats().unwrap().timers, 0);
+                let mut streams = Vec::new();
+                for _ in 0..100 {
+                    let (client, server) = pair().await?;
+                    server.set_idle_timeout(Some(Duration::from_secs(60)));
+                    streams.push((client, server));
+                }
+                assert_eq!(coop::stats().unwrap().timers, 100);
+                drop(streams);
+                assert_eq!(coop::stats().unwrap().timers, 0);
+                io::Result::Ok(())
+            })
+            .unwrap();
+    });
+}
