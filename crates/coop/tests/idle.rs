@@ -29,7 +29,11 @@ fn a_silent_peer_times_the_read_out() {
             let started = Instant::now();
             let mut buf = [0; 8];
             assert!(timed_out(server.read(&mut buf).await));
-            assert!(started.elapsed() >= TIMEOUT, "idle after {:?}", started.elapsed());
+            assert!(
+                started.elapsed() >= TIMEOUT,
+                "idle after {:?}",
+                started.elapsed()
+            );
             // Idle stays idle: a readiness wait returns, and the operation says why.
             server.readable().await?;
             assert!(timed_out(server.try_read(&mut buf)));

@@ -169,49 +169,44 @@ enum Place {
 }
 
 impl Ready<'_> {
-    /// Gives its place back, wherever it is.
+    /// Gives its place back, wherever it is. The slot is the common case (a task's one
+    /// future there), and costs a comparison, inline.
     #[inline(always)]
     fn leave(&self, me: usize) {
-        if !matches!(self.place.get(), Place::None) {
-            self.leave_place(me);
-        }
-    }
-
-    fn leave_place(&self, me: usize) {
-        let source = &self.registration.source;
-        match self.place.replace(Place::None) {
+        match self.place.get() {
             Place::None => {}
-            Place::Slot => source.release(self.dir, me),
-            Place::Area(ticket) => source.unpark(self.dir, ticket),
+            Place::Slot => {
+                self.place.set(Place::None);
+                self.registration.source.release(self.dir, me);
+            }
+            Place::Area(ticket) => self.leave_area(ticket),
         }
     }
-}
 
-impl Future for Ready<'_> {
-    type Output = ();
+    #[cold]
+    fn leave_area(&self, ticket: Ticket) {
+        self.place.set(Place::None);
+        self.registration.source.unpark(self.dir, ticket);
+    }
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = &*self;
-        let me = ptr::from_ref(this).addr();
-        let source = &this.registration.source;
-        if source.is_ready(this.dir) {
-            ready!(context::poll_spend(cx));
-            this.leave(me);
-            return Poll::Ready(());
-        }
-        let who = context::who(cx, &this.registration.core);
-        if let Place::Slot = this.place.get() {
+    /// Not ready: takes or keeps a place. Out of line, so that the ready case, the one
+    /// every operation goes through, stays small enough to inline.
+    #[inline(never)]
+    fn wait(&self, me: usize, cx: &mut Context<'_>) -> Poll<()> {
+        let source = &self.registration.source;
+        let who = context::who(cx, &self.registration.core);
+        if let Place::Slot = self.place.get() {
             match who {
-                Who::Task(key) if source.holder(this.dir, me) == Some(key) => {
+                Who::Task(key) if source.holder(self.dir, me) == Some(key) => {
                     return Poll::Pending;
                 }
                 // Woken since, or polled by someone else now: it waits anew.
-                _ => this.leave(me),
+                _ => self.leave(me),
             }
         }
-        let new = match (this.place.get(), who) {
-            (Place::None, Who::Task(key)) if source.claim(this.dir, key, me) => {
-                this.place.set(Place::Slot);
+        let new = match (self.place.get(), who) {
+            (Place::None, Who::Task(key)) if source.claim(self.dir, key, me) => {
+                self.place.set(Place::Slot);
                 true
             }
             (place, who) => {
@@ -219,17 +214,33 @@ impl Future for Ready<'_> {
                     Place::Area(ticket) => Some(ticket),
                     _ => None,
                 };
-                let new = source.park(this.dir, who, &mut ticket);
+                let new = source.park(self.dir, who, &mut ticket);
                 if let Some(ticket) = ticket {
-                    this.place.set(Place::Area(ticket));
+                    self.place.set(Place::Area(ticket));
                 }
                 new
             }
         };
         if new {
-            this.registration.trace_park(this.dir);
+            self.registration.trace_park(self.dir);
         }
         Poll::Pending
+    }
+}
+
+impl Future for Ready<'_> {
+    type Output = ();
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &*self;
+        let me = ptr::from_ref(this).addr();
+        if this.registration.source.is_ready(this.dir) {
+            ready!(context::poll_spend(cx));
+            this.leave(me);
+            return Poll::Ready(());
+        }
+        this.wait(me, cx)
     }
 }
 
