@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::ptr;
 use std::rc::Rc;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::context::{self, Core};
 use crate::reactor::{Direction, Source, Ticket};
@@ -54,7 +54,9 @@ impl Registration {
         if let Some(timeout) = timeout {
             // Never zero: a clock that fires at once would fire forever in one poll.
             let quarter = (timeout / 4).max(Duration::from_millis(1));
-            let deadline = context::now() + quarter;
+            // The clock, not the runtime's time as of its last poll: a clock started
+            // late in a long round must not ring early.
+            let deadline = Instant::now() + quarter;
             let timer = self.core.timers.insert_clock(deadline, self.key);
             self.source.start_idle(quarter, (deadline, timer));
         }
