@@ -21,7 +21,9 @@
 //! poll from running: sockets are heard at least once per round. A task that its socket
 //! wakes skips the queue, the seed's `tasks.append` and `popleft` both: it is the hot
 //! path of every server, and the queue would cost a push, a round and a second look-up
-//! per message. It is polled once per OS poll at most, like any other.
+//! per message. It is polled once for each event that wakes it: a task waiting on two
+//! sockets that turn ready in one batch is polled twice, the second time for the second
+//! socket (whose readiness the first poll could not yet see).
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -149,12 +151,7 @@ fn run(core: &Core, key: Key, queued: bool) {
     trace::emit(|| Event::Run { task: id });
     match catch_unwind(AssertUnwindSafe(|| task.run())) {
         Ok(false) => {}
-        Ok(true) => {
-            let slot = core.tasks.borrow_mut().remove(key);
-            trace::emit(|| Event::Finish { task: id });
-            // The last references may go here; the future itself went in `run`.
-            drop(slot);
-        }
+        Ok(true) => forget(core, key, id),
         Err(payload) => fail(core, key, task, id, payload),
     }
 }
@@ -196,12 +193,22 @@ fn forget_root(core: &Core) {
 fn fail(core: &Core, key: Key, task: &dyn Run, id: TaskId, payload: Box<dyn Any + Send>) {
     let message = task::panic_message(payload.as_ref()).map(str::to_owned);
     *core.panic_message.borrow_mut() = Some(message.unwrap_or_else(|| "(no message)".into()));
-    task.fail(payload);
+    // The future is dropped here, and the handle's waker woken: anyone's code, whose
+    // panic is the task's too, and already reported.
+    let _ = catch_unwind(AssertUnwindSafe(|| task.fail(payload)));
     core.panic_message.borrow_mut().take();
     // `task` is not used after this: it may go with the slot.
+    forget(core, key, id);
+}
+
+/// Task `key` is over: out of the table. The last references may go here (the future
+/// went already), and with them the task's outcome, if nobody holds its handle: a
+/// destructor of its output that panics has nobody left to tell, and must not leave the
+/// run loop half-way through a round or an OS poll's batch.
+fn forget(core: &Core, key: Key, id: TaskId) {
     let slot = core.tasks.borrow_mut().remove(key);
     trace::emit(|| Event::Finish { task: id });
-    drop(slot);
+    let _ = catch_unwind(AssertUnwindSafe(|| drop(slot)));
 }
 
 /// Waits in the OS poll, runs the tasks whose sockets turned ready, and schedules what
