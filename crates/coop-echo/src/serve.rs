@@ -388,16 +388,8 @@ fn answer_now(
         let written = match stream.try_write(&scratch[start..PREFIX_ROOM + n]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(written) => written,
-            // Full, or full and the client idle: `flush` waits, or says which.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Ok(0);
-            }
-            Err(e) => return Err(e),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+            Err(e) => return full_if_idle(Err(e)),
         };
         counts.bytes_out += written as u64;
         if written == prefix + n {
@@ -410,16 +402,25 @@ fn answer_now(
         if answered == n {
             return Ok(answered);
         }
-        return Ok(
-            answered + answer_in::<CHUNK_SLICES>(stream, encoder, &input[answered..], counts)?
-        );
+        let rest = answer_in::<CHUNK_SLICES>(stream, encoder, &input[answered..], counts);
+        return Ok(answered + full_if_idle(rest)?);
     }
-    answer(
+    full_if_idle(answer(
         stream,
         encoder,
         &scratch.buf[PREFIX_ROOM..PREFIX_ROOM + n],
         counts,
-    )
+    ))
+}
+
+/// A write that found the client idle wrote nothing (`answer_by` says `TimedOut` only
+/// then): to the reading loop, the socket is full, and the reply waits in `flush`,
+/// which says why the connection ends.
+fn full_if_idle(written: io::Result<usize>) -> io::Result<usize> {
+    match written {
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => Ok(0),
+        written => written,
+    }
 }
 
 /// Writes as much of the reply to `input` as the socket takes without waiting; returns how
@@ -487,6 +488,9 @@ fn answer_by(
                 answered += encoder.advance(rest, written);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            // The client is idle (the stream's idle clock): an error only if nothing went
+            // out in this call, so that what did is counted, and the next call says so.
+            Err(e) if e.kind() == io::ErrorKind::TimedOut && answered > 0 => break,
             Err(e) => return Err(e),
         }
     }
