@@ -22,9 +22,10 @@
 //!
 //! A future's `.await` is the seed's `yield`: where the generator yields `('recv', sock)`
 //! and the scheduler parks it in `recv_wait`, a coop future returns `Pending` and leaves
-//! its [`Waker`](std::task::Waker) in the socket's read waiting area. When epoll reports
-//! the socket readable, the waker puts the task back on the ready queue, and the next
-//! poll resumes it where it stopped.
+//! its task in the socket's read waiting area. When epoll reports the socket readable,
+//! the runtime polls the task there and then (the seed moves it back to `tasks`; a wake
+//! through a [`Waker`](std::task::Waker), from a timer or another task, does that here
+//! too), and the poll resumes it where it stopped.
 //!
 //! # What it does better than the seed
 //!
@@ -36,6 +37,8 @@
 //!   so one flooding client cannot starve the others.
 //! * With nothing ready, the loop sleeps in the OS poll until a socket or a
 //!   [timer](time) needs it: an idle server uses no CPU.
+//! * A peer that falls silent is given up on ([`TcpStream::set_idle_timeout`]) by a
+//!   clock the runtime keeps, at one store per read or write.
 //!
 //! # Example: the seed's echo server
 //!
