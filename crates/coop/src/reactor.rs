@@ -34,6 +34,10 @@
 //!   direction's *area*, allocated the first time it is needed: a `poll_*` caller
 //!   that finds the slot held by a future, any waker that is not one of this runtime's
 //!   tasks (a combinator's, another runtime's), and further futures, by ticket.
+//! * A socket whose idle clock runs out (`TcpStream::set_idle_timeout`) wakes every
+//!   waiter in both directions, as an event would, and stays ready: an operation that
+//!   then finds nothing to do says `TimedOut` instead of `WouldBlock`, so nobody waits
+//!   on it again.
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::io;
