@@ -198,24 +198,35 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Some(Command::Serve(args)) => serve(args),
+        Some(Command::Serve(args)) => serve(args, Some("serve")),
         Some(Command::Bench(args)) => bench::run(args),
         Some(Command::Top(args)) => coop_echo::top::run(args.admin),
         Some(Command::Client(args)) => {
             let host = args.host.as_deref().unwrap_or("localhost");
             match coop_echo::client::target(host, args.port) {
                 Ok(target) => coop_echo::client::run(&target, args.send_proxy),
-                Err(e) => usage_error(clap::error::ErrorKind::ValueValidation, e),
+                Err(e) => usage_error(Some("client"), clap::error::ErrorKind::ValueValidation, e),
             }
         }
-        None => serve(cli.serve),
+        None => serve(cli.serve, None),
     }
 }
 
-/// Exits 2 with clap's `error: ...` message, as for any other bad argument.
-fn usage_error(kind: clap::error::ErrorKind, message: impl std::fmt::Display) -> ! {
+/// Exits 2 with clap's `error: ...` message, as for any other bad argument, and the usage
+/// of the command it was given to (`subcommand`, or the program's own).
+fn usage_error(
+    subcommand: Option<&str>,
+    kind: clap::error::ErrorKind,
+    message: impl std::fmt::Display,
+) -> ! {
     use clap::CommandFactory;
-    Cli::command().error(kind, message).exit()
+    let mut command = Cli::command();
+    // Built first, so that a subcommand's usage line begins with the program's name.
+    command.build();
+    if let Some(sub) = subcommand.and_then(|name| command.find_subcommand_mut(name)) {
+        sub.error(kind, message).exit()
+    }
+    command.error(kind, message).exit()
 }
 
 /// Log lines go to stderr; `RUST_LOG` picks what is shown (default: `info`).
@@ -229,12 +240,14 @@ fn init_logging() {
         .init();
 }
 
-fn serve(mut args: ServeArgs) -> ExitCode {
+/// `subcommand`: how the options were given, `serve` or none (the program's default).
+fn serve(mut args: ServeArgs, subcommand: Option<&str>) -> ExitCode {
     if let Some(admin) = args
         .admin
         .filter(|a| !a.ip().is_loopback() && !args.admin_public)
     {
         usage_error(
+            subcommand,
             clap::error::ErrorKind::ArgumentConflict,
             format!(
                 "--admin {admin} is not a loopback address: add --admin-public to serve metrics beyond this machine"
@@ -247,6 +260,7 @@ fn serve(mut args: ServeArgs) -> ExitCode {
         .filter(|a| a.ip().is_loopback() && args.admin_public)
     {
         usage_error(
+            subcommand,
             clap::error::ErrorKind::ArgumentConflict,
             format!(
                 "--admin-public with --admin {admin} (a loopback address): give the address to serve on, e.g. --admin 0.0.0.0:{}",

@@ -58,6 +58,28 @@ fn bad_arguments_exit_two_with_clap_s_message() {
     }
 }
 
+/// An error found after parsing is told with the usage of the command it was given to,
+/// as clap's own are (found by a newcomer: `client` errors showed the program's usage).
+#[test]
+fn a_late_error_shows_its_own_command_s_usage() {
+    for (args, usage) in [
+        (&["client", "127.0.0.1:abc"][..], "Usage: coop-echo client "),
+        (
+            &["serve", "--host", "127.0.0.1", "--admin", "0.0.0.0:0"],
+            "Usage: coop-echo serve ",
+        ),
+        (
+            &["--host", "127.0.0.1", "--admin", "0.0.0.0:0"],
+            "Usage: coop-echo [OPTIONS]",
+        ),
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(usage), "{args:?}: {stderr}");
+    }
+}
+
 #[test]
 fn a_taken_port_exits_one_naming_the_address_and_the_reason() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
