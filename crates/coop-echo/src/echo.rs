@@ -46,13 +46,8 @@ impl Encoder {
         }
     }
 
-    /// The prefix.
-    pub fn prefix(&self) -> &[u8] {
-        &self.prefix
-    }
-
     /// The prefix, as shared by every connection of a server.
-    pub fn shared_prefix(&self) -> &Rc<[u8]> {
+    pub fn prefix(&self) -> &Rc<[u8]> {
         &self.prefix
     }
 

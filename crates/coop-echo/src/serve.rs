@@ -101,7 +101,7 @@ enum Ending {
     /// The client closed its side, and had every byte answered.
     Closed,
     /// The client sent nothing for the idle timeout.
-    Idle(Duration),
+    Idle,
 }
 
 /// Answers one client until it closes (or falls silent, or fails), and logs the end.
@@ -139,9 +139,9 @@ pub fn handle(
                 Ok(Ending::Closed) => tracing::info!(
                     "Connection closed {client} ({bytes_in} bytes in, {bytes_out} bytes out)"
                 ),
-                Ok(Ending::Idle(after)) => tracing::info!(
+                Ok(Ending::Idle) => tracing::info!(
                     "Connection closed {client}: idle for {} s ({bytes_in} bytes in, {bytes_out} bytes out)",
-                    after.as_secs_f64()
+                    settings.idle_timeout.unwrap_or_default().as_secs_f64()
                 ),
                 Err(e) => tracing::info!(
                     "Connection closed {client}: {e} ({bytes_in} bytes in, {bytes_out} bytes out)"
@@ -314,7 +314,7 @@ fn echo<'a>(
                 }
                 Turn::Idle => {
                     stream.shutdown(Shutdown::Write)?;
-                    return Ok(Ending::Idle(settings.idle_timeout.unwrap_or_default()));
+                    return Ok(Ending::Idle);
                 }
                 Turn::Eof => break,
             }
@@ -375,7 +375,7 @@ fn answer_now(
         // The prefix goes just before the bytes read: the reply is one slice, and one
         // plain write (cheaper in the kernel than a writev of two) nearly always takes it.
         let start = PREFIX_ROOM - prefix;
-        let shared = encoder.shared_prefix();
+        let shared = encoder.prefix();
         if !scratch
             .placed
             .as_ref()
@@ -388,7 +388,6 @@ fn answer_now(
         let written = match stream.try_write(&scratch[start..PREFIX_ROOM + n]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(written) => written,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
             Err(e) => return full_if_idle(Err(e)),
         };
         counts.bytes_out += written as u64;
@@ -413,12 +412,19 @@ fn answer_now(
     ))
 }
 
-/// A write that found the client idle wrote nothing (`answer_by` says `TimedOut` only
-/// then): to the reading loop, the socket is full, and the reply waits in `flush`,
-/// which says why the connection ends.
+/// A write that found the socket full, or the client idle, wrote nothing (`answer_by`
+/// says `TimedOut` only then): to the reading loop, both are a full socket, and the
+/// reply waits in `flush`, which says why the connection ends if it does.
 fn full_if_idle(written: io::Result<usize>) -> io::Result<usize> {
     match written {
-        Err(e) if e.kind() == io::ErrorKind::TimedOut => Ok(0),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            Ok(0)
+        }
         written => written,
     }
 }

@@ -25,8 +25,8 @@
 //! once; if that same poll completes the task, the queued key has gone stale and the
 //! task is never polled again. After a poll that returns `Pending`, the runtime has
 //! nothing to update. A socket's event polls an `Idle` task at once, from the OS poll's
-//! batch; a `Scheduled` one it leaves in the queue, where its turn comes. (`task.rs` draws the other half: what happens to the future and
-//! its output.)
+//! batch; a `Scheduled` one it leaves in the queue, where its turn comes. (`task.rs`
+//! draws the other half: what happens to the future and its output.)
 
 use std::cell::{Cell, RefCell};
 use std::ptr;
@@ -42,8 +42,8 @@ use crate::task::{Run, TaskId};
 use crate::timers::Timers;
 use crate::waiter::Who;
 
-/// The key `block_on`'s own future wakes by. Never a task's: slab indices stay below
-/// `u32::MAX`.
+/// The key `block_on`'s own future wakes by. Never a task's: slab indices stay at most
+/// `slab::LAST_INDEX`.
 pub(crate) const ROOT: Key = Key::from_token(usize::MAX);
 
 /// Operations that found their socket ready (or their timer due), per poll of a task.

@@ -499,7 +499,7 @@ fn wake_areas(areas: Vec<(Waiter, Direction)>, fd: i32, woke: &mut impl FnMut(Wo
 }
 
 /// The token under which the runtime's inbox interrupts the poll. Slab keys never reach
-/// it, nor the alarm's: a key's index is below `u32::MAX`.
+/// it, nor the alarm's: a key's index is at most `slab::LAST_INDEX`.
 pub(crate) const INBOX: u64 = u64::MAX;
 
 /// Events one wait takes at most: a busier poll leaves the rest to the next wait.

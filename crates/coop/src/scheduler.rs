@@ -287,6 +287,14 @@ impl Round<'_> {
         self.next += 1;
         Some(key)
     }
+
+    #[cold]
+    fn requeue(&mut self) {
+        let mut ready = self.core.ready.borrow_mut();
+        let later = std::mem::take(&mut *ready);
+        ready.extend_from_slice(&self.keys[self.next..]);
+        ready.extend(later);
+    }
 }
 
 impl Drop for Round<'_> {
@@ -296,16 +304,6 @@ impl Drop for Round<'_> {
             self.requeue();
         }
         self.keys.clear();
-    }
-}
-
-impl Round<'_> {
-    #[cold]
-    fn requeue(&mut self) {
-        let mut ready = self.core.ready.borrow_mut();
-        let later = std::mem::take(&mut *ready);
-        ready.extend_from_slice(&self.keys[self.next..]);
-        ready.extend(later);
     }
 }
 

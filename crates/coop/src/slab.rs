@@ -73,6 +73,10 @@ pub(crate) struct Slab<T> {
 
 const NONE: u32 = u32::MAX;
 
+/// The highest index a slot gets: the two above it (and so any key whose index is one of
+/// them) stay free for tokens that are not keys (the inbox's, the alarm's, `block_on`'s).
+const LAST_INDEX: u32 = u32::MAX - 2;
+
 impl<T> Default for Slab<T> {
     fn default() -> Self {
         Slab::new()
@@ -98,8 +102,8 @@ impl<T> Slab<T> {
             NONE => {
                 let index = u32::try_from(self.slots.len())
                     .ok()
-                    .filter(|&i| i != NONE)
-                    .unwrap_or_else(|| panic!("coop: more than {} live entries", NONE - 1));
+                    .filter(|&i| i <= LAST_INDEX)
+                    .unwrap_or_else(|| panic!("coop: more than {LAST_INDEX} live entries"));
                 self.slots.push(Slot::Vacant {
                     generation: FIRST_GENERATION,
                     next_free: NONE,

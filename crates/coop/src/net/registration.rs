@@ -125,17 +125,15 @@ impl Registration {
 
     #[cold]
     fn trace_park_slow(&self, dir: Direction) {
-        {
-            if let Some(task) = context::current_id() {
-                trace::emit(|| Event::Park {
-                    task,
-                    area: match dir {
-                        Direction::Read => Area::Read,
-                        Direction::Write => Area::Write,
-                    },
-                    fd: self.source.fd(),
-                });
-            }
+        if let Some(task) = context::current_id() {
+            trace::emit(|| Event::Park {
+                task,
+                area: match dir {
+                    Direction::Read => Area::Read,
+                    Direction::Write => Area::Write,
+                },
+                fd: self.source.fd(),
+            });
         }
     }
 }
