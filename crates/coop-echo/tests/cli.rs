@@ -58,6 +58,21 @@ fn bad_arguments_exit_two_with_clap_s_message() {
     }
 }
 
+/// A host that does not resolve is a failure to listen, as a taken port is (README,
+/// "Errors"): one line, exit 1. An empty name, so that no resolver is asked anything.
+#[test]
+fn a_host_that_does_not_resolve_exits_one_in_one_line() {
+    let out = run(&["--host", "", "--port", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    assert!(
+        lines[0].starts_with("coop-echo: cannot listen on "),
+        "{stderr}"
+    );
+}
+
 /// An error found after parsing is told with the usage of the command it was given to,
 /// as clap's own are (found by a newcomer: `client` errors showed the program's usage).
 #[test]

@@ -44,6 +44,34 @@ fn a_silent_peer_times_the_read_out() {
     .unwrap();
 }
 
+/// A clock started late in a long round (the runtime's time, cached at its last OS poll,
+/// is old by then) still gives the whole timeout. (Found by a review: the clock started
+/// from the cached time, and a stream went idle early.)
+#[test]
+fn a_clock_started_late_in_a_round_is_not_early() {
+    bounded(LIMIT, || {
+        coop::block_on(async {
+            let (_client, server) = pair().await?;
+            coop::time::sleep(Duration::from_millis(1)).await;
+            // The runtime's time is read now, after the OS poll, and kept for the round;
+            // the round then goes on for twice the timeout (a long computation).
+            let _ = coop::time::now();
+            std::thread::sleep(2 * TIMEOUT);
+            let started = Instant::now();
+            server.set_idle_timeout(Some(TIMEOUT));
+            let mut buf = [0; 8];
+            assert!(timed_out(server.read(&mut buf).await));
+            assert!(
+                started.elapsed() >= TIMEOUT,
+                "idle after {:?}",
+                started.elapsed()
+            );
+            io::Result::Ok(())
+        })
+    })
+    .unwrap();
+}
+
 /// A peer that takes nothing: writing fails with `TimedOut` once the socket has been full
 /// for the timeout.
 #[test]
