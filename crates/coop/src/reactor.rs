@@ -514,11 +514,26 @@ pub(crate) struct Woken {
     pub(crate) timers: bool,
 }
 
+/// The run loop's buffer for what a wait reported, from [`Reactor::events`]; given back
+/// to the reactor when dropped.
+pub(crate) struct Events<'a> {
+    reactor: &'a Reactor,
+    buf: Vec<epoll::Event>,
+}
+
+impl Drop for Events<'_> {
+    fn drop(&mut self) {
+        self.buf.clear();
+        self.reactor.events.set(std::mem::take(&mut self.buf));
+    }
+}
+
 /// The OS poll, every registered socket, and the alarm for timers.
 pub(crate) struct Reactor {
     epoll: OwnedFd,
-    /// The last wait's events, with room for [`EVENTS`].
-    events: RefCell<Vec<epoll::Event>>,
+    /// The buffer for a wait's events, with room for [`EVENTS`], while no run loop has
+    /// it (see [`Events`]).
+    events: Cell<Vec<epoll::Event>>,
     sources: RefCell<Slab<Rc<Source>>>,
     /// Made when the first timer is set, so that a runtime without timers holds no
     /// timerfd (and runs under Miri, which has none). `None` inside where the OS refuses
@@ -530,10 +545,20 @@ impl Reactor {
     pub(crate) fn new() -> io::Result<Self> {
         Ok(Reactor {
             epoll: epoll::create(epoll::CreateFlags::CLOEXEC)?,
-            events: RefCell::new(Vec::with_capacity(EVENTS)),
+            events: Cell::new(Vec::new()),
             sources: RefCell::new(Slab::new()),
             alarm: OnceCell::new(),
         })
+    }
+
+    /// The buffer for the run loop's waits, until it is dropped: the run loop holds it,
+    /// not the reactor, so that no borrow is checked at every wait. There is one run
+    /// loop per runtime at a time (`block_on` does not nest), and the buffer is kept
+    /// between them.
+    pub(crate) fn events(&self) -> Events<'_> {
+        let mut buf = self.events.take();
+        buf.reserve(EVENTS);
+        Events { reactor: self, buf }
     }
 
     fn alarm(&self) -> Option<&Alarm> {
@@ -613,7 +638,12 @@ impl Reactor {
     /// keeps it from then on. (Without an alarm the poll waits no longer than it, and
     /// says `timers`, so that the caller gives it again.) What the OS reported waits for
     /// [`dispatch`](Self::dispatch).
-    pub(crate) fn wait(&self, at_once: bool, deadline: Option<Instant>) -> io::Result<Woken> {
+    pub(crate) fn wait(
+        &self,
+        events: &mut Events<'_>,
+        at_once: bool,
+        deadline: Option<Instant>,
+    ) -> io::Result<Woken> {
         let mut woken = Woken::default();
         let mut timeout = if at_once { Some(Duration::ZERO) } else { None };
         // With the alarm set in time there is nothing to compute: when a timer is due,
@@ -637,11 +667,11 @@ impl Reactor {
             tv_sec: d.as_secs().try_into().unwrap_or(i64::MAX),
             tv_nsec: d.subsec_nanos().into(),
         });
-        let mut events = self.events.borrow_mut();
+        let events = &mut events.buf;
         // Cleared first: after an interrupted wait there is nothing to dispatch, and no
         // earlier batch may be seen twice.
         events.clear();
-        match epoll::wait(&self.epoll, spare_capacity(&mut events), timeout.as_ref()) {
+        match epoll::wait(&self.epoll, spare_capacity(events), timeout.as_ref()) {
             Ok(_) => Ok(woken),
             Err(Errno::INTR) => Ok(woken),
             Err(e) => Err(e.into()),
@@ -657,9 +687,13 @@ impl Reactor {
     /// it. It must not call `wait` or `dispatch` (only the run loop does, and a task
     /// cannot re-enter it).
     #[inline(always)]
-    pub(crate) fn dispatch(&self, woken: &mut Woken, mut woke: impl FnMut(Woke)) {
-        let events = self.events.borrow();
-        for event in events.iter() {
+    pub(crate) fn dispatch(
+        &self,
+        events: &Events<'_>,
+        woken: &mut Woken,
+        mut woke: impl FnMut(Woke),
+    ) {
+        for event in &events.buf {
             // Copied out: the kernel's layout packs an event's fields.
             let (flags, data) = (event.flags, event.data);
             let fired = match data.u64() {

@@ -38,7 +38,7 @@ use std::task::{Context, Poll, Waker};
 
 use crate::context::{self, Core, ROOT, Slot};
 use crate::inbox::Inbox;
-use crate::reactor::{Direction, Reactor};
+use crate::reactor::{Direction, Events, Reactor};
 use crate::slab::{Key, Slab};
 use crate::task::{self, JoinHandle, Run, TaskId};
 use crate::timers::Timers;
@@ -213,11 +213,11 @@ fn forget(core: &Core, key: Key, id: TaskId) {
 
 /// Waits in the OS poll, runs the tasks whose sockets turned ready, and schedules what
 /// the timers and other threads made ready.
-fn park(core: &Core) {
+fn park(core: &Core, events: &mut Events<'_>) {
     let at_once = !core.ready.borrow().is_empty();
     // Unmoved, the earliest deadline is the alarm's business already.
     let deadline = core.timers.take_moved_deadline();
-    let mut woken = match core.reactor.wait(at_once, deadline) {
+    let mut woken = match core.reactor.wait(events, at_once, deadline) {
         Ok(woken) => woken,
         // epoll_wait fails only on a bad descriptor or argument: a bug, not a load.
         Err(e) => panic!("coop: the OS poll failed: {e}"),
@@ -226,6 +226,7 @@ fn park(core: &Core) {
     // A task whose socket woke it runs at once, not through the ready queue: it is the
     // hot path, and the queue would cost a push, a round and a second look-up.
     core.reactor.dispatch(
+        events,
         &mut woken,
         #[inline(always)]
         |(key, dir, fd)| {
@@ -369,6 +370,7 @@ impl Runtime {
         let root_waker = waker::waker(ROOT, &core.inbox);
         core.wake(ROOT);
         let mut keys = Vec::new();
+        let mut events = core.reactor.events();
         loop {
             // Most rounds after an OS poll find the queue empty: its tasks ran as their
             // sockets woke them.
@@ -388,7 +390,7 @@ impl Runtime {
                     }
                 }
             }
-            park(core);
+            park(core, &mut events);
         }
     }
 
