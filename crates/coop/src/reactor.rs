@@ -395,14 +395,9 @@ impl Source {
     #[inline(always)]
     fn on_event(&self, bits: u32) -> Fired {
         self.readiness.set(self.readiness.get() | bits);
-        let mut fired = Fired {
-            fd: self.fd,
-            task: [None, None],
-            areas: None,
-        };
         let parked = self.parked.get();
         if parked == 0 {
-            return fired;
+            return Fired::Nobody;
         }
         // Who is woken: the waiters of each direction the event made ready.
         let mut who = 0;
@@ -413,17 +408,42 @@ impl Source {
             who |= parked & (TASK[1] | AREA[1] | FUTURE[1]);
         }
         self.parked.set(parked & !who);
+        // The hot case, a connection's task reading: one task in one slot.
+        for (d, dir) in [(0, Direction::Read), (1, Direction::Write)] {
+            if who & !(TASK[d] | FUTURE[d]) == 0 && who & TASK[d] != 0 {
+                return match self.task[d].get() {
+                    Some(key) => Fired::One((key, dir, self.fd)),
+                    None => Fired::Nobody,
+                };
+            }
+        }
+        if who == 0 {
+            return Fired::Nobody;
+        }
+        self.take_all(who)
+    }
+
+    /// Takes out the waiters in `who`: both slots, or any area's.
+    #[cold]
+    fn take_all(&self, who: u8) -> Fired {
+        let mut task = [None, None];
         if who & TASK[0] != 0 {
-            fired.task[0] = self.task[0].get();
+            task[0] = self.task[0].get();
         }
         // One task waiting in both directions is reported once.
-        if who & TASK[1] != 0 && self.task[1].get() != fired.task[0] {
-            fired.task[1] = self.task[1].get();
+        if who & TASK[1] != 0 && self.task[1].get() != task[0] {
+            task[1] = self.task[1].get();
         }
-        if who & (AREA[0] | AREA[1]) != 0 {
-            fired.areas = Some(self.take_areas(who));
-        }
-        fired
+        let areas = if who & (AREA[0] | AREA[1]) != 0 {
+            self.take_areas(who)
+        } else {
+            Vec::new()
+        };
+        Fired::Many(Box::new(Many {
+            fd: self.fd,
+            task,
+            areas,
+        }))
     }
 
     /// Empties the waiting areas of the directions in `who`.
@@ -460,33 +480,47 @@ impl Source {
 /// A task woken by a socket: its key, the direction, and the descriptor (for traces).
 pub(crate) type Woke = (Key, Direction, i32);
 
-/// What one event woke on its socket, taken out while the reactor's table was borrowed,
-/// to be reported once it is not.
-struct Fired {
+/// What one event (or idle clock) woke on its socket, taken out while the reactor's
+/// table was borrowed, to be reported once it is not.
+enum Fired {
+    Nobody,
+    /// One task, in a task slot: a connection's handler, at nearly every event.
+    One(Woke),
+    Many(Box<Many>),
+}
+
+/// Both task slots' tasks, or waiters from the areas too.
+struct Many {
     fd: i32,
     /// The tasks in the slots, read then write.
     task: [Option<Key>; 2],
-    /// The waiters from the areas: off the hot path, where the slots are.
-    areas: Option<Vec<(Waiter, Direction)>>,
+    /// The waiters from the areas.
+    areas: Vec<(Waiter, Direction)>,
 }
 
 /// Reports the tasks one event (or idle clock) woke, and wakes the other waiters.
 #[inline(always)]
 fn report(fired: Fired, woke: &mut impl FnMut(Woke)) {
-    if let Some(key) = fired.task[0] {
-        woke((key, Direction::Read, fired.fd));
+    match fired {
+        Fired::Nobody => {}
+        Fired::One(task) => woke(task),
+        Fired::Many(many) => report_many(*many, woke),
     }
-    if let Some(key) = fired.task[1] {
-        woke((key, Direction::Write, fired.fd));
+}
+
+#[cold]
+fn report_many(many: Many, woke: &mut impl FnMut(Woke)) {
+    if let Some(key) = many.task[0] {
+        woke((key, Direction::Read, many.fd));
     }
-    if let Some(areas) = fired.areas {
-        wake_areas(areas, fired.fd, woke);
+    if let Some(key) = many.task[1] {
+        woke((key, Direction::Write, many.fd));
     }
+    wake_areas(many.areas, many.fd, woke);
 }
 
 /// Reports the tasks that waited in areas, and wakes the other waiters there (wakers
 /// are anyone's code: this runs with no borrow held).
-#[cold]
 fn wake_areas(areas: Vec<(Waiter, Direction)>, fd: i32, woke: &mut impl FnMut(Woke)) {
     for (waiter, dir) in areas {
         match waiter {
