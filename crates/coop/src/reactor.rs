@@ -623,12 +623,14 @@ impl Reactor {
             .borrow_mut()
             .insert_with(|_| Rc::clone(&source));
         let flags = EventFlags::IN | EventFlags::OUT | EventFlags::RDHUP | EventFlags::ET;
-        let registered = epoll::add(
-            &self.epoll,
-            io,
-            EventData::new_u64(key.to_token() as u64),
-            flags,
-        );
+        let data = EventData::new_u64(key.to_token() as u64);
+        let registered = match epoll::add(&self.epoll, io, data, flags) {
+            // This number once held a duplicate of the same socket, closed since: epoll
+            // keeps a socket until its last descriptor closes (see `forget`). The entry
+            // is this one's now.
+            Err(Errno::EXIST) => epoll::modify(&self.epoll, io, data, flags),
+            registered => registered,
+        };
         match registered {
             Ok(()) => Ok((key, source)),
             Err(e) => {
@@ -640,6 +642,9 @@ impl Reactor {
 
     /// Forgets a source. Closing its socket is what takes it out of the OS poll: no
     /// system call is spent on `EPOLL_CTL_DEL` for a socket that is about to be closed.
+    /// (Unless the descriptor was duplicated: epoll keeps a socket until its last
+    /// descriptor closes. The entry's events then come under a key that finds nothing,
+    /// and a duplicate registered later under the same number takes the entry over.)
     pub(crate) fn forget(&self, key: Key) {
         let source = self.sources.borrow_mut().remove(key);
         drop(source);

@@ -179,3 +179,38 @@ fn a_vectored_write_of_more_slices_than_the_kernel_takes_is_partial() -> io::Res
         Ok(())
     })
 }
+
+/// Closing a descriptor that was duplicated does not take the socket out of epoll (epoll
+/// lets go of a socket when its last descriptor closes), and coop spends no system call
+/// on it. A duplicate wrapped later under the same number takes that entry over: it is
+/// registered, and woken.
+#[test]
+fn a_socket_wrapped_again_under_a_number_it_had_is_registered_and_woken() -> io::Result<()> {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+
+    common::bounded(common::LIMIT, || {
+        coop::block_on(async {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+            let std = std::net::TcpStream::connect(listener.local_addr()?)?;
+            let (mut peer, _) = listener.accept()?;
+            // Tests run on several threads: another may take the number in between.
+            let again = loop {
+                let first = std.try_clone()?;
+                let number = first.as_raw_fd();
+                drop(TcpStream::from_std(first)?);
+                let second = std.try_clone()?;
+                if second.as_raw_fd() == number {
+                    break TcpStream::from_std(second)?;
+                }
+            };
+            peer.write_all(b"hi")?;
+            let mut buf = [0; 8];
+            let n = timeout(Duration::from_secs(5), again.read(&mut buf))
+                .await
+                .map_err(|_| io::Error::other("the wrapped socket was never woken"))??;
+            assert_eq!(&buf[..n], b"hi");
+            Ok(())
+        })
+    })
+}
