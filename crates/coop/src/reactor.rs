@@ -34,6 +34,8 @@
 //!   direction's *area*, allocated the first time it is needed: a `poll_*` caller
 //!   that finds the slot held by a future, any waker that is not one of this runtime's
 //!   tasks (a combinator's, another runtime's), and further futures, by ticket.
+//! * A socket dropped while someone still waits on it wakes them, as a hang-up would. (The
+//!   futures borrow their socket and cannot outlive it; a `poll_*` caller can.)
 //! * A socket whose idle clock runs out (`TcpStream::set_idle_timeout`) wakes every
 //!   waiter in both directions, as an event would, and stays ready: an operation that
 //!   then finds nothing to do says `TimedOut` instead of `WouldBlock`, so nobody waits
@@ -645,9 +647,17 @@ impl Reactor {
     /// (Unless the descriptor was duplicated: epoll keeps a socket until its last
     /// descriptor closes. The entry's events then come under a key that finds nothing,
     /// and a duplicate registered later under the same number takes the entry over.)
-    pub(crate) fn forget(&self, key: Key) {
+    ///
+    /// Whoever still waits on the socket is reported to `woke` (or woken), as by a
+    /// hang-up: a `poll_*` caller may wait on a socket it holds no reference to, and
+    /// must find it gone rather than wait for good.
+    pub(crate) fn forget(&self, key: Key, mut woke: impl FnMut(Woke)) {
         let source = self.sources.borrow_mut().remove(key);
-        drop(source);
+        if let Some(source) = source {
+            let fired = source.on_event(HUP);
+            drop(source);
+            report(fired, &mut woke);
+        }
     }
 
     /// Number of registered sockets.

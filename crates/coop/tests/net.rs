@@ -214,3 +214,47 @@ fn a_socket_wrapped_again_under_a_number_it_had_is_registered_and_woken() -> io:
         })
     })
 }
+
+/// A socket dropped while a `poll_*` caller still waits on it (a caller that kept no
+/// hold on it: a `Weak`) wakes it, as a hang-up would: it finds the socket gone rather
+/// than wait for good. Once with the task's own waker (the socket's task slot), once
+/// with a combinator's (the waiting area).
+#[test]
+fn a_socket_dropped_under_its_poll_waiter_wakes_it() -> io::Result<()> {
+    use futures::StreamExt;
+    use std::future::poll_fn;
+    use std::task::Poll;
+
+    fn until_gone(server: &Rc<TcpStream>) -> impl Future<Output = bool> + use<> {
+        let weak = Rc::downgrade(server);
+        poll_fn(move |cx| match weak.upgrade() {
+            Some(server) => server.poll_read_ready(cx).map(|_| false),
+            None => Poll::Ready(true),
+        })
+    }
+
+    common::bounded(common::LIMIT, || {
+        coop::block_on(async {
+            let (_one, first) = pair().await?;
+            let (_two, second) = pair().await?;
+            let (first, second) = (Rc::new(first), Rc::new(second));
+            let in_slot = coop::spawn(until_gone(&first));
+            let mut waiting = futures::stream::FuturesUnordered::new();
+            waiting.push(until_gone(&second));
+            let in_area = coop::spawn(async move { waiting.next().await });
+            coop::yield_now().await;
+            assert_eq!(coop::stats().unwrap().waiters, 2);
+            drop((first, second));
+            let limit = Duration::from_secs(5);
+            let gone = timeout(limit, in_slot)
+                .await
+                .map_err(|_| io::Error::other("not woken"))?;
+            assert_eq!(gone.ok(), Some(true));
+            let gone = timeout(limit, in_area)
+                .await
+                .map_err(|_| io::Error::other("not woken"))?;
+            assert_eq!(gone.ok(), Some(Some(true)));
+            Ok(())
+        })
+    })
+}

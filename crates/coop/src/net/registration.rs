@@ -141,7 +141,8 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.stop_idle();
-        self.core.reactor.forget(self.key);
+        let core = &self.core;
+        core.reactor.forget(self.key, |(key, _, _)| core.wake(key));
     }
 }
 
