@@ -119,7 +119,9 @@ impl TcpStream {
     /// The poll behind [`readable`](Self::readable), for hand-written futures that wait
     /// on several things at once: `Ready` when the stream may be readable, otherwise the
     /// caller is parked in the read waiting area, replacing the previous `poll_read_ready`
-    /// caller (only the most recent one is woken).
+    /// caller (only the most recent one is woken). The caller stays parked until then,
+    /// even if it stops waiting (counted in [`Stats::waiters`](crate::Stats)); a wake it
+    /// no longer needs costs it one poll.
     #[inline]
     pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.registration.poll_ready(Direction::Read, cx).map(Ok)
