@@ -14,6 +14,13 @@ use coop::{spawn, yield_now};
 
 const TIMEOUT: Duration = Duration::from_millis(40);
 
+/// The stream went idle no sooner than `TIMEOUT` after `started`.
+#[track_caller]
+fn assert_not_early(started: Instant) {
+    let idle_after = started.elapsed();
+    assert!(idle_after >= TIMEOUT, "idle after {idle_after:?}");
+}
+
 fn timed_out<T: std::fmt::Debug>(result: io::Result<T>) -> bool {
     matches!(&result, Err(e) if e.kind() == io::ErrorKind::TimedOut)
 }
@@ -29,11 +36,7 @@ fn a_silent_peer_times_the_read_out() {
             let started = Instant::now();
             let mut buf = [0; 8];
             assert!(timed_out(server.read(&mut buf).await));
-            assert!(
-                started.elapsed() >= TIMEOUT,
-                "idle after {:?}",
-                started.elapsed()
-            );
+            assert_not_early(started);
             // Idle stays idle: a readiness wait returns, and the operation says why.
             server.readable().await?;
             assert!(timed_out(server.try_read(&mut buf)));
@@ -61,11 +64,7 @@ fn a_clock_started_late_in_a_round_is_not_early() {
             server.set_idle_timeout(Some(TIMEOUT));
             let mut buf = [0; 8];
             assert!(timed_out(server.read(&mut buf).await));
-            assert!(
-                started.elapsed() >= TIMEOUT,
-                "idle after {:?}",
-                started.elapsed()
-            );
+            assert_not_early(started);
             io::Result::Ok(())
         })
     })
@@ -174,4 +173,90 @@ fn the_clock_leaves_nothing_behind() {
             })
             .unwrap();
     });
+}
+
+/// One task waits to read and to write (a `join!`) on a stream whose socket is full: an
+/// idle stream times out both, and neither before the timeout.
+#[test]
+fn a_join_waiting_in_both_directions_times_both_out() {
+    bounded(LIMIT, || {
+        coop::block_on(async {
+            let (_client, server) = pair().await?;
+            let block = vec![7u8; 1 << 20];
+            // Full: a write that waits is the proof (without a clock, it would wait for
+            // good); the bytes are not what is tested.
+            while coop::time::timeout(TIMEOUT, server.write(&block))
+                .await
+                .is_ok()
+            {}
+            server.set_idle_timeout(Some(TIMEOUT));
+            let started = Instant::now();
+            let mut buf = [0; 8];
+            let (read, written) = futures::join!(server.read(&mut buf), server.write_all(&block));
+            assert!(timed_out(read));
+            assert!(timed_out(written));
+            assert_not_early(started);
+            let stats = coop::stats().unwrap();
+            assert_eq!((stats.parked_read, stats.parked_write), (0, 0), "{stats:?}");
+            io::Result::Ok(())
+        })
+    })
+    .unwrap();
+}
+
+/// A clock stopped while a task waits leaves the task waiting for data, with no timer
+/// left; a clock shortened while it waits times it out on the new timeout.
+#[test]
+fn a_clock_changed_while_a_task_waits_holds_from_then_on() {
+    let read_in_a_task = |server: &Rc<coop::net::TcpStream>| {
+        let server = Rc::clone(server);
+        spawn(async move {
+            let mut buf = [0; 8];
+            server.read(&mut buf).await
+        })
+    };
+    bounded(LIMIT, move || {
+        coop::block_on(async {
+            let (client, server) = pair().await?;
+            let server = Rc::new(server);
+            server.set_idle_timeout(Some(TIMEOUT));
+            let reader = read_in_a_task(&server);
+            yield_now().await;
+            server.set_idle_timeout(None);
+            assert_eq!(coop::stats().unwrap().timers, 0);
+            coop::time::sleep(2 * TIMEOUT).await;
+            assert!(!reader.is_finished(), "timed out with its clock stopped");
+            client.write_all(b"x").await?;
+            assert_eq!(reader.await.unwrap()?, 1);
+
+            server.set_idle_timeout(Some(Duration::from_secs(100)));
+            let reader = read_in_a_task(&server);
+            yield_now().await;
+            let started = Instant::now();
+            server.set_idle_timeout(Some(TIMEOUT));
+            assert!(timed_out(reader.await.unwrap()));
+            assert_not_early(started);
+            io::Result::Ok(())
+        })
+    })
+    .unwrap();
+}
+
+/// The longest timeout there is does not overflow the clock's arithmetic.
+#[test]
+fn a_clock_of_the_longest_duration_does_not_overflow() {
+    bounded(LIMIT, || {
+        coop::block_on(async {
+            let (_client, server) = pair().await?;
+            server.set_idle_timeout(Some(Duration::MAX));
+            assert_eq!(coop::stats().unwrap().timers, 1);
+            let mut buf = [0; 8];
+            assert_eq!(
+                server.try_read(&mut buf).unwrap_err().kind(),
+                io::ErrorKind::WouldBlock
+            );
+            io::Result::Ok(())
+        })
+    })
+    .unwrap();
 }
