@@ -69,6 +69,9 @@ pub(crate) struct Core {
     pub(crate) ready: RefCell<Vec<Key>>,
     /// `block_on`'s future is in the ready queue.
     pub(crate) root_scheduled: Cell<bool>,
+    /// `block_on` runs, and its future has not ended: only then can the future be
+    /// woken. (A socket it waited on may be dropped later, and wake it as it goes.)
+    pub(crate) root_alive: Cell<bool>,
     pub(crate) tasks: RefCell<Slab<Slot>>,
     pub(crate) reactor: Reactor,
     pub(crate) timers: Timers,
@@ -87,7 +90,7 @@ impl Core {
     #[inline(always)]
     pub(crate) fn wake(&self, key: Key) {
         if key == ROOT {
-            if !self.root_scheduled.replace(true) {
+            if self.root_alive.get() && !self.root_scheduled.replace(true) {
                 self.ready.borrow_mut().push(ROOT);
             }
             return;

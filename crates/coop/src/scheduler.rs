@@ -166,25 +166,33 @@ fn poll_root<F: Future>(core: &Core, root: Pin<&mut F>, waker: &Waker) -> Poll<F
         root.poll(&mut Context::from_waker(waker))
     }));
     match polled {
-        Ok(Poll::Pending) => Poll::Pending,
-        Ok(ready) => {
-            forget_root(core);
-            ready
-        }
-        Err(payload) => {
-            forget_root(core);
-            resume_unwind(payload)
-        }
+        Ok(poll) => poll,
+        // `RootAlive` forgets the future on the way out.
+        Err(payload) => resume_unwind(payload),
     }
 }
 
-/// `block_on`'s future is done: if it woke itself in its last poll, its entry leaves
-/// the queue (it would poll the next `block_on`'s future for nothing, and count in
-/// [`Stats::ready`]).
-#[cold]
-fn forget_root(core: &Core) {
-    if core.root_scheduled.replace(false) {
-        core.ready.borrow_mut().retain(|&key| key != ROOT);
+/// `block_on`'s future lives, from its start until `block_on` returns or unwinds.
+struct RootAlive<'a>(&'a Core);
+
+impl<'a> RootAlive<'a> {
+    fn new(core: &'a Core) -> Self {
+        core.root_alive.set(true);
+        RootAlive(core)
+    }
+}
+
+impl Drop for RootAlive<'_> {
+    /// `block_on`'s future is done: nothing wakes it from now on (not even its own
+    /// sockets' destructors, as it is dropped), and if it woke itself in its last poll,
+    /// its entry leaves the queue (it would poll the next `block_on`'s future for
+    /// nothing, and count in [`Stats::ready`]).
+    fn drop(&mut self) {
+        let core = self.0;
+        core.root_alive.set(false);
+        if core.root_scheduled.replace(false) {
+            core.ready.borrow_mut().retain(|&key| key != ROOT);
+        }
     }
 }
 
@@ -335,6 +343,7 @@ impl Runtime {
             core: Rc::new(Core {
                 ready: RefCell::new(Vec::new()),
                 root_scheduled: Cell::new(false),
+                root_alive: Cell::new(false),
                 tasks: RefCell::new(Slab::new()),
                 reactor,
                 timers: Timers::default(),
@@ -367,6 +376,8 @@ impl Runtime {
         });
         let core = &*self.core;
         let mut root = pin!(future);
+        // Dropped before `root`, and whichever way `block_on` ends.
+        let _alive = RootAlive::new(core);
         let root_waker = waker::waker(ROOT, &core.inbox);
         core.wake(ROOT);
         let mut keys = Vec::new();

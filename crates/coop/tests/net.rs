@@ -258,3 +258,46 @@ fn a_socket_dropped_under_its_poll_waiter_wakes_it() -> io::Result<()> {
         })
     })
 }
+
+/// `block_on`'s own future parks on a socket (`poll_read_ready`), then ends another way:
+/// the socket, dropped after `block_on` returned, or with the future as `block_on`
+/// returns, wakes nobody (there is no such future any more), and leaves nothing queued.
+/// (Found by a review: the wake queued `block_on`'s future between calls.)
+#[test]
+fn a_socket_dropped_after_its_block_on_future_ended_queues_nothing() -> io::Result<()> {
+    use std::future::poll_fn;
+    use std::task::Poll;
+
+    /// Parks on `stream`, then wakes itself and ends on its next poll.
+    async fn park_once_then_end(stream: &TcpStream) {
+        let mut parked = false;
+        poll_fn(|cx| {
+            if parked {
+                return Poll::Ready(());
+            }
+            parked = true;
+            assert!(stream.poll_read_ready(cx).is_pending());
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        })
+        .await;
+    }
+
+    common::bounded(common::LIMIT, || {
+        let runtime = coop::Runtime::new()?;
+        let (_client, server) = runtime.block_on(async {
+            let (client, server) = pair().await?;
+            park_once_then_end(&server).await;
+            io::Result::Ok((client, server))
+        })?;
+        drop(server);
+        assert_eq!(runtime.stats().ready, 0, "dropped after block_on returned");
+        runtime.block_on(async {
+            let (_client, server) = pair().await?;
+            park_once_then_end(&server).await;
+            io::Result::Ok(())
+        })?;
+        assert_eq!(runtime.stats().ready, 0, "dropped as block_on returned");
+        Ok(())
+    })
+}
