@@ -223,8 +223,10 @@ impl Source {
     /// The idle clock's timer fired: a quarter without a word counts, and the fourth in a
     /// row makes the socket idle (returned: its waiters, woken as by an event); any other
     /// quarter sets the next timer through `rearm`.
-    fn idle_tick(&self, rearm: impl FnOnce(Duration) -> (Instant, Key)) -> Option<Fired> {
-        let mut idle = self.idle.get()?;
+    fn idle_tick(&self, rearm: impl FnOnce(Duration) -> (Instant, Key)) -> Fired {
+        let Some(mut idle) = self.idle.get() else {
+            return Fired::Nobody;
+        };
         if self.heard.replace(false) {
             idle.quiet = 0;
         } else {
@@ -232,11 +234,11 @@ impl Source {
         }
         if idle.quiet >= 4 {
             self.idle.set(None);
-            return Some(self.on_event(IDLE));
+            return self.on_event(IDLE);
         }
         idle.timer = rearm(idle.quarter);
         self.idle.set(Some(idle));
-        None
+        Fired::Nobody
     }
 
     /// Parks `who` as the one waiter of the `poll_*` methods in `dir`, replacing the
@@ -778,9 +780,7 @@ impl Reactor {
         let Some(source) = self.sources.borrow().get(key).cloned() else {
             return;
         };
-        if let Some(fired) = source.idle_tick(rearm) {
-            report(fired, &mut woke);
-        }
+        report(source.idle_tick(rearm), &mut woke);
     }
 
     /// Forgets every socket's waiters (the runtime is going away). The sockets stay

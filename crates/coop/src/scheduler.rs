@@ -30,7 +30,7 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::{Pin, pin};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -162,14 +162,9 @@ fn run(core: &Core, key: Key, queued: bool) {
 fn poll_root<F: Future>(core: &Core, root: Pin<&mut F>, waker: &Waker) -> Poll<F::Output> {
     core.root_scheduled.set(false);
     context::set_current(ROOT, TaskId(0), waker.data());
-    let polled = catch_unwind(AssertUnwindSafe(|| {
-        root.poll(&mut Context::from_waker(waker))
-    }));
-    match polled {
-        Ok(poll) => poll,
-        // `RootAlive` forgets the future on the way out.
-        Err(payload) => resume_unwind(payload),
-    }
+    // Not caught: on the way out, `RootAlive` forgets the future and `Round` requeues
+    // the round's other keys.
+    root.poll(&mut Context::from_waker(waker))
 }
 
 /// `block_on`'s future lives, from its start until `block_on` returns or unwinds.
