@@ -83,6 +83,8 @@ pub(crate) struct Core {
     /// While the future of a task that panicked is dropped: the panic's message, for
     /// the destructors that want to say why (`Server`'s connection count).
     pub(crate) panic_message: RefCell<Option<String>>,
+    /// Tasks waiting in [`stop_requested`](crate::stop_requested).
+    pub(crate) stop_waiters: RefCell<Vec<std::task::Waker>>,
 }
 
 impl Core {

@@ -5,6 +5,9 @@
 //! [`Header`] goes into its runtime's inbox, and the OS poll is interrupted so that the
 //! runtime's thread takes it.
 //!
+//! A [`Remote`](crate::Remote) uses the same inbox: a job (a task to start there) or a
+//! request to stop goes in, and the OS poll is interrupted the same way.
+//!
 //! A header points at its inbox weakly: a waker kept past its runtime's life (in another
 //! thread, in a global) keeps neither the inbox nor its descriptor alive, and a wake
 //! through it then does nothing.
@@ -46,11 +49,24 @@ impl Header {
     }
 }
 
-/// Wakes from other threads, waiting for the runtime's thread to take them.
+/// Work handed to the runtime's thread by another: it starts a task there.
+pub(crate) type Job = Box<dyn FnOnce() + Send>;
+
+#[derive(Default)]
+struct Queue {
+    headers: Vec<Arc<Header>>,
+    jobs: Vec<Job>,
+}
+
+/// Wakes, jobs and a stop request from other threads, waiting for the runtime's thread
+/// to take them.
 pub(crate) struct Inbox {
-    headers: Mutex<Vec<Arc<Header>>>,
-    /// Set when `headers` may be non-empty, so the run loop checks it without locking.
+    queue: Mutex<Queue>,
+    /// Set when `queue` may be non-empty (or `stop` newly set), so the run loop checks it
+    /// without locking.
     pending: AtomicBool,
+    /// [`Remote::stop`](crate::Remote::stop) was called. Never unset.
+    stop: AtomicBool,
     /// An eventfd in the OS poll, edge-triggered: a write interrupts the poll.
     eventfd: OwnedFd,
 }
@@ -58,8 +74,9 @@ pub(crate) struct Inbox {
 impl Inbox {
     pub(crate) fn new(eventfd: OwnedFd) -> Self {
         Inbox {
-            headers: Mutex::new(Vec::new()),
+            queue: Mutex::new(Queue::default()),
             pending: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
             eventfd,
         }
     }
@@ -75,26 +92,51 @@ impl Inbox {
         }
     }
 
-    fn push(&self, header: Arc<Header>) {
-        self.headers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(header);
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // Nothing panics while the lock is held: a poisoned queue is whole.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Tells the runtime's thread that there is something to take.
+    fn notify(&self) {
         if !self.pending.swap(true, Ordering::AcqRel) {
             self.interrupt();
         }
     }
 
-    /// Hands the key of every task woken from another thread to `wake`.
-    pub(crate) fn drain(&self, mut wake: impl FnMut(Key)) {
+    fn push(&self, header: Arc<Header>) {
+        self.lock().headers.push(header);
+        self.notify();
+    }
+
+    /// Queues `job` to run on the runtime's thread, at its next OS poll.
+    pub(crate) fn push_job(&self, job: Job) {
+        self.lock().jobs.push(job);
+        self.notify();
+    }
+
+    /// Asks the runtime to stop: [`stop_requested`](Self::stop_requested) says so from
+    /// now on, and the runtime's thread is interrupted to notice.
+    pub(crate) fn request_stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.notify();
+    }
+
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// Hands the key of every task woken from another thread to `wake`, then every job
+    /// to `job`, in the order they came. Nothing is locked while they run.
+    pub(crate) fn drain(&self, mut wake: impl FnMut(Key), mut job: impl FnMut(Job)) {
         if !self.pending.swap(false, Ordering::AcqRel) {
             return;
         }
-        let headers =
-            std::mem::take(&mut *self.headers.lock().unwrap_or_else(PoisonError::into_inner));
+        let Queue { headers, jobs } = std::mem::take(&mut *self.lock());
         for header in headers {
             header.in_inbox.store(false, Ordering::Release);
             wake(header.key);
         }
+        jobs.into_iter().for_each(&mut job);
     }
 }

@@ -121,7 +121,15 @@
 //! A runtime and everything it runs stay on the thread that calls `block_on`: tasks need
 //! not be `Send`, and the scheduler takes no locks. Wakers are `Send` as `std` requires;
 //! a wake from another thread reaches the runtime through a small inbox. To use several
-//! cores, run one runtime per core.
+//! cores, run one runtime per core, sharing nothing on the message path:
+//!
+//! * [`threads::Builder`] starts the threads, a runtime on each, and joins them;
+//! * [`net::bind_reuse_port`] gives each thread a listener of its own on one port, and
+//!   the kernel spreads the clients;
+//! * a [`Remote`] (`Send`, one reference count) starts a task on another thread's
+//!   runtime or asks it to stop ([`stop_requested`]), through that same inbox;
+//! * a [`SharedLimit`] caps the connections open across the threads' servers, at two
+//!   atomic operations per connection.
 //!
 //! Sockets, timers and signals belong to the runtime they were made in, and are woken
 //! only by it: make them inside the `block_on` that uses them.
@@ -134,11 +142,13 @@ mod context;
 mod inbox;
 pub mod net;
 mod reactor;
+mod remote;
 mod scheduler;
 mod server;
 pub mod signal;
 mod slab;
 mod task;
+pub mod threads;
 pub mod time;
 mod timers;
 pub mod trace;
@@ -146,6 +156,7 @@ mod waiter;
 mod waker;
 
 pub use net::{TcpListener, TcpStream, UdpSocket};
+pub use remote::{Remote, RemoteHandle, remote, stop_requested};
 pub use scheduler::{Runtime, Stats, block_on, spawn, spawn_named, stats, yield_now};
-pub use server::{Server, ServerHandle, serve, tcp_server};
+pub use server::{Server, ServerHandle, SharedLimit, serve, tcp_server};
 pub use task::{JoinError, JoinHandle};

@@ -258,9 +258,12 @@ fn park(core: &Core, events: &mut Events<'_>) {
         core.timers.mark_moved();
     }
     if woken.inbox {
-        core.inbox.drain(|key| {
-            core.wake(key);
-        });
+        // A job spawns its task (it runs no code of its own here).
+        core.inbox.drain(|key| core.wake(key), |job| job());
+        if core.inbox.stop_requested() {
+            let waiting = std::mem::take(&mut *core.stop_waiters.borrow_mut());
+            waiting.into_iter().for_each(Waker::wake);
+        }
     }
 }
 
@@ -346,6 +349,7 @@ impl Runtime {
                 closing: Cell::new(false),
                 next_id: Cell::new(1),
                 panic_message: RefCell::new(None),
+                stop_waiters: RefCell::new(Vec::new()),
             }),
         })
     }
@@ -398,6 +402,11 @@ impl Runtime {
             }
             park(core, &mut events);
         }
+    }
+
+    /// A handle for other threads, to start tasks on this runtime or ask it to stop.
+    pub fn remote(&self) -> crate::Remote {
+        crate::Remote::new(&self.core.inbox)
     }
 
     /// Counts of the runtime's state, for tests and diagnostics.
@@ -471,7 +480,9 @@ impl Drop for Runtime {
         drop(tasks);
         core.ready.borrow_mut().clear();
         core.root_scheduled.set(false);
-        core.inbox.drain(|_| {});
+        // Jobs from other threads go unrun: their tasks would be cancelled at once.
+        core.inbox.drain(|_| {}, drop);
+        drop(core.stop_waiters.take());
         drop(core.timers.clear());
         core.reactor.clear_waiters();
     }

@@ -7,7 +7,9 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Poll, Waker, ready};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
 use pin_project_lite::pin_project;
@@ -122,6 +124,7 @@ where
 pub struct Server {
     listener: TcpListener,
     max_connections: usize,
+    shared: Option<SharedLimit>,
     control: Rc<Control>,
 }
 
@@ -150,6 +153,7 @@ impl Server {
         Server {
             listener,
             max_connections: usize::MAX,
+            shared: None,
             control: Rc::default(),
         }
     }
@@ -159,6 +163,17 @@ impl Server {
     /// connection ends. At least 1.
     pub fn max_connections(mut self, max: usize) -> Server {
         self.max_connections = max.max(1);
+        self
+    }
+
+    /// Counts its connections against `limit` too, which servers on other threads share:
+    /// a connection is accepted only while the total open across them is under it. A
+    /// client beyond it waits in its listener's queue until a connection ends anywhere.
+    ///
+    /// The total costs two atomic operations per connection (at accept and at the end),
+    /// nothing per message.
+    pub fn shared_limit(mut self, limit: SharedLimit) -> Server {
+        self.shared = Some(limit);
         self
     }
 
@@ -185,6 +200,7 @@ impl Server {
         let Server {
             listener,
             max_connections,
+            shared,
             control,
         } = self;
         let mut backoff: Option<Sleep> = None;
@@ -203,7 +219,18 @@ impl Server {
                 if control.open.get() >= max_connections {
                     return Poll::Pending;
                 }
-                listener.poll_accept(cx).map(Some)
+                // A place under the shared limit is taken before the client: taken after,
+                // two threads could both take the last one.
+                if shared.as_ref().is_some_and(|limit| !limit.try_take(cx)) {
+                    return Poll::Pending;
+                }
+                let accepted = listener.poll_accept(cx);
+                if !matches!(accepted, Poll::Ready(Ok(_))) {
+                    if let Some(limit) = &shared {
+                        limit.give_back();
+                    }
+                }
+                accepted.map(Some)
             })
             .await;
             match accepted {
@@ -212,7 +239,7 @@ impl Server {
                     if backoff.take().is_some() {
                         tracing::debug!("accepting connections again");
                     }
-                    let connection = Connection::open(&control);
+                    let connection = Connection::open(&control, shared.clone());
                     let counted = Counted {
                         future: handler(stream, peer),
                         peer,
@@ -305,7 +332,7 @@ impl<F: Future<Output = ()>> Future for Counted<F> {
     type Output = ();
 
     #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.project();
         ready!(this.future.poll(cx));
         // Counted out now: the task's future goes next, but the count must not wait.
@@ -333,20 +360,26 @@ impl<F> Counted<F> {
 /// with the runtime).
 struct Connection {
     control: Rc<Control>,
+    /// The shared limit whose place the connection holds.
+    shared: Option<SharedLimit>,
 }
 
 impl Connection {
-    fn open(control: &Rc<Control>) -> Connection {
+    fn open(control: &Rc<Control>, shared: Option<SharedLimit>) -> Connection {
         control.open.set(control.open.get() + 1);
         control.total.set(control.total.get() + 1);
         Connection {
             control: Rc::clone(control),
+            shared,
         }
     }
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        if let Some(limit) = &self.shared {
+            limit.give_back();
+        }
         let control = &self.control;
         control.open.set(control.open.get() - 1);
         if let Some(acceptor) = control.acceptor.take() {
@@ -356,6 +389,124 @@ impl Drop for Connection {
             let waiting = std::mem::take(&mut *control.drained.borrow_mut());
             waiting.into_iter().for_each(Waker::wake);
         }
+    }
+}
+
+/// A limit on the connections open at once across several [`Server`]s, one per thread
+/// ([`Server::shared_limit`]). Cloning it gives another handle to the same limit.
+///
+/// # Examples
+///
+/// ```
+/// let limit = coop::SharedLimit::new(100);
+/// let threads = coop::threads::Builder::new().spawn((0..2).map(|_| {
+///     let limit = limit.clone();
+///     move || async move {
+///         let listener = coop::TcpListener::bind("127.0.0.1:0")?;
+///         let server = coop::Server::new(listener).shared_limit(limit);
+///         let handle = server.handle();
+///         let serving = coop::spawn(server.serve(|_stream, _peer| async {}));
+///         coop::stop_requested().await;
+///         handle.stop();
+///         serving.await?;
+///         std::io::Result::Ok(())
+///     }
+/// }))?;
+/// threads.stop();
+/// for outcome in threads.join() {
+///     outcome.unwrap()?;
+/// }
+/// assert_eq!(limit.open(), 0);
+/// # std::io::Result::Ok(())
+/// ```
+#[derive(Clone)]
+pub struct SharedLimit {
+    inner: Arc<Limit>,
+}
+
+struct Limit {
+    max: usize,
+    open: AtomicUsize,
+    /// Acceptors that found no place, on any thread: woken when a place frees.
+    waiting: Mutex<Vec<Waker>>,
+    /// `waiting` may be non-empty: a connection's end looks at it without locking.
+    anyone_waiting: AtomicBool,
+}
+
+impl SharedLimit {
+    /// Room for `max` connections at once (at least 1).
+    pub fn new(max: usize) -> SharedLimit {
+        SharedLimit {
+            inner: Arc::new(Limit {
+                max: max.max(1),
+                open: AtomicUsize::new(0),
+                waiting: Mutex::new(Vec::new()),
+                anyone_waiting: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Connections open under the limit now, across every server that shares it.
+    pub fn open(&self) -> usize {
+        self.inner.open.load(Ordering::SeqCst)
+    }
+
+    /// The limit.
+    pub fn max(&self) -> usize {
+        self.inner.max
+    }
+
+    /// Takes a place if there is one; else `cx`'s task is woken when one frees.
+    fn try_take(&self, cx: &Context<'_>) -> bool {
+        let limit = &*self.inner;
+        if limit.take() {
+            return true;
+        }
+        {
+            let mut waiting = limit.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+            if !waiting.iter().any(|w| w.will_wake(cx.waker())) {
+                waiting.push(cx.waker().clone());
+            }
+            limit.anyone_waiting.store(true, Ordering::SeqCst);
+        }
+        // A place freed between the first try and the flag's store was given back by
+        // someone who saw no flag: look again. (Both sides store, then load, in SeqCst:
+        // at least one of them sees the other.)
+        limit.take()
+    }
+
+    /// Gives a place back and wakes whoever waits for one.
+    fn give_back(&self) {
+        let limit = &*self.inner;
+        limit.open.fetch_sub(1, Ordering::SeqCst);
+        if limit.anyone_waiting.load(Ordering::SeqCst) {
+            let waiting = {
+                let mut waiting = limit.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+                limit.anyone_waiting.store(false, Ordering::SeqCst);
+                std::mem::take(&mut *waiting)
+            };
+            // Woken with no lock held: the wakers are anyone's.
+            waiting.into_iter().for_each(Waker::wake);
+        }
+    }
+}
+
+impl Limit {
+    fn take(&self) -> bool {
+        self.open
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |open| {
+                (open < self.max).then_some(open + 1)
+            })
+            .is_ok()
+    }
+}
+
+impl fmt::Debug for SharedLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedLimit")
+            .field("max", &self.inner.max)
+            .field("open", &self.open())
+            .finish()
     }
 }
 

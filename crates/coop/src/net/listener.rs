@@ -12,7 +12,7 @@ use crate::reactor::Direction;
 
 /// Connections a listener queues before `accept` takes them. The seed's 5 drops clients
 /// as soon as a few connect at once; the kernel caps this at `net.core.somaxconn`.
-const BACKLOG: i32 = 4096;
+pub(super) const BACKLOG: i32 = 4096;
 
 /// A listening TCP socket.
 ///

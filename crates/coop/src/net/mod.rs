@@ -8,12 +8,14 @@
 
 mod listener;
 mod registration;
+mod reuse_port;
 mod stream;
 mod udp;
 
 pub(crate) use registration::Registration;
 
 pub use listener::TcpListener;
+pub use reuse_port::{bind_reuse_port, bind_udp_reuse_port};
 pub use stream::TcpStream;
 pub use udp::UdpSocket;
 

@@ -1,0 +1,229 @@
+//! A runtime as seen from another thread: [`Remote`], to start a task there or to ask it
+//! to stop, and [`stop_requested`], for the tasks that answer the request.
+//!
+//! The seed has one thread; several cores run one runtime each, sharing nothing on the
+//! message path. What they do share goes through each runtime's inbox (the one that
+//! carries wakes from other threads): a lock and an eventfd write per request, nothing
+//! per message.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll, Waker};
+
+use crate::context::{self, Core};
+use crate::inbox::Inbox;
+use crate::task::JoinError;
+
+/// A handle to a runtime, for other threads: it is `Send`, `Sync` and cheap to clone
+/// (one reference count).
+///
+/// It does not keep the runtime alive. Once the runtime is dropped, [`spawn`] gives a
+/// handle that reports [`JoinError::Cancelled`], and [`stop`] does nothing.
+///
+/// [`spawn`]: Remote::spawn
+/// [`stop`]: Remote::stop
+///
+/// # Examples
+///
+/// ```
+/// let runtime = coop::Runtime::new()?;
+/// let remote = runtime.remote();
+/// let asked = std::thread::spawn(move || remote.spawn(|| async { 6 * 7 }));
+/// let handle = asked.join().unwrap();
+/// // The task runs when its runtime does, here:
+/// assert_eq!(runtime.block_on(handle).unwrap(), 42);
+/// # std::io::Result::Ok(())
+/// ```
+#[derive(Clone)]
+pub struct Remote {
+    inbox: Weak<Inbox>,
+}
+
+impl Remote {
+    pub(crate) fn new(inbox: &Arc<Inbox>) -> Remote {
+        Remote {
+            inbox: Arc::downgrade(inbox),
+        }
+    }
+
+    /// Starts a task on the runtime: `make()` is called there, on its thread, and the
+    /// future it returns runs as a task of that runtime (so neither it nor its output
+    /// need be `Send` until the output is handed back). The task starts at the runtime's
+    /// next OS poll, which this call interrupts.
+    ///
+    /// The returned [`RemoteHandle`] may be awaited on any thread and in any runtime. It
+    /// gives the task's output, or why there is none: [`JoinError::Panicked`] if `make`
+    /// or the future panicked, [`JoinError::Cancelled`] if the runtime was dropped first.
+    /// Dropping the handle detaches the task.
+    pub fn spawn<M, F>(&self, make: M) -> RemoteHandle<F::Output>
+    where
+        M: FnOnce() -> F + Send + 'static,
+        F: Future + 'static,
+        F::Output: Send + 'static,
+    {
+        let reply = Arc::new(Mutex::new(Reply {
+            outcome: None,
+            settled: false,
+            waker: None,
+        }));
+        let handle = RemoteHandle {
+            reply: Arc::clone(&reply),
+        };
+        let sender = Sender { reply };
+        let Some(inbox) = self.inbox.upgrade() else {
+            drop(sender); // cancelled: the runtime is gone
+            return handle;
+        };
+        inbox.push_job(Box::new(move || {
+            // The task is started inside a second one, whose handle reports a panic
+            // of `make` or of its future as that task's own.
+            drop(crate::spawn(async move {
+                let outcome = crate::spawn(async move { make().await }).await;
+                sender.send(outcome);
+            }));
+        }));
+        handle
+    }
+
+    /// Asks the runtime to stop: from now on, [`stop_requested`] completes in it. What
+    /// stopping means is up to its tasks (a server stops accepting, drains, and its
+    /// `block_on` returns); nothing is cancelled by this call. Does nothing once the
+    /// runtime is dropped; asking again changes nothing.
+    pub fn stop(&self) {
+        if let Some(inbox) = self.inbox.upgrade() {
+            inbox.request_stop();
+        }
+    }
+}
+
+impl fmt::Debug for Remote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Remote")
+            .field("alive", &(self.inbox.strong_count() > 0))
+            .finish()
+    }
+}
+
+/// A [`Remote`] to the runtime running on this thread, to hand to other threads.
+///
+/// # Panics
+///
+/// When called outside a coop runtime.
+pub fn remote() -> Remote {
+    context::with_core(|core| Remote::new(&core.inbox))
+        .unwrap_or_else(|| panic!("coop::remote called outside a coop runtime"))
+}
+
+/// Completes once [`Remote::stop`] has been called for the runtime this runs on (at
+/// once, if it was called before). Cancel safe; any number of tasks may wait.
+///
+/// # Panics
+///
+/// When polled outside a coop runtime.
+///
+/// # Examples
+///
+/// ```
+/// let runtime = coop::Runtime::new()?;
+/// let remote = runtime.remote();
+/// std::thread::spawn(move || remote.stop());
+/// runtime.block_on(coop::stop_requested()); // returns once the other thread asked
+/// # std::io::Result::Ok(())
+/// ```
+pub async fn stop_requested() {
+    std::future::poll_fn(|cx| {
+        context::with_core(|core| poll_stop(core, cx))
+            .unwrap_or_else(|| panic!("coop::stop_requested polled outside a coop runtime"))
+    })
+    .await;
+}
+
+fn poll_stop(core: &Core, cx: &mut Context<'_>) -> Poll<()> {
+    if core.inbox.stop_requested() {
+        return Poll::Ready(());
+    }
+    // The flag is set before the runtime's thread is told, and only that thread wakes
+    // this list: a request cannot slip between the check above and the push below.
+    let mut waiting = core.stop_waiters.borrow_mut();
+    if !waiting.iter().any(|w| w.will_wake(cx.waker())) {
+        waiting.push(cx.waker().clone());
+    }
+    Poll::Pending
+}
+
+/// The outcome of a task started by [`Remote::spawn`]: a future, on any thread.
+///
+/// Resolves to the task's output, or to a [`JoinError`]. Dropping it detaches the task.
+pub struct RemoteHandle<T> {
+    reply: Arc<Mutex<Reply<T>>>,
+}
+
+struct Reply<T> {
+    /// `Some` once the task is over: its outcome, or `Cancelled` if it never ran.
+    outcome: Option<Result<T, JoinError>>,
+    /// The outcome was set (and may have been taken since): it is set once.
+    settled: bool,
+    waker: Option<Waker>,
+}
+
+impl<T> Future for RemoteHandle<T> {
+    type Output = Result<T, JoinError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Nothing panics while the lock is held: a poisoned reply is whole.
+        let mut reply = self.reply.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(outcome) = reply.outcome.take() {
+            return Poll::Ready(outcome);
+        }
+        if !reply
+            .waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            reply.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+impl<T> fmt::Debug for RemoteHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteHandle").finish_non_exhaustive()
+    }
+}
+
+/// The task's end of a [`RemoteHandle`]. Dropped unsent (the runtime dropped the task,
+/// or never started it), it reports the task cancelled.
+struct Sender<T> {
+    reply: Arc<Mutex<Reply<T>>>,
+}
+
+impl<T> Sender<T> {
+    fn send(self, outcome: Result<T, JoinError>) {
+        self.settle(outcome);
+    }
+
+    fn settle(&self, outcome: Result<T, JoinError>) {
+        let waker = {
+            let mut reply = self.reply.lock().unwrap_or_else(PoisonError::into_inner);
+            if reply.settled {
+                return;
+            }
+            reply.settled = true;
+            reply.outcome = Some(outcome);
+            reply.waker.take()
+        };
+        // Woken with no lock held: the waker may run anything.
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        self.settle(Err(JoinError::Cancelled));
+    }
+}
