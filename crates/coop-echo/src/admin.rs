@@ -3,8 +3,9 @@
 //!
 //! The HTTP side is the least a scraper needs, and no more than that can be abused: one
 //! request per connection, its head at most 8 KiB, read within 5 seconds, at most 16
-//! admin connections at a time; then `Connection: close`. It runs as tasks on the echo
-//! server's own runtime, and nothing it waits for holds the echo service up.
+//! admin connections at a time; then `Connection: close`. It runs as tasks on the
+//! control thread, which asks each serving thread for its figures at each scrape: nothing
+//! it waits for holds the echo service up.
 
 use std::cell::Cell;
 use std::fmt::Write as _;
@@ -12,14 +13,14 @@ use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use coop::{Server, ServerHandle, TcpListener, TcpStream};
+use coop::{Remote, Server, TcpListener, TcpStream};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::serve::{Settings, Totals};
+use crate::worker::{self, Snapshot};
 
 /// The largest request head accepted.
 const MAX_REQUEST: usize = 8 * 1024;
@@ -29,10 +30,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// What the endpoint reports on.
 #[derive(Debug)]
 pub struct Sources {
-    /// The echo server's connections.
-    pub server: ServerHandle,
-    /// The echo server's traffic (its `totals`).
-    pub settings: Rc<Settings>,
+    /// The serving threads, asked for their figures at each scrape.
+    pub remotes: Rc<[Remote]>,
+    /// The server is stopping (a signal came): it accepts no one.
+    pub stopping: Rc<Cell<bool>>,
     /// Messages per second over the last second, kept by [`sample_rate`].
     pub rate: Rc<Cell<f64>>,
     /// Whether the server answers UDP (its counters are reported only then: a zero would
@@ -55,14 +56,14 @@ pub async fn serve(listener: TcpListener, sources: Rc<Sources>) {
         .await;
 }
 
-/// Keeps `rate` at the messages per second of the last second.
-pub async fn sample_rate(settings: Rc<Settings>, rate: Rc<Cell<f64>>) {
-    let totals: &Totals = &settings.totals;
-    let mut last = (Instant::now(), totals.messages.get());
+/// Keeps `rate` at the messages per second of the last second, over every thread.
+pub async fn sample_rate(remotes: Rc<[Remote]>, rate: Rc<Cell<f64>>) {
+    let messages = || async { Snapshot::sum(&worker::gather(&remotes).await).messages };
+    let mut last = (Instant::now(), messages().await);
     loop {
         coop::time::sleep(Duration::from_secs(1)).await;
-        let now = (Instant::now(), totals.messages.get());
-        rate.set((now.1 - last.1) as f64 / (now.0 - last.0).as_secs_f64());
+        let now = (Instant::now(), messages().await);
+        rate.set(now.1.saturating_sub(last.1) as f64 / (now.0 - last.0).as_secs_f64());
         last = now;
     }
 }
@@ -90,13 +91,14 @@ async fn answer(stream: &TcpStream, sources: &Sources) -> io::Result<()> {
     }
     match (Some(method), Some(path)) {
         (Some("GET"), Some("/metrics")) => {
-            let body = metrics(sources);
+            let threads = worker::gather(&sources.remotes).await;
+            let body = metrics(sources, &threads);
             respond_with(stream, "200 OK", OPENMETRICS, "", &body).await
         }
         // For load balancers and orchestrators: ready while accepting, not from the moment
         // a graceful stop begins (while open connections still drain).
         (Some(method @ ("GET" | "HEAD")), Some("/healthz")) => {
-            let (status, body) = if sources.server.is_stopped() {
+            let (status, body) = if sources.stopping.get() {
                 ("503 Service Unavailable", "stopping\n")
             } else {
                 ("200 OK", "ok\n")
@@ -173,89 +175,99 @@ async fn respond_with(
     stream.shutdown(std::net::Shutdown::Write)
 }
 
-/// The snapshot, in the Prometheus text format.
-fn metrics(sources: &Sources) -> String {
+/// A metric: its name, its help, and where a [`Snapshot`] has it.
+type Metric = (&'static str, &'static str, fn(&Snapshot) -> u64);
+
+/// The figures of every thread, summed, and each thread's own under a `thread` label,
+/// in the Prometheus text format.
+fn metrics(sources: &Sources, threads: &[Snapshot]) -> String {
     let mut registry = Registry::default();
-    let server = &sources.server;
-    let totals = &sources.settings.totals;
-    let mut gauges = vec![(
-        "echo_connections_open",
-        "Connections being served",
-        server.open_connections() as i64,
-    )];
-    if let Some(stats) = coop::stats() {
-        gauges.extend([
-            ("coop_tasks", "Live tasks", stats.tasks as i64),
-            (
-                "coop_tasks_ready",
-                "Tasks in the ready queue",
-                stats.ready as i64,
-            ),
-            ("coop_sockets", "Registered sockets", stats.sockets as i64),
-            ("coop_timers", "Pending timers", stats.timers as i64),
-        ]);
-        let parked = Family::<Vec<(String, String)>, Gauge<i64>>::default();
-        for (area, count) in [("read", stats.parked_read), ("write", stats.parked_write)] {
-            parked
-                .get_or_create(&vec![("area".to_string(), area.to_string())])
-                .set(count as i64);
-        }
-        registry.register(
-            "coop_tasks_parked",
-            "Tasks waiting in a socket's read or write waiting area",
-            parked,
-        );
-    }
-    let mut counters = vec![
-        (
-            "echo_connections",
-            "Connections accepted",
-            server.total_connections(),
-        ),
-        (
-            "echo_bytes_in",
-            "Bytes read from clients",
-            totals.bytes_in.get(),
-        ),
-        (
-            "echo_bytes_out",
-            "Bytes written to clients",
-            totals.bytes_out.get(),
-        ),
-        (
-            "echo_messages_in",
-            "Reads that returned data",
-            totals.messages.get(),
-        ),
+    let total = Snapshot::sum(threads);
+    let gauges: [Metric; 5] = [
+        ("echo_connections_open", "Connections being served", |s| {
+            s.open
+        }),
+        ("coop_tasks", "Live tasks", |s| s.tasks),
+        ("coop_tasks_ready", "Tasks in the ready queue", |s| s.ready),
+        ("coop_sockets", "Registered sockets", |s| s.sockets),
+        ("coop_timers", "Pending timers", |s| s.timers),
+    ];
+    let mut counters: Vec<Metric> = vec![
+        ("echo_connections", "Connections accepted", |s| s.total),
+        ("echo_bytes_in", "Bytes read from clients", |s| s.bytes_in),
+        ("echo_bytes_out", "Bytes written to clients", |s| {
+            s.bytes_out
+        }),
+        ("echo_messages_in", "Reads that returned data", |s| {
+            s.messages
+        }),
     ];
     if sources.udp {
         counters.extend([
             (
                 "echo_udp_received",
                 "UDP datagrams received",
-                totals.udp_in.get(),
+                (|s| s.udp_in) as fn(&Snapshot) -> u64,
             ),
-            (
-                "echo_udp_answered",
-                "UDP datagrams answered",
-                totals.udp_out.get(),
-            ),
+            ("echo_udp_answered", "UDP datagrams answered", |s| s.udp_out),
             (
                 "echo_udp_refused",
                 "UDP datagrams left unanswered by the rate limit (--udp-rate)",
-                totals.udp_refused.get(),
+                |s| s.udp_refused,
             ),
         ]);
     }
+    let label = |index: usize| vec![("thread".to_string(), index.to_string())];
     for (name, help, value) in gauges {
         let gauge = Gauge::<i64>::default();
-        gauge.set(value);
+        gauge.set(value(&total) as i64);
         registry.register(name, help, gauge);
+        let each = Family::<Vec<(String, String)>, Gauge<i64>>::default();
+        for (index, thread) in threads.iter().enumerate() {
+            each.get_or_create(&label(index)).set(value(thread) as i64);
+        }
+        registry.register(
+            format!("{name}_by_thread"),
+            format!("{help}, on each serving thread"),
+            each,
+        );
     }
+    let parked = Family::<Vec<(String, String)>, Gauge<i64>>::default();
+    let parked_each = Family::<Vec<(String, String)>, Gauge<i64>>::default();
+    for (area, value) in [
+        ("read", (|s| s.parked_read) as fn(&Snapshot) -> u64),
+        ("write", |s| s.parked_write),
+    ] {
+        let area_label = ("area".to_string(), area.to_string());
+        parked
+            .get_or_create(&vec![area_label.clone()])
+            .set(value(&total) as i64);
+        for (index, thread) in threads.iter().enumerate() {
+            let mut labels = label(index);
+            labels.push(area_label.clone());
+            parked_each.get_or_create(&labels).set(value(thread) as i64);
+        }
+    }
+    let parked_help = "Tasks waiting in a socket's read or write waiting area";
+    registry.register("coop_tasks_parked", parked_help, parked);
+    registry.register(
+        "coop_tasks_parked_by_thread",
+        format!("{parked_help}, on each serving thread"),
+        parked_each,
+    );
     for (name, help, value) in counters {
         let counter = Counter::<u64>::default();
-        counter.inc_by(value);
+        counter.inc_by(value(&total));
         registry.register(name, help, counter);
+        let each = Family::<Vec<(String, String)>, Counter<u64>>::default();
+        for (index, thread) in threads.iter().enumerate() {
+            each.get_or_create(&label(index)).inc_by(value(thread));
+        }
+        registry.register(
+            format!("{name}_by_thread"),
+            format!("{help}, on each serving thread"),
+            each,
+        );
     }
     let rate = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
     rate.set(sources.rate.get());

@@ -13,3 +13,4 @@ pub mod serve;
 pub mod service;
 pub mod top;
 pub mod udp;
+pub mod worker;

@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -12,8 +12,8 @@ use tracing_subscriber::EnvFilter;
 
 use coop_echo::bench::{self, BenchArgs};
 use coop_echo::echo::Framing;
-use coop_echo::serve;
 use coop_echo::service::{self, Service};
+use coop_echo::worker;
 
 /// An echo server on coop, a cooperative scheduler: each chunk a client sends comes
 /// back with `GOT:` in front. With no command, it serves.
@@ -138,6 +138,12 @@ struct ServeArgs {
         allow_negative_numbers = true
     )]
     udp_rate: u32,
+
+    /// Serve on N threads, each with its own runtime and listener on the port (the kernel
+    /// spreads the clients); 0: one per available core. --max-connections is a total.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=1024))]
+    threads: usize,
 
     /// Serve metrics (Prometheus text) at http://ADDR/metrics, and health at /healthz.
     /// ADDR is HOST:PORT, or a port on 127.0.0.1.
@@ -286,13 +292,20 @@ fn serve(mut args: ServeArgs, subcommand: Option<&str>) -> ExitCode {
         address,
         host: args.host,
         port: args.port,
-        settings: serve::Settings {
-            prefix: Rc::from(args.prefix.into_encoded_bytes()),
+        threads: match args.threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        },
+        config: worker::Config {
+            prefix: Arc::from(args.prefix.into_encoded_bytes()),
             framing: args.framing,
             quiet: args.quiet,
             idle_timeout: some_secs(args.idle_timeout),
             proxy_protocol: args.proxy_protocol,
-            totals: serve::Totals::default(),
+            // Set by the service, from the two below.
+            limit: worker::Limit::Alone(usize::MAX),
+            trace: None,
+            udp_rate: args.udp.then_some(args.udp_rate),
         },
         max_connections: match args.max_connections {
             ConnectionLimit::Auto => None,
@@ -301,7 +314,6 @@ fn serve(mut args: ServeArgs, subcommand: Option<&str>) -> ExitCode {
         shutdown_timeout: Duration::from_secs_f64(args.shutdown_timeout),
         stats: args.stats.and_then(some_secs),
         trace: args.trace,
-        udp: args.udp.then_some(args.udp_rate),
         admin: args.admin.map(|addr| (addr, args.admin_public)),
     })
 }

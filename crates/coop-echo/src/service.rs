@@ -1,5 +1,6 @@
-//! The `serve` command as a service: limits, signals, graceful shutdown, stats.
+//! The `serve` command as a service: threads, limits, signals, graceful shutdown, stats.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::rc::Rc;
@@ -7,17 +8,18 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use coop::signal::{SIGINT, SIGTERM, Signals};
+use coop::threads::Threads;
 use coop::time::{sleep, sleep_until};
-use coop::{Server, ServerHandle, TcpListener};
+use coop::{Remote, SharedLimit, TcpListener};
 
-use crate::serve::{self, Settings, Totals};
-use crate::{admin, udp};
+use crate::admin;
+use crate::worker::{self, Snapshot};
 
 /// File descriptors kept for the server's own needs (epoll, its timer and signal pipe,
 /// the listener, stdio, a margin) when the connection limit is derived from the fd limit.
 pub const FD_RESERVE: u64 = 32;
 
-/// How the service runs, besides what each connection needs.
+/// How the service runs.
 #[derive(Debug)]
 pub struct Service {
     /// Where to listen, as given (for messages).
@@ -26,9 +28,13 @@ pub struct Service {
     pub host: String,
     /// Port to bind.
     pub port: u16,
-    /// What each connection needs.
-    pub settings: Settings,
-    /// At most this many connections at once; `None`: what the fd limit allows.
+    /// Serving threads, each with its own runtime and listener (at least 1).
+    pub threads: usize,
+    /// What each connection needs (its `limit` and `trace` are set here, from
+    /// `max_connections` and `trace`).
+    pub config: worker::Config,
+    /// At most this many connections at once, across threads; `None`: what the fd limit
+    /// allows.
     pub max_connections: Option<usize>,
     /// How long open connections may go on after a stop signal.
     pub shutdown_timeout: Duration,
@@ -36,31 +42,70 @@ pub struct Service {
     pub stats: Option<Duration>,
     /// Print scheduler events.
     pub trace: bool,
-    /// Answer UDP too, with this many replies per second per source at most (0: any).
-    pub udp: Option<u32>,
     /// Serve metrics here; `true`: even if it is not a loopback address.
     pub admin: Option<(SocketAddr, bool)>,
 }
 
 /// Binds, serves until SIGINT or SIGTERM, then stops gracefully. Exit status 0 after a
-/// graceful stop; 1 if it cannot start; 128 + the signal's number if a second signal cuts
-/// the stop short.
+/// graceful stop; 1 if it cannot start (or a serving thread failed); 128 + the signal's
+/// number if a second signal cuts the stop short.
+///
+/// This thread is the control thread: it catches the signals, serves the metrics and
+/// logs the stats, while the serving threads ([`worker`]) each run a runtime of their
+/// own; it asks them for their figures, and to stop.
 pub fn run(service: Service) -> ExitCode {
     let runtime = match coop::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => return fail(format_args!("cannot start the runtime: {e}")),
     };
-    let outcome = runtime.block_on(serve_until_stopped(service));
-    // The connections still open go with the runtime, each with its closing line: the
-    // summary that counts them comes after.
+    let (threads, ending) = match runtime.block_on(control(service)) {
+        Ok(running) => running,
+        Err(code) => return code,
+    };
     drop(runtime);
-    match outcome {
-        Ok(stopped) => {
-            stopped.log();
-            ExitCode::SUCCESS
+    // Each serving thread returns its last figures; the connections still open go with
+    // its runtime, each with its closing line: the summary that counts them comes after.
+    threads.stop();
+    let mut last = Vec::new();
+    let mut panicked = false;
+    for (index, outcome) in threads.join().into_iter().enumerate() {
+        match outcome {
+            Ok(snapshot) => last.push(snapshot),
+            Err(_) => {
+                tracing::error!("serving thread {index} panicked");
+                panicked = true;
+            }
         }
-        Err(code) => code,
     }
+    match ending {
+        Ending::Graceful => {
+            let total = Snapshot::sum(&last);
+            Stopped {
+                served: total.total,
+                bytes_in: total.bytes_in,
+                bytes_out: total.bytes_out,
+                cut: total.open,
+            }
+            .log();
+            if panicked {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Ending::CutShort(signal) => ExitCode::from(128 + signal as u8),
+        Ending::Failed => ExitCode::FAILURE,
+    }
+}
+
+/// How the serving ended.
+enum Ending {
+    /// Stopped gracefully: drained, or the shutdown deadline passed.
+    Graceful,
+    /// A second signal came during the stop.
+    CutShort(i32),
+    /// The signals could not be waited for.
+    Failed,
 }
 
 /// What a graceful stop sums up.
@@ -92,41 +137,39 @@ impl Stopped {
     }
 }
 
-/// Serves until stopped; `Err` holds the exit status when it could not start, or when a
-/// second signal cut the stop short.
-async fn serve_until_stopped(service: Service) -> Result<Stopped, ExitCode> {
+/// Binds, starts the serving threads, and runs until stopped; `Err` holds the exit
+/// status when it could not start. The threads are returned running: the caller stops
+/// and joins them.
+async fn control(service: Service) -> Result<(Threads<Snapshot>, Ending), ExitCode> {
     let Service {
         address,
         host,
         port,
-        settings,
+        threads,
+        mut config,
         max_connections,
         shutdown_timeout,
         stats,
         trace,
-        udp,
         admin,
     } = service;
-    if trace {
-        // Straight to stderr, one line each: these are for watching, not for logs.
-        coop::trace::set_hook(|event| eprintln!("trace: {event}"));
-    }
+    let threads = threads.max(1);
     // Every socket is bound before anything says "Listening": a failure leaves no
     // misleading line behind.
-    let listener = match TcpListener::bind((host.as_str(), port)) {
-        Ok(listener) => listener,
+    let listeners = match coop::net::bind_reuse_port((host.as_str(), port), threads) {
+        Ok(listeners) => listeners,
         Err(e) => return Err(fail(format_args!("cannot listen on {address}: {e}"))),
     };
-    let bound: SocketAddr = match listener.local_addr() {
+    let bound: SocketAddr = match listeners[0].local_addr() {
         Ok(bound) => bound,
         Err(e) => return Err(fail(format_args!("cannot listen on {address}: {e}"))),
     };
-    let udp_socket = match udp {
-        Some(rate) => match coop::UdpSocket::bind((host.as_str(), bound.port())) {
-            Ok(socket) => Some((socket, rate)),
+    let mut udp_sockets: Vec<Option<std::net::UdpSocket>> = match config.udp_rate {
+        Some(_) => match coop::net::bind_udp_reuse_port((host.as_str(), bound.port()), threads) {
+            Ok(sockets) => sockets.into_iter().map(Some).collect(),
             Err(e) => return Err(fail(format_args!("cannot listen on {bound} (udp): {e}"))),
         },
-        None => None,
+        None => (0..threads).map(|_| None).collect(),
     };
     let admin_listener = match admin {
         Some((addr, public)) => {
@@ -148,56 +191,74 @@ async fn serve_until_stopped(service: Service) -> Result<Stopped, ExitCode> {
     };
 
     let limit = max_connections.unwrap_or_else(default_max_connections);
-    let server = Server::new(listener).max_connections(limit);
-    let settings = Rc::new(settings);
-    let handle = server.handle();
-    let handler_settings = Rc::clone(&settings);
-    let serving = coop::spawn_named(
-        "accept",
-        server.serve(move |stream, peer| serve::handle(stream, peer, Rc::clone(&handler_settings))),
-    );
+    config.limit = if threads == 1 {
+        worker::Limit::Alone(limit)
+    } else {
+        worker::Limit::Shared(SharedLimit::new(limit))
+    };
+    let udp = config.udp_rate.is_some();
+    let factories = listeners.into_iter().enumerate().map(|(index, listener)| {
+        let udp = udp_sockets[index].take();
+        let mut config = config.clone();
+        config.trace = trace.then_some((threads > 1).then_some(index));
+        move || worker::run(index, listener, udp, config)
+    });
+    let serving = match coop::threads::Builder::new().name("serve").spawn(factories) {
+        Ok(serving) => serving,
+        Err(e) => return Err(fail(format_args!("cannot start the serving threads: {e}"))),
+    };
+    let remotes: Rc<[Remote]> = (0..serving.len())
+        .filter_map(|index| serving.remote(index).cloned())
+        .collect();
     tracing::info!("Listening on {bound}");
-    tracing::debug!("at most {} at once", count(limit as u64, "connection"));
-    if let Some((socket, rate)) = udp_socket {
-        tracing::info!("Listening on {bound} (udp)");
-        let limiter = (rate > 0).then(|| udp::Limiter::new(rate));
-        drop(coop::spawn_named(
-            "udp",
-            udp::serve(socket, Rc::clone(&settings), limiter),
-        ));
+    if threads > 1 {
+        tracing::info!("Serving on {threads} threads, each with its own runtime and listener");
     }
+    tracing::debug!("at most {} at once", count(limit as u64, "connection"));
+    if udp {
+        tracing::info!("Listening on {bound} (udp)");
+    }
+    let stopping = Rc::new(Cell::new(false));
     if let Some((admin_bound, listener)) = admin_listener {
         tracing::info!("Metrics at http://{admin_bound}/metrics");
-        let rate = Rc::new(std::cell::Cell::new(0.0));
+        let rate = Rc::new(Cell::new(0.0));
         drop(coop::spawn_named(
             "metrics rate",
-            admin::sample_rate(Rc::clone(&settings), Rc::clone(&rate)),
+            admin::sample_rate(Rc::clone(&remotes), Rc::clone(&rate)),
         ));
         let sources = Rc::new(admin::Sources {
-            server: handle.clone(),
-            settings: Rc::clone(&settings),
+            remotes: Rc::clone(&remotes),
+            stopping: Rc::clone(&stopping),
             rate,
-            udp: udp.is_some(),
+            udp,
         });
         drop(coop::spawn_named("admin", admin::serve(listener, sources)));
     }
     if let Some(every) = stats {
         drop(coop::spawn_named(
             "stats",
-            report_stats(every, handle.clone(), Rc::clone(&settings)),
+            report_stats(every, Rc::clone(&remotes)),
         ));
     }
 
     let first = match signals.recv().await {
         Ok(signal) => signal,
-        Err(e) => return Err(fail(format_args!("cannot wait for signals: {e}"))),
+        Err(e) => {
+            tracing::error!("cannot wait for signals: {e}");
+            return Ok((serving, Ending::Failed));
+        }
     };
-    handle.stop();
-    // The listener is closed once the accept loop returns: new clients are refused.
-    if let Err(e) = serving.await {
-        tracing::error!("the accept loop ended: {e}");
+    stopping.set(true);
+    // Every thread closes its listener (new clients are refused) and says how many of
+    // its connections are still open.
+    let asked: Vec<_> = remotes
+        .iter()
+        .map(|remote| remote.spawn(worker::stop_accepting))
+        .collect();
+    let mut open = 0;
+    for reply in asked {
+        open += reply.await.unwrap_or(0);
     }
-    let open = handle.open_connections() as u64;
     if open == 0 {
         tracing::info!(
             "{}: stopped accepting; no connection open",
@@ -213,7 +274,7 @@ async fn serve_until_stopped(service: Service) -> Result<Stopped, ExitCode> {
     }
 
     let deadline = sleep(shutdown_timeout);
-    let drained = handle.drained();
+    let drained = drained(&remotes);
     let second = signals.recv();
     let mut deadline = std::pin::pin!(deadline);
     let mut drained = std::pin::pin!(drained);
@@ -230,35 +291,39 @@ async fn serve_until_stopped(service: Service) -> Result<Stopped, ExitCode> {
     .await;
     if let Some(signal) = cut_short {
         tracing::warn!("{}: exiting at once", signal_name(signal));
-        return Err(ExitCode::from(128 + signal as u8));
+        return Ok((serving, Ending::CutShort(signal)));
     }
-    let totals = &settings.totals;
-    Ok(Stopped {
-        served: handle.total_connections(),
-        bytes_in: totals.bytes_in.get(),
-        bytes_out: totals.bytes_out.get(),
-        cut: handle.open_connections() as u64,
-    })
+    Ok((serving, Ending::Graceful))
 }
 
-/// Logs connections and traffic every `every`.
-async fn report_stats(every: Duration, handle: ServerHandle, settings: Rc<Settings>) {
-    let totals: &Totals = &settings.totals;
-    let mut last = (Instant::now(), totals.messages.get());
+/// Waits until every thread's connections have ended.
+async fn drained(remotes: &[Remote]) {
+    let asked: Vec<_> = remotes
+        .iter()
+        .map(|remote| remote.spawn(worker::drained))
+        .collect();
+    for reply in asked {
+        let _ = reply.await;
+    }
+}
+
+/// Logs connections and traffic every `every`, summed over the threads.
+async fn report_stats(every: Duration, remotes: Rc<[Remote]>) {
+    let mut last = (Instant::now(), 0);
     let mut next = last.0 + every;
     loop {
         sleep_until(next).await;
         let now = Instant::now();
-        let messages = totals.messages.get();
-        let rate = (messages - last.1) as f64 / (now - last.0).as_secs_f64();
+        let total = Snapshot::sum(&worker::gather(&remotes).await);
+        let rate = total.messages.saturating_sub(last.1) as f64 / (now - last.0).as_secs_f64();
         tracing::info!(
             "stats: connections {} open, {} in all; {} bytes in, {} bytes out; {rate:.0} msg/s",
-            handle.open_connections(),
-            handle.total_connections(),
-            totals.bytes_in.get(),
-            totals.bytes_out.get(),
+            total.open,
+            total.total,
+            total.bytes_in,
+            total.bytes_out,
         );
-        last = (now, messages);
+        last = (now, total.messages);
         // Behind (the process was stopped, or the system busy)? Skip, don't catch up.
         next = (next + every).max(now + every / 2);
     }

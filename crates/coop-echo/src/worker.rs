@@ -1,0 +1,249 @@
+//! One serving thread of `coop-echo serve`: a runtime of its own, with its own listener
+//! (and UDP socket) on the shared port, its own connections and counters.
+//!
+//! Nothing here is shared with the other threads on the message path: the counters are
+//! plain cells that only this thread writes. The control thread (signals, metrics,
+//! stats) reads them by asking: a [`coop::Remote`] starts one of the `pub async fn`s
+//! below on this thread, and its reply crosses back.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use coop::{JoinHandle, Server, ServerHandle, SharedLimit, TcpListener, UdpSocket};
+
+use crate::echo::Framing;
+use crate::serve::{self, Settings, Totals};
+use crate::udp;
+
+/// What a serving thread is given: everything `Send`, turned into its own `Rc`s there.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Bytes put in front of each reply.
+    pub prefix: Arc<[u8]>,
+    /// Where the prefix goes.
+    pub framing: Framing,
+    /// No `Connection from` / `Connection closed` lines.
+    pub quiet: bool,
+    /// Close a connection whose client has sent nothing for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Every connection begins with a PROXY protocol header.
+    pub proxy_protocol: bool,
+    /// How many connections may be open at once.
+    pub limit: Limit,
+    /// Print scheduler events, naming the thread (`Some(index)`) if there are several.
+    pub trace: Option<Option<usize>>,
+    /// Answer UDP with at most this many replies per second per source (0: any).
+    pub udp_rate: Option<u32>,
+}
+
+/// The connection limit: this thread's alone, or shared by every thread.
+#[derive(Debug, Clone)]
+pub enum Limit {
+    /// One thread: a plain count.
+    Alone(usize),
+    /// Several: a total across them.
+    Shared(SharedLimit),
+}
+
+/// One thread's figures, as the control thread sums and reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Snapshot {
+    /// Connections open now.
+    pub open: u64,
+    /// Connections accepted so far.
+    pub total: u64,
+    /// Bytes read from clients.
+    pub bytes_in: u64,
+    /// Bytes written to clients.
+    pub bytes_out: u64,
+    /// Reads that returned data.
+    pub messages: u64,
+    /// UDP datagrams received.
+    pub udp_in: u64,
+    /// UDP datagrams answered.
+    pub udp_out: u64,
+    /// UDP datagrams left unanswered by the rate limit.
+    pub udp_refused: u64,
+    /// The runtime's tasks.
+    pub tasks: u64,
+    /// Tasks in the ready queue.
+    pub ready: u64,
+    /// Sockets with a task waiting to read.
+    pub parked_read: u64,
+    /// Sockets with a task waiting to write.
+    pub parked_write: u64,
+    /// Registered sockets.
+    pub sockets: u64,
+    /// Pending timers.
+    pub timers: u64,
+}
+
+impl Snapshot {
+    /// The figures of every thread, added up.
+    pub fn sum<'a>(snapshots: impl IntoIterator<Item = &'a Snapshot>) -> Snapshot {
+        snapshots
+            .into_iter()
+            .fold(Snapshot::default(), |a, b| Snapshot {
+                open: a.open + b.open,
+                total: a.total + b.total,
+                bytes_in: a.bytes_in + b.bytes_in,
+                bytes_out: a.bytes_out + b.bytes_out,
+                messages: a.messages + b.messages,
+                udp_in: a.udp_in + b.udp_in,
+                udp_out: a.udp_out + b.udp_out,
+                udp_refused: a.udp_refused + b.udp_refused,
+                tasks: a.tasks + b.tasks,
+                ready: a.ready + b.ready,
+                parked_read: a.parked_read + b.parked_read,
+                parked_write: a.parked_write + b.parked_write,
+                sockets: a.sockets + b.sockets,
+                timers: a.timers + b.timers,
+            })
+    }
+}
+
+/// The thread's server, for the requests the control thread sends.
+struct Worker {
+    server: ServerHandle,
+    settings: Rc<Settings>,
+    /// The accept loop, until it is told to stop.
+    accepting: RefCell<Option<JoinHandle<()>>>,
+}
+
+thread_local! {
+    static WORKER: RefCell<Option<Rc<Worker>>> = const { RefCell::new(None) };
+}
+
+fn current() -> Option<Rc<Worker>> {
+    WORKER.with_borrow(Clone::clone)
+}
+
+/// Serves `listener` (and `udp`) until the control thread asks this runtime to stop;
+/// returns the thread's last figures (its `open` connections are those the stop cuts).
+pub async fn run(
+    index: usize,
+    listener: std::net::TcpListener,
+    udp: Option<std::net::UdpSocket>,
+    config: Config,
+) -> Snapshot {
+    if let Some(name) = config.trace {
+        // Straight to stderr, one line each: these are for watching, not for logs.
+        match name {
+            Some(index) => coop::trace::set_hook(move |e| eprintln!("trace: thread {index}: {e}")),
+            None => coop::trace::set_hook(|e| eprintln!("trace: {e}")),
+        }
+    }
+    let sockets = TcpListener::from_std(listener)
+        .and_then(|l| Ok((l, udp.map(UdpSocket::from_std).transpose()?)));
+    let (listener, udp_socket) = match sockets {
+        Ok(sockets) => sockets,
+        Err(e) => {
+            // Only the OS poll can refuse (out of memory, or of epoll watches).
+            tracing::error!("thread {index} cannot serve: {e}");
+            coop::stop_requested().await;
+            return Snapshot::default();
+        }
+    };
+    let settings = Rc::new(Settings {
+        prefix: Rc::from(&*config.prefix),
+        framing: config.framing,
+        quiet: config.quiet,
+        idle_timeout: config.idle_timeout,
+        proxy_protocol: config.proxy_protocol,
+        totals: Totals::default(),
+    });
+    let server = match config.limit {
+        Limit::Alone(max) => Server::new(listener).max_connections(max),
+        Limit::Shared(limit) => Server::new(listener).shared_limit(limit),
+    };
+    let handle = server.handle();
+    let handler_settings = Rc::clone(&settings);
+    let accepting = coop::spawn_named(
+        "accept",
+        server.serve(move |stream, peer: SocketAddr| {
+            serve::handle(stream, peer, Rc::clone(&handler_settings))
+        }),
+    );
+    if let Some(socket) = udp_socket {
+        let rate = config.udp_rate.unwrap_or(0);
+        let limiter = (rate > 0).then(|| udp::Limiter::new(rate));
+        drop(coop::spawn_named(
+            "udp",
+            udp::serve(socket, Rc::clone(&settings), limiter),
+        ));
+    }
+    WORKER.set(Some(Rc::new(Worker {
+        server: handle,
+        settings,
+        accepting: RefCell::new(Some(accepting)),
+    })));
+    coop::stop_requested().await;
+    let last = snapshot();
+    // The connections still open go with the runtime, after this returns.
+    WORKER.set(None);
+    last
+}
+
+/// Stops accepting (the listener closes: the kernel sends this thread no more clients)
+/// and returns how many connections are still open here.
+pub async fn stop_accepting() -> u64 {
+    let Some(worker) = current() else { return 0 };
+    worker.server.stop();
+    let accepting = worker.accepting.borrow_mut().take();
+    if let Some(accepting) = accepting {
+        if let Err(e) = accepting.await {
+            tracing::error!("the accept loop ended: {e}");
+        }
+    }
+    worker.server.open_connections() as u64
+}
+
+/// Waits until no connection is open on this thread.
+pub async fn drained() {
+    if let Some(worker) = current() {
+        worker.server.drained().await;
+    }
+}
+
+/// This thread's figures now.
+pub fn snapshot() -> Snapshot {
+    let Some(worker) = current() else {
+        return Snapshot::default();
+    };
+    let totals = &worker.settings.totals;
+    let stats = coop::stats();
+    let stat = |f: fn(&coop::Stats) -> usize| stats.as_ref().map_or(0, |s| f(s) as u64);
+    Snapshot {
+        open: worker.server.open_connections() as u64,
+        total: worker.server.total_connections(),
+        bytes_in: totals.bytes_in.get(),
+        bytes_out: totals.bytes_out.get(),
+        messages: totals.messages.get(),
+        udp_in: totals.udp_in.get(),
+        udp_out: totals.udp_out.get(),
+        udp_refused: totals.udp_refused.get(),
+        tasks: stat(|s| s.tasks),
+        ready: stat(|s| s.ready),
+        parked_read: stat(|s| s.parked_read),
+        parked_write: stat(|s| s.parked_write),
+        sockets: stat(|s| s.sockets),
+        timers: stat(|s| s.timers),
+    }
+}
+
+/// Every thread's figures, in thread order: a request to each, all in flight at once. A
+/// thread that is gone counts as zeros.
+pub async fn gather(remotes: &[coop::Remote]) -> Vec<Snapshot> {
+    let asked: Vec<_> = remotes
+        .iter()
+        .map(|remote| remote.spawn(|| async { snapshot() }))
+        .collect();
+    let mut snapshots = Vec::with_capacity(asked.len());
+    for reply in asked {
+        snapshots.push(reply.await.unwrap_or_default());
+    }
+    snapshots
+}
