@@ -197,20 +197,24 @@ impl Server {
             .expect("VmRSS in /proc/PID/status")
     }
 
-    /// Connections the kernel has completed for the listening socket and the server has
-    /// not accepted yet (its accept queue), as `/proc/net/tcp` shows it: for a socket in
-    /// LISTEN, the receive-queue column counts them.
+    /// Connections the kernel has completed for the listening sockets (one per thread)
+    /// and the server has not accepted yet (their accept queues), as `/proc/net/tcp`
+    /// shows them: for a socket in LISTEN, the receive-queue column counts them.
     pub fn accept_queue(&self) -> usize {
         let port = format!(":{:04X}", self.addr.port());
         let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-        let row = table
+        let queues: Vec<usize> = table
             .lines()
             .skip(1)
             .map(|line| line.split_whitespace().collect::<Vec<_>>())
-            .find(|cols| cols[1].ends_with(&port) && cols[3] == "0A")
-            .expect("the listening socket in /proc/net/tcp");
-        let queue = row[4].split(':').nth(1).expect("tx_queue:rx_queue");
-        usize::from_str_radix(queue, 16).unwrap()
+            .filter(|cols| cols[1].ends_with(&port) && cols[3] == "0A")
+            .map(|row| {
+                let queue = row[4].split(':').nth(1).expect("tx_queue:rx_queue");
+                usize::from_str_radix(queue, 16).unwrap()
+            })
+            .collect();
+        assert!(!queues.is_empty(), "no listening socket in /proc/net/tcp");
+        queues.iter().sum()
     }
 
     /// Open file descriptors.
@@ -355,4 +359,55 @@ pub fn metric<T: std::str::FromStr>(body: &str, name: &str) -> T {
     value
         .parse()
         .unwrap_or_else(|_| panic!("{name} is {value:?}, not a number of its kind"))
+}
+
+/// `clients` clients, all connected before any talks (so all are open at once), each
+/// doing `round_trips` round trips of its own message, each reply checked: on one coop
+/// thread, bounded to two minutes. Returns the replies checked.
+pub fn clients_at_once(addr: SocketAddr, clients: usize, round_trips: usize) -> usize {
+    use std::rc::Rc;
+    let outcome = coop::block_on(coop::time::timeout(Duration::from_secs(120), async move {
+        let mut streams = Vec::with_capacity(clients);
+        for _ in 0..clients {
+            streams.push(Rc::new(coop::TcpStream::connect(addr).await?));
+        }
+        let talking: Vec<_> = streams
+            .iter()
+            .enumerate()
+            .map(|(i, stream)| coop::spawn(talk(i, Rc::clone(stream), round_trips)))
+            .collect();
+        let mut replies = 0;
+        for client in talking {
+            replies += client.await??;
+        }
+        std::io::Result::Ok(replies)
+    }));
+    outcome
+        .expect("done within the time limit")
+        .expect("no client failed")
+}
+
+/// One client's round trips, each message its own, each reply checked.
+async fn talk(
+    client: usize,
+    stream: std::rc::Rc<coop::TcpStream>,
+    round_trips: usize,
+) -> std::io::Result<usize> {
+    let mut checked = 0;
+    for round in 0..round_trips {
+        let message = format!("client {client} says {round}\n");
+        stream.write_all(message.as_bytes()).await?;
+        let expected = format!("GOT:{message}");
+        let mut reply = vec![0; expected.len()];
+        let mut got = 0;
+        while got < reply.len() {
+            match stream.read(&mut reply[got..]).await? {
+                0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                n => got += n,
+            }
+        }
+        assert_eq!(String::from_utf8_lossy(&reply), expected);
+        checked += 1;
+    }
+    Ok(checked)
 }

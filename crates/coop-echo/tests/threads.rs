@@ -1,0 +1,318 @@
+//! `serve --threads N`: each thread accepts and serves its own clients, and the server
+//! still behaves as one: a fair share each, one limit, one stop, one summary.
+
+mod common;
+
+use std::future::Future;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream, UdpSocket};
+use std::pin::Pin;
+use std::sync::{Arc, mpsc};
+use std::task::Poll;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{IO_TIMEOUT, Server, clients_at_once, http, metric, pseudo_random, round_trip};
+
+fn scrape(server: &Server) -> String {
+    let (status, body) = http(server.admin_addr(), b"GET /metrics HTTP/1.1\r\n\r\n");
+    assert!(status.contains("200"), "{status}");
+    body
+}
+
+/// `name{thread="i"}` for each thread that has it.
+fn by_thread(body: &str, name: &str) -> Vec<f64> {
+    (0..)
+        .map(|i| format!("{name}{{thread=\"{i}\"}} "))
+        .map_while(|prefix| {
+            body.lines()
+                .find_map(|line| line.strip_prefix(&prefix))
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .collect()
+}
+
+/// Test 1: 1,000 clients at once on 2 threads, 10 verified round trips each; each thread
+/// served its share (the kernel hashes each connection: 500 ± 100 is more than six
+/// standard deviations of a fair coin's 1,000 flips).
+#[test]
+fn a_thousand_clients_on_two_threads_each_thread_serving_a_fair_share() {
+    let server = Server::start(&["--threads", "2", "--quiet", "--admin", "0"]);
+    server.wait_for_log("Serving on 2 threads");
+    assert_eq!(clients_at_once(server.addr, 1000, 10), 10_000);
+
+    let body = scrape(&server);
+    assert_eq!(metric::<f64>(&body, "echo_connections_total"), 1000.0);
+    let each = by_thread(&body, "echo_connections_by_thread_total");
+    assert_eq!(each.len(), 2, "{body}");
+    assert_eq!(each.iter().sum::<f64>(), 1000.0);
+    for (thread, &n) in each.iter().enumerate() {
+        assert!(
+            (400.0..=600.0).contains(&n),
+            "thread {thread} served {n} of 1000"
+        );
+    }
+    let messages = by_thread(&body, "echo_messages_in_by_thread_total");
+    assert_eq!(messages.iter().sum::<f64>(), 10_000.0, "{body}");
+}
+
+/// Test 2: SIGTERM with clients mid-transfer on both threads: every byte answered, then
+/// EOF; exit 0; one summary line with the totals.
+#[test]
+fn sigterm_mid_transfer_on_both_threads_answers_every_byte() {
+    const PIECE: usize = 64 * 1024;
+    let mut server = Server::start(&[
+        "--threads",
+        "2",
+        "--prefix",
+        "",
+        "--shutdown-timeout",
+        "20",
+        "--admin",
+        "0",
+    ]);
+    let payload = Arc::new(pseudo_random(2 * 1024 * 1024, 11));
+    // Clients connect, and begin, until both threads have some (bounded: 64 connects
+    // all on one thread is a 2^-63 chance).
+    let mut started = Vec::new();
+    for _ in 0..64 {
+        let mut client = server.connect();
+        client.write_all(&payload[..PIECE]).unwrap();
+        let mut first = vec![0; PIECE];
+        client.read_exact(&mut first).unwrap();
+        assert!(first[..] == payload[..PIECE]);
+        started.push(client);
+        let open = by_thread(&scrape(&server), "echo_connections_open_by_thread");
+        if started.len() >= 4 && open.iter().all(|&n| n > 0.0) {
+            break;
+        }
+    }
+    let open = by_thread(&scrape(&server), "echo_connections_open_by_thread");
+    assert!(
+        open.iter().all(|&n| n > 0.0),
+        "both threads serve: {open:?}"
+    );
+    let clients = started.len();
+    let transfers: Vec<_> = started
+        .into_iter()
+        .map(|mut client| {
+            let mut writer = client.try_clone().unwrap();
+            let payload = Arc::clone(&payload);
+            thread::spawn(move || {
+                let sender = thread::spawn(move || {
+                    for piece in payload[PIECE..].chunks(PIECE) {
+                        writer.write_all(piece).unwrap();
+                    }
+                    writer.shutdown(Shutdown::Write).unwrap();
+                });
+                let mut rest = Vec::new();
+                client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                client.read_to_end(&mut rest).unwrap();
+                sender.join().unwrap();
+                rest
+            })
+        })
+        .collect();
+
+    server.signal("TERM");
+    server.wait_for_log("stopped accepting");
+    assert!(
+        TcpStream::connect(server.addr).is_err(),
+        "every thread's listener is closed"
+    );
+    for transfer in transfers {
+        let rest = transfer.join().unwrap();
+        assert!(rest[..] == payload[PIECE..], "every byte answered");
+    }
+    assert_eq!(server.wait_exit(IO_TIMEOUT).code(), Some(0));
+    let bytes = clients * payload.len();
+    let summary =
+        format!("Stopped: {clients} connections served, {bytes} bytes in, {bytes} bytes out");
+    server.wait_for_log(&summary);
+    assert_eq!(server.log().matches("Stopped:").count(), 1, "one summary");
+}
+
+/// Test 3: `--max-connections 10 --threads 2`: exactly 10 are served at once, whichever
+/// thread's queue they wait in; the others wait, and each one that leaves lets one in.
+#[test]
+fn the_connection_limit_is_a_total_across_threads() {
+    const LIMIT: usize = 10;
+    const CLIENTS: usize = 30;
+    let server = Server::start(&["--threads", "2", "--max-connections", "10", "--quiet"]);
+    server.wait_for_log("Serving on 2 threads");
+    let (answered, answers) = mpsc::channel();
+    let mut release = Vec::new();
+    // All connect first: each connection is complete (in a queue or accepted) when its
+    // connect returns.
+    let streams: Vec<TcpStream> = (0..CLIENTS).map(|_| server.connect()).collect();
+    let clients: Vec<_> = streams
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut client)| {
+            let answered = answered.clone();
+            let (go, gone) = mpsc::channel::<()>();
+            release.push(Some(go));
+            thread::spawn(move || {
+                client.write_all(format!("{i:02}\n").as_bytes()).unwrap();
+                let mut reply = [0; 7];
+                client.read_exact(&mut reply).unwrap();
+                assert_eq!(reply, format!("GOT:{i:02}\n").as_bytes());
+                answered.send(i).unwrap();
+                let _ = gone.recv(); // holds the connection until let go
+            })
+        })
+        .collect();
+    let mut holding = Vec::new();
+    for _ in 0..LIMIT {
+        holding.push(answers.recv_timeout(IO_TIMEOUT).unwrap());
+    }
+    // Ten answered; the other twenty were not taken from the kernel's queues (one per
+    // thread). A server that took an eleventh would have taken it before it answered
+    // the tenth, as all thirty were queued before the first message was sent.
+    assert_eq!(server.accept_queue(), CLIENTS - LIMIT, "the others wait");
+    for served in LIMIT..CLIENTS {
+        release[holding.remove(0)].take(); // one leaves...
+        holding.push(answers.recv_timeout(IO_TIMEOUT).unwrap()); // ...one comes in
+        assert_eq!(server.accept_queue(), CLIENTS - served - 1);
+    }
+    drop(release);
+    for client in clients {
+        client.join().unwrap();
+    }
+}
+
+fn have_prlimit() -> bool {
+    let found = std::process::Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !found {
+        common::skip_without("prlimit", "apt-get install util-linux");
+    }
+    found
+}
+
+/// Test 4: out of file descriptors with 2 threads (64, with 100 clients): both threads
+/// wait without spinning, the connections they have are served, and once descriptors
+/// free a waiting client is served again.
+#[test]
+#[cfg_attr(missing_prlimit, ignore = "needs prlimit: apt-get install util-linux")]
+fn out_of_descriptors_on_two_threads_it_waits_without_spinning() {
+    if !have_prlimit() {
+        return;
+    }
+    let server = Server::start_under(
+        &["prlimit", "--nofile=64:64"],
+        &["--threads", "2", "--max-connections", "1000", "--quiet"],
+    );
+    let mut clients: Vec<TcpStream> = (0..100).map(|_| server.connect()).collect();
+    for client in &mut clients {
+        client.write_all(b"x\n").unwrap();
+    }
+    let mut first = clients.remove(0);
+    first.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut reply = [0; 6];
+    first.read_exact(&mut reply).unwrap();
+    server.wait_for_log("cannot accept connections");
+
+    let cpu = server.cpu();
+    let window = Instant::now();
+    while window.elapsed() < Duration::from_secs(2) {
+        assert_eq!(round_trip(&mut first, b"ping\n", 9), b"GOT:ping\n");
+        thread::sleep(Duration::from_millis(100)); // the client's pace
+    }
+    let share = (server.cpu() - cpu).as_secs_f64() / window.elapsed().as_secs_f64();
+    eprintln!("CPU while out of fds: {:.2}% of a core", share * 100.0);
+    assert!(
+        share < 0.05,
+        "the server used {:.1}% of a core",
+        share * 100.0
+    );
+
+    let (mut served, mut queued) = (Vec::new(), Vec::new());
+    for mut client in clients {
+        client.set_nonblocking(true).unwrap();
+        match client.read(&mut reply) {
+            Ok(_) => served.push(client),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => queued.push(client),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(!queued.is_empty(), "the fd limit was reached");
+
+    // Descriptors free: some waiting client (in either thread's queue) is answered.
+    drop(first);
+    served.truncate(served.len().saturating_sub(10));
+    let answered = coop::block_on(coop::time::timeout(IO_TIMEOUT, async move {
+        let waiting: Vec<_> = queued
+            .into_iter()
+            .map(|client| {
+                let client = coop::TcpStream::from_std(client).unwrap();
+                coop::spawn(async move {
+                    let mut reply = [0; 6];
+                    let mut got = 0;
+                    while got < reply.len() {
+                        match client.read(&mut reply[got..]).await {
+                            Ok(0) | Err(_) => return None,
+                            Ok(n) => got += n,
+                        }
+                    }
+                    Some(reply)
+                })
+            })
+            .collect();
+        first_answer(waiting).await
+    }));
+    assert_eq!(answered.expect("a waiting client is served"), *b"GOT:x\n");
+}
+
+/// The first of `tasks` to give an answer.
+async fn first_answer(mut tasks: Vec<coop::JoinHandle<Option<[u8; 6]>>>) -> [u8; 6] {
+    std::future::poll_fn(|cx| {
+        let mut i = 0;
+        while i < tasks.len() {
+            match Pin::new(&mut tasks[i]).poll(cx) {
+                Poll::Ready(Ok(Some(reply))) => return Poll::Ready(reply),
+                Poll::Ready(_) => drop(tasks.swap_remove(i)),
+                Poll::Pending => i += 1,
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Test 5a: `--threads 0` starts one thread per available core.
+#[test]
+fn threads_zero_is_one_per_available_core() {
+    let cores = thread::available_parallelism().map_or(1, usize::from);
+    let server = Server::start(&["--threads", "0", "--admin", "0"]);
+    let threads = by_thread(&scrape(&server), "echo_connections_open_by_thread");
+    assert_eq!(threads.len(), cores);
+    if cores > 1 {
+        server.wait_for_log(&format!("Serving on {cores} threads"));
+    }
+}
+
+/// Test 5b: `--threads 2 --udp`: datagrams are answered from every thread's socket (the
+/// kernel hashes each source: 64 sources all on one of two is a 2^-63 chance).
+#[test]
+fn udp_is_answered_from_every_threads_socket() {
+    let server = Server::start(&["--threads", "2", "--udp", "--admin", "0"]);
+    server.wait_for_log("(udp)");
+    for i in 0..64 {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.connect(server.addr).unwrap();
+        socket.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let message = format!("datagram {i}");
+        socket.send(message.as_bytes()).unwrap();
+        let mut buf = [0; 64];
+        let n = socket.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], format!("GOT:{message}").as_bytes());
+    }
+    let body = scrape(&server);
+    let each = by_thread(&body, "echo_udp_answered_by_thread_total");
+    assert_eq!(each.len(), 2, "{body}");
+    assert_eq!(each.iter().sum::<f64>(), 64.0);
+    assert!(each.iter().all(|&n| n > 0.0), "{each:?}");
+}
