@@ -6,13 +6,14 @@ use std::cell::Cell;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::rc::Rc;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Duration;
 
 use coop::net::TcpListener;
 use coop_echo::echo::Framing;
 use coop_echo::serve::{self, Settings};
+use coop_echo::worker;
 
 thread_local! {
     static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
@@ -157,4 +158,109 @@ fn a_connection_s_state_stays_small() {
         eprintln!("a connection's handler state: {size} bytes");
         assert!(size <= 512, "{size} bytes");
     });
+}
+
+/// The same on two serving threads, as `serve --threads 2` runs them (`worker::run`, a
+/// listener each on one port, the connection limit shared): neither thread allocates
+/// per message, and nothing crosses between them.
+#[test]
+fn the_echo_path_on_two_threads_allocates_nothing_per_message() {
+    const CLIENTS: usize = 32;
+    let listeners = coop::net::bind_reuse_port("127.0.0.1:0", 2).unwrap();
+    let addr = listeners[0].local_addr().unwrap();
+    let controls: Vec<std::net::TcpListener> = (0..2)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let control_addrs: Vec<_> = controls.iter().map(|c| c.local_addr().unwrap()).collect();
+    let config = worker::Config {
+        prefix: Arc::from(&b"GOT:"[..]),
+        framing: Framing::Chunk,
+        quiet: true,
+        idle_timeout: Some(Duration::from_secs(300)),
+        proxy_protocol: false,
+        limit: worker::Limit::Shared(coop::SharedLimit::new(1000)),
+        trace: None,
+        udp_rate: None,
+    };
+    let threads = coop::threads::Builder::new()
+        .spawn(listeners.into_iter().zip(controls).enumerate().map(
+            |(index, (listener, control))| {
+                let config = config.clone();
+                move || async move {
+                    drop(coop::spawn(answer_counts(control)));
+                    worker::run(index, listener, None, config).await
+                }
+            },
+        ))
+        .unwrap();
+
+    let mut controls: Vec<TcpStream> = control_addrs
+        .iter()
+        .map(|&addr| {
+            let control = TcpStream::connect(addr).unwrap();
+            control
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            control
+        })
+        .collect();
+    let mut clients: Vec<TcpStream> = (0..CLIENTS)
+        .map(|_| {
+            let client = TcpStream::connect(addr).unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            client.set_nodelay(true).unwrap();
+            client
+        })
+        .collect();
+    for client in &mut clients {
+        round_trips(client, 200); // warm up
+    }
+    let before: Vec<(u64, u64)> = controls.iter_mut().map(counts).collect();
+    // The kernel hashed the 32 connections: both threads have some (2^-31 otherwise).
+    assert!(before.iter().all(|&(_, open)| open > 0), "{before:?}");
+    for client in &mut clients {
+        round_trips(client, 500);
+    }
+    let after: Vec<(u64, u64)> = controls.iter_mut().map(counts).collect();
+    for (thread, (&(before, _), &(after, _))) in before.iter().zip(&after).enumerate() {
+        assert_eq!(
+            after - before,
+            0,
+            "allocations on serving thread {thread} for its share of 16,000 echoes"
+        );
+    }
+    drop(clients);
+    drop(controls);
+    threads.stop();
+    for outcome in threads.join() {
+        outcome.unwrap();
+    }
+}
+
+/// Answers each byte read with this thread's allocation count and open connections.
+async fn answer_counts(control: std::net::TcpListener) {
+    let control = TcpListener::from_std(control).unwrap();
+    let (stream, _) = control.accept().await.unwrap();
+    let mut byte = [0; 1];
+    while stream.read(&mut byte).await.unwrap_or(0) == 1 {
+        let allocations = ALLOCATIONS.with(Cell::get);
+        let open = worker::snapshot().open;
+        let mut answer = [0; 16];
+        answer[..8].copy_from_slice(&allocations.to_le_bytes());
+        answer[8..].copy_from_slice(&open.to_le_bytes());
+        if stream.write_all(&answer).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A thread's allocation count and open connections.
+fn counts(control: &mut TcpStream) -> (u64, u64) {
+    control.write_all(b"?").unwrap();
+    let mut answer = [0; 16];
+    control.read_exact(&mut answer).unwrap();
+    let word = |at: usize| u64::from_le_bytes(answer[at..at + 8].try_into().unwrap());
+    (word(0), word(8))
 }

@@ -316,3 +316,58 @@ fn udp_is_answered_from_every_threads_socket() {
     assert_eq!(each.iter().sum::<f64>(), 64.0);
     assert!(each.iter().all(|&n| n > 0.0), "{each:?}");
 }
+
+/// Test 6: `bench --threads 2` against `serve --threads 2`: the totals are exact (a
+/// counted run and an open-loop run), and every reply was verified.
+#[test]
+fn bench_on_two_threads_reports_exact_totals() {
+    let server = Server::start(&["--threads", "2", "--quiet", "--admin", "0"]);
+    let port = server.addr.port().to_string();
+    let bench = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["bench", "--host", "127.0.0.1", "--port", &port, "-q"];
+        all.extend_from_slice(&["--json", "--threads", "2", "-s", "64"]);
+        all.extend_from_slice(args);
+        let out = common::run(&all, b"");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(&stdout).expect("a JSON report")
+    };
+    let counted = bench(&["-c", "11", "-n", "1001", "--pipeline", "4"]);
+    let paced = bench(&["-c", "10", "--rate", "2000", "-d", "1"]);
+    for (report, messages) in [(&counted, 1001), (&paced, 2000)] {
+        assert_eq!(report["messages"], messages, "{report}");
+        assert_eq!(report["mismatches"], 0);
+        assert_eq!(report["errors"], 0);
+        assert_eq!(report["connect_failures"], 0);
+        assert!(report["latency_us"]["p50"].as_f64().is_some());
+    }
+    // The server saw exactly that, spread over its two threads.
+    let body = scrape(&server);
+    assert_eq!(metric::<u64>(&body, "echo_bytes_in_total"), 3001 * 64);
+    assert_eq!(metric::<u64>(&body, "echo_connections_total"), 21);
+}
+
+/// `bench --threads` asks for no more threads than connections, or messages.
+#[test]
+fn bench_threads_beyond_the_load_are_refused() {
+    let server = Server::start(&["--quiet"]);
+    let port = server.addr.port().to_string();
+    for args in [["-c", "2", "-n", "100"], ["-c", "8", "-n", "3"]] {
+        let mut all = vec!["bench", "--host", "127.0.0.1", "--port", &port, "-q"];
+        all.extend_from_slice(&["--threads", "4"]);
+        all.extend_from_slice(&args);
+        let out = common::run(&all, b"");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("--threads 4 needs at least as many"),
+            "{stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    }
+}

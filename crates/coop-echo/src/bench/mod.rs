@@ -18,6 +18,7 @@ use std::io::{self, IsTerminal};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Barrier;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -92,6 +93,13 @@ pub struct BenchArgs {
     /// Give up when no reply at all has come for this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = positive_seconds)]
     pub stall_timeout: f64,
+
+    /// Run the load on N threads, each with its own runtime and its share of the
+    /// connections, messages and rate; one report, from every thread's figures merged
+    /// (no progress display with more than one).
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub threads: u32,
 
     /// Print the report as JSON.
     #[arg(long)]
@@ -276,28 +284,179 @@ pub fn measure(args: &BenchArgs) -> io::Result<Report> {
         .map_err(|e| io::Error::new(e.kind(), format!("cannot resolve {target}: {e}")))?
         .next()
         .ok_or_else(|| io::Error::other(format!("{target} resolves to no address")))?;
-    let prefix: Rc<[u8]> = Rc::from(args.prefix.clone().into_encoded_bytes());
-    let tape = Tape::new(args.size as usize, &prefix).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
+    let prefix = args.prefix.clone().into_encoded_bytes();
+    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_string());
+    if Tape::new(args.size as usize, &prefix).is_none() {
+        return Err(invalid(
             "the prefix uses every letter and digit: no bytes left to send",
-        )
-    })?;
-    let connections = args.connections as usize;
-    let runtime = coop::Runtime::new()?;
+        ));
+    }
+    let threads = args.threads.max(1) as u64;
+    let connections = u64::from(args.connections);
+    if threads > connections {
+        return Err(invalid(&format!(
+            "--threads {threads} needs at least as many connections (-c {connections})"
+        )));
+    }
+    let duration = Duration::from_secs_f64(args.duration);
+    // Open loop for a duration sends exactly rate × duration messages (their slots
+    // fall within it): a count, rather than a deadline that a late send could miss.
+    let budget = match (args.requests, args.rate) {
+        (Some(n), _) => Some(n),
+        (None, Some(rate)) => Some(((rate * args.duration).round() as u64).max(1)),
+        (None, None) => None,
+    };
+    if budget.is_some_and(|n| n < threads) {
+        return Err(invalid(&format!(
+            "--threads {threads} needs at least as many messages to send"
+        )));
+    }
+    // Thread `i`'s share of `total`: the remainder goes to the first ones.
+    let share = |total: u64, i: u64| total / threads + u64::from(i < total % threads);
+    let parts: Vec<Part> = (0..threads)
+        .map(|i| {
+            let total = budget;
+            let budget = budget.map(|n| share(n, i));
+            Part {
+                connections: share(connections, i) as usize,
+                budget,
+                // The rate in proportion to the messages: each thread's schedule spans
+                // the same time.
+                rate: args
+                    .rate
+                    .zip(budget.zip(total))
+                    .map(|(rate, (mine, all))| rate * mine as f64 / all as f64),
+                show_progress: threads == 1 && !args.quiet,
+            }
+        })
+        .collect();
+    let server_cpu_start = args.server_pid.and_then(cpu_time_of);
+    let client_cpu_start = cpu_time_of(std::process::id());
+    let go = Barrier::new(parts.len());
+    let outcomes: Vec<io::Result<PartOutcome>> = if parts.len() == 1 {
+        parts
+            .iter()
+            .map(|part| run_part(args, addr, &target, &prefix, part, duration, &go))
+            .collect()
+    } else {
+        std::thread::scope(|scope| {
+            let running: Vec<_> = parts
+                .iter()
+                .map(|part| {
+                    let (target, prefix, go) = (&target, &prefix, &go);
+                    scope.spawn(move || run_part(args, addr, target, prefix, part, duration, go))
+                })
+                .collect();
+            running
+                .into_iter()
+                .map(|thread| {
+                    thread
+                        .join()
+                        .unwrap_or_else(|_| Err(io::Error::other("a load thread panicked")))
+                })
+                .collect()
+        })
+    };
+    let client_cpu = cpu_time_of(std::process::id())
+        .zip(client_cpu_start)
+        .map(|(end, start)| end.saturating_sub(start));
+    let server_cpu = args
+        .server_pid
+        .and_then(cpu_time_of)
+        .zip(server_cpu_start)
+        .map(|(end, start)| end.saturating_sub(start));
+
+    // Merged: one histogram, exact sums; the run lasts as long as its longest thread.
+    let mut tally = Tally::new();
+    let mut seconds: f64 = 0.0;
+    let mut first_failure = None;
+    for outcome in outcomes {
+        match outcome {
+            Ok(part) => {
+                seconds = seconds.max(part.seconds);
+                tally.merge(part.tally);
+            }
+            Err(e) => {
+                first_failure.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_failure {
+        return Err(e);
+    }
+    // No reply verified, no figure per reply: a division by 1 would invent one.
+    let measured = tally.messages > 0;
+    let per_msg = |cpu: Duration| cpu.as_secs_f64() * 1e6 / tally.messages as f64;
+    Ok(Report {
+        target: target.clone(),
+        connections: args.connections,
+        size: args.size,
+        pipeline: args.pipeline,
+        rate: args.rate,
+        seconds,
+        messages: tally.messages,
+        messages_per_sec: tally.messages as f64 / seconds,
+        mb_per_sec: tally.messages as f64 * f64::from(args.size) / seconds / 1e6,
+        bytes_received: tally.bytes_received,
+        latency_us: measured.then(|| Latency::of(&tally.latency)),
+        mismatches: tally.mismatches,
+        errors: tally.errors,
+        connect_failures: tally.connect_failures,
+        first_error: tally.first_error.clone(),
+        client_cpu_us_per_msg: client_cpu.filter(|_| measured).map(per_msg),
+        server_cpu_us_per_msg: server_cpu.filter(|_| measured).map(per_msg),
+    })
+}
+
+/// One thread's share of the load.
+#[derive(Debug)]
+struct Part {
+    connections: usize,
+    /// Messages to send, in a counted run.
+    budget: Option<u64>,
+    /// Sends per second, in an open-loop run.
+    rate: Option<f64>,
+    show_progress: bool,
+}
+
+/// What one thread measured.
+struct PartOutcome {
+    tally: Tally,
+    seconds: f64,
+}
+
+/// Runs one thread's share on a runtime of its own. Every thread starts its load at
+/// once, after all have connected (`go`): connecting is not part of the load.
+fn run_part(
+    args: &BenchArgs,
+    addr: SocketAddr,
+    target: &str,
+    prefix: &[u8],
+    part: &Part,
+    duration: Duration,
+    go: &Barrier,
+) -> io::Result<PartOutcome> {
+    let prefix: Rc<[u8]> = Rc::from(prefix);
+    let runtime = coop::Runtime::new();
+    let connected = runtime
+        .as_ref()
+        .map_err(|e| io::Error::new(e.kind(), e.to_string()));
+    let streams = connected.and_then(|runtime| {
+        runtime.block_on(connect_all(
+            addr,
+            part.connections,
+            target,
+            args.send_proxy,
+            args.quiet,
+        ))
+    });
+    // Every thread passes here once, connected or not: none waits for one that failed.
+    go.wait();
+    let (runtime, streams) = (runtime?, streams?);
+    let tape = Tape::new(args.size as usize, &prefix)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no bytes left to send"))?;
     runtime.block_on(async {
-        let streams = connect_all(addr, connections, &target, args.send_proxy, args.quiet).await?;
         let opened = streams.len();
-        let duration = Duration::from_secs_f64(args.duration);
-        // Open loop for a duration sends exactly rate × duration messages (their slots
-        // fall within it): a count, rather than a deadline that a late send could miss.
-        let budget = match (args.requests, args.rate) {
-            (Some(n), _) => Some(n),
-            (None, Some(rate)) => Some(((rate * args.duration).round() as u64).max(1)),
-            (None, None) => None,
-        };
-        let server_cpu_start = args.server_pid.and_then(cpu_time_of);
-        let client_cpu_start = cpu_time_of(std::process::id());
         // Timed from here: connecting is not part of the load.
         let start = Instant::now();
         let load = Rc::new(Load {
@@ -306,23 +465,26 @@ pub fn measure(args: &BenchArgs) -> io::Result<Report> {
             framing: args.framing,
             pipeline: args.pipeline as usize,
             connections: opened,
-            pace: args.rate.map(|rate| Pace {
+            pace: part.rate.map(|rate| Pace {
                 start,
                 rate,
                 waiting: (0..opened).map(|_| Cell::new(None)).collect(),
             }),
-            deadline: budget.is_none().then_some(start + duration),
-            budget: Cell::new(budget.unwrap_or(u64::MAX)),
+            deadline: part.budget.is_none().then_some(start + duration),
+            budget: Cell::new(part.budget.unwrap_or(u64::MAX)),
             tally: RefCell::new(Tally::new()),
             live: Cell::new(opened),
             watcher: Cell::new(None),
         });
-        load.tally.borrow_mut().connect_failures = (connections - opened) as u64;
+        load.tally.borrow_mut().connect_failures = (part.connections - opened) as u64;
         for (id, stream) in streams.into_iter().enumerate() {
             drop(coop::spawn(drive(id, stream, Rc::clone(&load))));
         }
         drop(coop::spawn(pacer(Rc::clone(&load))));
-        let progress = Progress::new(args.quiet, args.requests.is_none().then_some(duration));
+        let progress = Progress::new(
+            !part.show_progress,
+            args.requests.is_none().then_some(duration),
+        );
         watch(
             &load,
             start,
@@ -332,38 +494,8 @@ pub fn measure(args: &BenchArgs) -> io::Result<Report> {
         .await;
         let seconds = start.elapsed().as_secs_f64();
         progress.finish();
-
-        let client_cpu = cpu_time_of(std::process::id())
-            .zip(client_cpu_start)
-            .map(|(end, start)| end.saturating_sub(start));
-        let server_cpu = args
-            .server_pid
-            .and_then(cpu_time_of)
-            .zip(server_cpu_start)
-            .map(|(end, start)| end.saturating_sub(start));
-        let tally = load.tally.borrow();
-        // No reply verified, no figure per reply: a division by 1 would invent one.
-        let measured = tally.messages > 0;
-        let per_msg = |cpu: Duration| cpu.as_secs_f64() * 1e6 / tally.messages as f64;
-        Ok(Report {
-            target: target.clone(),
-            connections: args.connections,
-            size: args.size,
-            pipeline: args.pipeline,
-            rate: args.rate,
-            seconds,
-            messages: tally.messages,
-            messages_per_sec: tally.messages as f64 / seconds,
-            mb_per_sec: tally.messages as f64 * f64::from(args.size) / seconds / 1e6,
-            bytes_received: tally.bytes_received,
-            latency_us: measured.then(|| Latency::of(&tally.latency)),
-            mismatches: tally.mismatches,
-            errors: tally.errors,
-            connect_failures: tally.connect_failures,
-            first_error: tally.first_error.clone(),
-            client_cpu_us_per_msg: client_cpu.filter(|_| measured).map(per_msg),
-            server_cpu_us_per_msg: server_cpu.filter(|_| measured).map(per_msg),
-        })
+        let tally = std::mem::replace(&mut *load.tally.borrow_mut(), Tally::new());
+        Ok(PartOutcome { tally, seconds })
     })
 }
 

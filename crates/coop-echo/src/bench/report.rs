@@ -50,6 +50,22 @@ impl Tally {
         self.messages += 1;
     }
 
+    /// Adds another thread's counts to these: the histograms merged, the rest summed;
+    /// the first failure stays the first one seen.
+    pub(crate) fn merge(&mut self, other: Tally) {
+        // Same bounds on both sides: adding cannot fail.
+        let _ = self.latency.add(&other.latency);
+        self.messages += other.messages;
+        self.bytes_sent += other.bytes_sent;
+        self.bytes_received += other.bytes_received;
+        self.mismatches += other.mismatches;
+        self.errors += other.errors;
+        self.connect_failures += other.connect_failures;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+
     pub(crate) fn fail(&mut self, what: impl fmt::Display) {
         if self.first_error.is_none() {
             self.first_error = Some(what.to_string());
