@@ -17,6 +17,9 @@ use ratatui::text::Line;
 use ratatui::widgets::{Bar, BarChart, BarGroup, Block, Paragraph, Sparkline};
 use ratatui::{DefaultTerminal, Frame};
 
+/// Threads whose queues are drawn, at most (a 24-line terminal shows four).
+const MAX_THREADS_SHOWN: usize = 8;
+
 /// Samples of messages per second kept for the sparkline: a minute's worth.
 const HISTORY: usize = 60;
 
@@ -32,6 +35,9 @@ struct Snapshot {
     bytes_in: u64,
     bytes_out: u64,
     rate: f64,
+    /// Each serving thread's queues, `(ready, reading, writing)`, when the server
+    /// reports them (`serve --threads`).
+    threads: Vec<(u64, u64, u64)>,
 }
 
 /// Runs the view until the user quits.
@@ -116,35 +122,72 @@ fn draw(
             return;
         }
     };
+    // With several threads, each one's queues; with one, the runtime's.
+    let shown: Vec<(u64, u64, u64)> = if snapshot.threads.len() > 1 {
+        snapshot
+            .threads
+            .iter()
+            .copied()
+            .take(MAX_THREADS_SHOWN)
+            .collect()
+    } else {
+        vec![(snapshot.ready, snapshot.reading, snapshot.writing)]
+    };
+    let several = shown.len() > 1;
+    // One thread: three bars a line apart. Several: three bars on three lines for each,
+    // a line between threads. The border takes two lines more.
+    let height = if several {
+        4 * shown.len() as u16 + 1
+    } else {
+        9
+    };
     let [queues, traffic] =
-        Layout::vertical([Constraint::Length(9), Constraint::Min(6)]).areas(body);
+        Layout::vertical([Constraint::Length(height), Constraint::Min(6)]).areas(body);
     // The count goes in the label, right-aligned, with the chart's margin after it: drawn
     // as the bar's text it would sit on the bar, as in `ready 2██████`.
-    let width = [snapshot.ready, snapshot.reading, snapshot.writing]
+    let width = shown
         .iter()
+        .flat_map(|&(a, b, c)| [a, b, c])
         .map(|v| v.to_string().len())
         .max()
         .unwrap_or(1);
-    let bar = |label: &'static str, value: u64, color: Color| {
+    let bar = |label: String, value: u64, color: Color| {
         Bar::default()
             .label(Line::from(format!("{label} {value:>width$}")))
             .value(value)
             .text_value(String::new())
             .style(Style::default().fg(color))
     };
-    let chart = BarChart::default()
-        .block(Block::bordered().title(format!(
-            " tasks: {} (ready queue / waiting to read / waiting to write) ",
-            snapshot.tasks
-        )))
+    let mut title = format!(
+        " tasks: {} (ready queue / waiting to read / waiting to write) ",
+        snapshot.tasks
+    );
+    if snapshot.threads.len() > MAX_THREADS_SHOWN {
+        title.push_str(&format!(
+            "(first {MAX_THREADS_SHOWN} threads of {}) ",
+            snapshot.threads.len()
+        ));
+    }
+    let mut chart = BarChart::default()
+        .block(Block::bordered().title(title))
         .direction(ratatui::layout::Direction::Horizontal)
         .bar_width(1)
-        .bar_gap(1)
-        .data(BarGroup::default().bars(&[
-            bar("ready", snapshot.ready, Color::Green),
-            bar("read ", snapshot.reading, Color::Cyan),
-            bar("write", snapshot.writing, Color::Yellow),
+        .bar_gap(u16::from(!several))
+        .group_gap(1);
+    for (index, &(ready, reading, writing)) in shown.iter().enumerate() {
+        let name = |what: &str| {
+            if several {
+                format!("thread {index} {what}")
+            } else {
+                what.to_string()
+            }
+        };
+        chart = chart.data(BarGroup::default().bars(&[
+            bar(name("ready"), ready, Color::Green),
+            bar(name("read "), reading, Color::Cyan),
+            bar(name("write"), writing, Color::Yellow),
         ]));
+    }
     frame.render_widget(chart, queues);
 
     let [numbers, spark] =
@@ -222,6 +265,21 @@ fn parse(body: &str) -> Snapshot {
         bytes_in: count("echo_bytes_in_total"),
         bytes_out: count("echo_bytes_out_total"),
         rate: value("echo_messages_per_second"),
+        threads: (0..)
+            .map_while(|i| {
+                let ready = format!("coop_tasks_ready_by_thread{{thread=\"{i}\"}}");
+                body.lines()
+                    .any(|l| l.starts_with(&format!("{ready} ")))
+                    .then(|| {
+                        let parked = |area: &str| {
+                            count(&format!(
+                                "coop_tasks_parked_by_thread{{thread=\"{i}\",area=\"{area}\"}}"
+                            ))
+                        };
+                        (count(&ready), parked("read"), parked("write"))
+                    })
+            })
+            .collect(),
     }
 }
 
@@ -290,5 +348,40 @@ mod tests {
         assert_eq!((s.tasks, s.ready, s.reading, s.writing), (4, 1, 3, 2));
         assert_eq!(s.total, 7);
         assert_eq!(s.rate, 12.5);
+        assert!(s.threads.is_empty());
+    }
+
+    #[test]
+    fn each_threads_queues_are_read_and_drawn() {
+        let body = "coop_tasks 9\n\
+                    coop_tasks_ready_by_thread{thread=\"0\"} 1\n\
+                    coop_tasks_ready_by_thread{thread=\"1\"} 0\n\
+                    coop_tasks_parked_by_thread{thread=\"0\",area=\"read\"} 4\n\
+                    coop_tasks_parked_by_thread{thread=\"0\",area=\"write\"} 0\n\
+                    coop_tasks_parked_by_thread{thread=\"1\",area=\"read\"} 38\n\
+                    coop_tasks_parked_by_thread{thread=\"1\",area=\"write\"} 2\n# EOF\n";
+        let s = parse(body);
+        assert_eq!(s.threads, [(1, 4, 0), (0, 38, 2)]);
+        let lines = screen(&Ok(s));
+        let at = |needle: &str| {
+            lines
+                .iter()
+                .position(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("no {needle}: {lines:#?}"))
+        };
+        assert!(at("thread 0 ready") < at("thread 1 ready"), "{lines:#?}");
+        for (bar, count) in [
+            ("thread 0 read ", "4"),
+            ("thread 1 read ", "38"),
+            ("thread 1 write", "2"),
+        ] {
+            let line = &lines[at(bar)];
+            let after = line.split_once(bar).unwrap().1.trim_start();
+            assert_eq!(
+                after.split_once(' ').unwrap_or((after, "")).0,
+                count,
+                "{line}"
+            );
+        }
     }
 }
