@@ -6,9 +6,14 @@
 #   bench/compare.sh --instructions [coop|tokio|floor|plain]...   # only instructions per echo
 #                              (plain: coop's plain read/write_all echo, bench/plain-echo;
 #                              measured only when named)
+#   bench/compare.sh --threads-section [--quick]   # only the threads section (5 interleaved
+#                              runs, a few minutes): coop-echo serve --threads 2 against
+#                              --threads 1 and tokio-echo --workers 2; prints its table,
+#                              leaves RESULTS.md as it is
 #
-# Needs 2 cores (server on core 0, load generator on core 1), perf (system calls),
-# valgrind (instructions) and a font for the chart; installs what is missing.
+# Needs 2 cores (server on core 0, load generator on core 1; in the threads section both
+# share both cores), perf (system calls), valgrind (instructions) and a font for the
+# chart; installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -2,6 +2,11 @@
 //! interleaved, with each server pinned to core 0 and the load generator to core 1, and
 //! writes `bench/RESULTS.md` and `bench/results.png`.
 //!
+//! Then the threads section: `coop-echo serve --threads 2` against `--threads 1` and
+//! against `tokio-echo --workers 2`, with nothing pinned (servers and load generator
+//! share every core). `--threads-section` runs only that, and prints its table instead
+//! of writing `RESULTS.md`.
+//!
 //! `bench/compare.sh` builds everything and runs this; see its header for what it needs.
 
 mod chart;
@@ -13,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::Duration;
 
-use peer::{Kind, Server};
+use peer::{Kind, Placement, Server, Threaded};
 use results::Samples;
 
 /// The measurement plan; `--quick` shrinks it to check that everything runs.
@@ -31,6 +36,10 @@ struct Plan {
 }
 
 const RATE: u64 = 30_000;
+/// Connections of the threads section's closed-loop comparison with tokio.
+const THREADS_CLOSED: usize = 1000;
+/// Threads of the load generator in the threads section's closed-loop runs.
+const LOAD_THREADS: &str = "2";
 const CALLGRIND_RATE: u64 = 3_000;
 
 fn main() {
@@ -85,6 +94,16 @@ fn run() -> io::Result<()> {
     let out = root.join("bench");
     let mut samples = Samples::default();
 
+    if args.iter().any(|a| a == "--threads-section") {
+        threads_section(&bin, &plan, &mut samples)?;
+        let command = format!(
+            "bench/compare.sh --threads-section{}",
+            if quick { " --quick" } else { "" }
+        );
+        println!("{}", results::threads_only(&samples, plan.many, &command));
+        return Ok(());
+    }
+
     for run in 1..=plan.runs {
         for kind in Kind::ALL {
             eprintln!("run {run}/{}: {}", plan.runs, kind.name());
@@ -98,6 +117,7 @@ fn run() -> io::Result<()> {
     }
     eprintln!("scale: coop holds {} connections", plan.scale);
     let scale = scale_check(&bin, plan.scale)?;
+    threads_section(&bin, &plan, &mut samples)?;
 
     let command = format!("bench/compare.sh{}", if quick { " --quick" } else { "" });
     let markdown = results::markdown(&samples, &plan.chart, plan.many, &scale, &command);
@@ -171,6 +191,90 @@ fn measure_one(kind: Kind, bin: &Path, plan: &Plan, samples: &mut Samples) -> io
         );
         samples.add(kind, &at("msgs"), number(&report, "messages_per_sec")?);
         samples.add(kind, "errors", errors(&report)?);
+    }
+    Ok(())
+}
+
+/// The threads section, `plan.runs` times, interleaved: coop `--threads 1`, coop
+/// `--threads 2`, tokio `--workers 2`, with servers and load generator on every core.
+fn threads_section(bin: &Path, plan: &Plan, samples: &mut Samples) -> io::Result<()> {
+    for run in 1..=plan.runs {
+        for setup in Threaded::ALL {
+            eprintln!("threads run {run}/{}: {}", plan.runs, setup.label());
+            measure_threaded(setup, bin, plan, samples)?;
+        }
+    }
+    Ok(())
+}
+
+/// One threaded server, one run: CPU per echo at the fixed rate (coop only, both thread
+/// counts), and closed-loop throughput and latency at [`THREADS_CLOSED`] and `plan.many`
+/// connections (the two-thread servers) with the load on two threads.
+fn measure_threaded(
+    setup: Threaded,
+    bin: &Path,
+    plan: &Plan,
+    samples: &mut Samples,
+) -> io::Result<()> {
+    let kind = setup.kind();
+    let server = Server::start_with(kind, bin, &[], Placement::AllCores, setup.args())?;
+    let errors_key = setup.metric("errors");
+
+    if kind == Kind::Coop {
+        // The fixed-rate load of the main table, its generator on one thread as there.
+        let report = peer::load_on(
+            bin,
+            &server,
+            Placement::AllCores,
+            &strings(&[
+                "-c",
+                "100",
+                "-s",
+                "64",
+                "--rate",
+                &RATE.to_string(),
+                "-d",
+                &plan.rate_secs.to_string(),
+            ]),
+        )?;
+        samples.add(
+            kind,
+            &setup.metric("cpu_us"),
+            number(&report, "server_cpu_us_per_msg")?,
+        );
+        samples.add(
+            kind,
+            &setup.metric("rate_msgs"),
+            number(&report, "messages_per_sec")?,
+        );
+        samples.add(kind, &errors_key, errors(&report)?);
+    }
+
+    if setup != Threaded::Coop1 {
+        let mut counts = vec![THREADS_CLOSED, plan.many];
+        counts.dedup(); // --quick: many is 1,000 too
+        for connections in counts {
+            let report = peer::load_on(
+                bin,
+                &server,
+                Placement::AllCores,
+                &strings(&[
+                    "--threads",
+                    LOAD_THREADS,
+                    "-c",
+                    &connections.to_string(),
+                    "-s",
+                    "64",
+                    "-d",
+                    &plan.closed_secs.to_string(),
+                ]),
+            )?;
+            let at = |metric: &str| setup.metric(&format!("{metric}@{connections}"));
+            samples.add(kind, &at("p50_us"), number(&report["latency_us"], "p50")?);
+            samples.add(kind, &at("p99_us"), number(&report["latency_us"], "p99")?);
+            samples.add(kind, &at("msgs"), number(&report, "messages_per_sec")?);
+            samples.add(kind, &errors_key, errors(&report)?);
+        }
     }
     Ok(())
 }

@@ -41,21 +41,103 @@ impl Kind {
     }
 }
 
-/// A running server, pinned to core 0; killed when dropped.
+/// A server of the threads section, with the options that give it its threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Threaded {
+    /// `coop-echo serve --threads 1`.
+    Coop1,
+    /// `coop-echo serve --threads 2`.
+    Coop2,
+    /// `tokio-echo --workers 2`: tokio's multi-thread runtime.
+    Tokio2,
+}
+
+impl Threaded {
+    /// In the order the runs interleave.
+    pub const ALL: [Threaded; 3] = [Threaded::Coop1, Threaded::Coop2, Threaded::Tokio2];
+
+    pub fn kind(self) -> Kind {
+        match self {
+            Threaded::Coop1 | Threaded::Coop2 => Kind::Coop,
+            Threaded::Tokio2 => Kind::Tokio,
+        }
+    }
+
+    /// What the server is given after its usual options.
+    pub fn args(self) -> &'static [&'static str] {
+        match self {
+            Threaded::Coop1 => &["--threads", "1"],
+            Threaded::Coop2 => &["--threads", "2"],
+            Threaded::Tokio2 => &["--workers", "2"],
+        }
+    }
+
+    /// How RESULTS.md names it.
+    pub fn label(self) -> String {
+        format!("{} `{}`", self.kind().name(), self.args().join(" "))
+    }
+
+    /// The name its samples of `metric` are kept under (beside its kind), apart from the
+    /// single-thread sections' samples of the same metric.
+    pub fn metric(self, metric: &str) -> String {
+        format!(
+            "{}: {metric}",
+            self.args().join(" ").trim_start_matches("--")
+        )
+    }
+}
+
+/// The cores a server or the load generator may run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// This one core only.
+    Core(u32),
+    /// Every online core. Said explicitly: compare itself runs under `taskset -c 1`,
+    /// and a child would inherit that.
+    AllCores,
+}
+
+impl Placement {
+    /// The list `taskset -c` takes.
+    fn cpus(self) -> io::Result<String> {
+        match self {
+            Placement::Core(core) => Ok(core.to_string()),
+            Placement::AllCores => Ok(std::fs::read_to_string("/sys/devices/system/cpu/online")?
+                .trim()
+                .to_string()),
+        }
+    }
+}
+
+/// A running server (pinned to core 0 unless started otherwise); killed when dropped.
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
 }
 
 impl Server {
-    /// Starts `kind` on a free loopback port, under `wrapper` (e.g. valgrind) if given.
+    /// Starts `kind` on a free loopback port, pinned to core 0, under `wrapper` (e.g.
+    /// valgrind) if given.
     pub fn start(kind: Kind, bin: &Path, wrapper: &[String]) -> io::Result<Server> {
+        Server::start_with(kind, bin, wrapper, Placement::Core(0), &[])
+    }
+
+    /// As [`Server::start`], on the cores `placement` says, with `extra` after the
+    /// server's usual options (e.g. `--threads 2`).
+    pub fn start_with(
+        kind: Kind,
+        bin: &Path,
+        wrapper: &[String],
+        placement: Placement,
+        extra: &[&str],
+    ) -> io::Result<Server> {
         let (program, args) = kind.command(bin);
         let mut child = Command::new("taskset")
-            .args(["-c", "0"])
+            .args(["-c", &placement.cpus()?])
             .args(wrapper)
             .arg(&program)
             .args(args)
+            .args(extra)
             .args(["--host", "127.0.0.1", "--port", "0"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -123,8 +205,18 @@ impl Drop for Server {
 
 /// Runs `coop-echo bench` pinned to core 1 against `server`, returning its JSON report.
 pub fn load(bin: &Path, server: &Server, args: &[String]) -> io::Result<serde_json::Value> {
+    load_on(bin, server, Placement::Core(1), args)
+}
+
+/// As [`load`], with the load generator on the cores `placement` says.
+pub fn load_on(
+    bin: &Path,
+    server: &Server,
+    placement: Placement,
+    args: &[String],
+) -> io::Result<serde_json::Value> {
     let out = Command::new("taskset")
-        .args(["-c", "1"])
+        .args(["-c", &placement.cpus()?])
         .arg(bin.join("coop-echo"))
         .arg("bench")
         .args(["--port", &server.addr.port().to_string()])

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::peer::Kind;
+use crate::THREADS_CLOSED;
+use crate::peer::{Kind, Threaded};
 
 /// Every figure measured, by server and metric, one entry per run.
 #[derive(Default)]
@@ -143,7 +144,7 @@ pub fn markdown(
     let _ = writeln!(
         md,
         "Each server runs pinned to core 0, the load generator (`coop-echo bench`, which \
-         checks every reply byte for byte) to core 1. Servers are measured interleaved \
+         checks every reply byte for byte) to core 1 (except under Threads, below). Servers are measured interleaved \
          (coop, tokio, floor, coop, ...); figures are medians over the runs, with \
          {many} connections where the row says \"closed loop\". callgrind counts \
          instructions, which repeat, so it runs once per server. *tokio* is tokio's \
@@ -239,6 +240,25 @@ pub fn markdown(
         }
     }
 
+    md.push('\n');
+    md.push_str(&threads(samples, many));
+    md.push_str(&every_sample(samples));
+    md
+}
+
+/// What `--threads-section` prints: the Threads table and its samples.
+pub fn threads_only(samples: &Samples, many: usize, command: &str) -> String {
+    format!(
+        "# coop-echo, threads section\n\nWritten by `{command}` on {}. {}\n\n{}{}",
+        today(),
+        machine(),
+        threads(samples, many),
+        every_sample(samples)
+    )
+}
+
+fn every_sample(samples: &Samples) -> String {
+    let mut md = String::new();
     let _ = writeln!(
         md,
         "\n## Every sample\n\n| server | metric | runs |\n|---|---|---|"
@@ -248,6 +268,181 @@ pub fn markdown(
         let _ = writeln!(md, "| {} | {metric} | {} |", kind.name(), list.join(", "));
     }
     md
+}
+
+/// A row of the Threads table: coop `--threads 2` against `peer`, and the target it
+/// must meet, a test of (coop's median, the peer's median).
+struct ThreadsRow {
+    label: String,
+    metric: String,
+    digits: usize,
+    peer: Threaded,
+    target: Option<(&'static str, Versus)>,
+}
+
+/// Whether coop meets a Threads row's target, given its median and the peer's.
+type Versus = fn(f64, f64) -> bool;
+
+/// The Threads section: coop on two threads against itself on one and against tokio's
+/// multi-thread runtime, nothing pinned.
+fn threads(samples: &Samples, many: usize) -> String {
+    let coop = Threaded::Coop2;
+    let row = |label: &str, metric: String, digits, peer, target| ThreadsRow {
+        label: label.to_string(),
+        metric,
+        digits,
+        peer,
+        target,
+    };
+    let mut rows = vec![
+        row(
+            "server CPU per echo, µs (30,000 msg/s, 100 conns, 64 B, load on 1 thread)",
+            "cpu_us".into(),
+            2,
+            Threaded::Coop1,
+            Some(("≤ 1.05×", |c, p| c / p <= 1.05)),
+        ),
+        row(
+            "msg/s reached (same load)",
+            "rate_msgs".into(),
+            0,
+            Threaded::Coop1,
+            None,
+        ),
+    ];
+    let mut counts = vec![THREADS_CLOSED, many];
+    counts.dedup();
+    for n in counts {
+        let at = |m: &str| format!("{m}@{n}");
+        let tail_target: (&'static str, Versus) = if n == THREADS_CLOSED {
+            ("≤ tokio's", |c, p| c <= p)
+        } else {
+            ("≤ 1.5", |c, _| c <= 1.5)
+        };
+        rows.extend([
+            row(
+                &format!(
+                    "throughput, msg/s (closed loop, {n} conns, 64 B, load on {} threads)",
+                    crate::LOAD_THREADS
+                ),
+                at("msgs"),
+                0,
+                Threaded::Tokio2,
+                (n == THREADS_CLOSED).then_some(("≥ 1.00×", |c, p| c >= p)),
+            ),
+            row(
+                &format!("p50 latency, µs ({n} conns)"),
+                at("p50_us"),
+                0,
+                Threaded::Tokio2,
+                None,
+            ),
+            row(
+                &format!("p99 latency, µs ({n} conns)"),
+                at("p99_us"),
+                0,
+                Threaded::Tokio2,
+                None,
+            ),
+            row(
+                &format!("p99 / p50 ({n} conns)"),
+                at("tail"),
+                2,
+                Threaded::Tokio2,
+                Some(tail_target),
+            ),
+        ]);
+    }
+
+    // p99/p50 per run, so its median is the median of ratios.
+    let mut s = Samples {
+        values: samples.values.clone(),
+    };
+    for setup in [Threaded::Coop2, Threaded::Tokio2] {
+        for row in rows.iter().filter(|r| r.metric.starts_with("tail@")) {
+            let n = &row.metric["tail@".len()..];
+            let kind = setup.kind();
+            let p50 = samples
+                .all(kind, &setup.metric(&format!("p50_us@{n}")))
+                .to_vec();
+            let p99 = samples.all(kind, &setup.metric(&format!("p99_us@{n}")));
+            for (a, b) in p50.iter().zip(p99) {
+                s.add(kind, &setup.metric(&row.metric), b / a);
+            }
+        }
+    }
+    let median = |setup: Threaded, metric: &str| s.median(setup.kind(), &setup.metric(metric));
+    let runs = s
+        .all(Kind::Coop, &coop.metric(&format!("msgs@{THREADS_CLOSED}")))
+        .len();
+
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "## Threads\n\n\
+         `coop-echo serve --threads 2` (two runtimes on two threads, one SO_REUSEPORT \
+         listener each) against `--threads 1` for CPU per echo at the main table's fixed \
+         rate, and against tokio's multi-thread runtime (`tokio-echo --workers 2`) in \
+         closed loop. Nothing here is pinned: **this machine has {cores} cores, and the \
+         server and the load generator share them**, so the server's threads compete with \
+         the load generator's for the same cores. Runs interleaved (coop `--threads 1`, \
+         coop `--threads 2`, tokio `--workers 2`, ...); figures are medians over {runs} \
+         runs.\n",
+        cores = cores(),
+    );
+    let _ = writeln!(
+        md,
+        "| | coop `--threads 2` | against | its figure | coop / it | target | met |\n\
+         |---|---:|---|---:|---:|---|---|"
+    );
+    for row in &rows {
+        let fig = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.*}", row.digits));
+        let (c, p) = (median(coop, &row.metric), median(row.peer, &row.metric));
+        let ratio = c
+            .zip(p)
+            .map_or("–".to_string(), |(c, p)| format!("{:.2}", c / p));
+        let (target, met) = match row.target {
+            Some((text, check)) => (
+                text,
+                match c.zip(p) {
+                    Some((c, p)) if check(c, p) => "yes",
+                    Some(_) => "**no**",
+                    None => "–",
+                },
+            ),
+            None => ("", ""),
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {ratio} | {target} | {met} |",
+            row.label,
+            fig(c),
+            row.peer.label(),
+            fig(p),
+        );
+    }
+    let errors = |setup: Threaded| s.sum(setup.kind(), &setup.metric("errors"));
+    let _ = writeln!(
+        md,
+        "| errors, mismatched replies, failed connects (all runs) | {:.0} | {} | {:.0} | | 0 | {} |",
+        errors(coop),
+        Threaded::Tokio2.label(),
+        errors(Threaded::Tokio2),
+        if errors(coop) == 0.0 { "yes" } else { "**no**" }
+    );
+    let _ = writeln!(
+        md,
+        "\ncoop `--threads 1` had {:.0} errors, mismatched replies or failed connects.",
+        errors(Threaded::Coop1)
+    );
+    md
+}
+
+/// The machine's cores (not available_parallelism: this runs pinned to one core).
+fn cores() -> usize {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .map(|c| c.lines().filter(|l| l.starts_with("processor")).count())
+        .unwrap_or(0)
 }
 
 fn today() -> String {
@@ -268,10 +463,7 @@ fn machine() -> String {
                 .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    // Not available_parallelism: this runs pinned to one core.
-    let cores = std::fs::read_to_string("/proc/cpuinfo")
-        .map(|c| c.lines().filter(|l| l.starts_with("processor")).count())
-        .unwrap_or(0);
+    let cores = cores();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let rustc = std::process::Command::new("rustc")
         .arg("-V")

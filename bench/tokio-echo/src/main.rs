@@ -1,9 +1,13 @@
-//! The `GOT:` echo server written the way tokio's own echo example is, on the
-//! current-thread runtime (one core, as coop), with the two things a fair peer needs:
-//! `TCP_NODELAY`, and the reply sent in one write without an allocation (the prefix sits
-//! in front of the read buffer).
+//! The `GOT:` echo server written the way tokio's own echo example is, with the two
+//! things a fair peer needs: `TCP_NODELAY`, and the reply sent in one write without an
+//! allocation (the prefix sits in front of the read buffer).
 //!
-//! `tokio-echo [--host ADDR] [--port N] [--prefix TEXT]`; prints `Listening on ADDR`.
+//! It runs on tokio's current-thread runtime (one core, as coop) unless `--workers N`
+//! asks for tokio's multi-thread runtime with N worker threads (the peer of
+//! `coop-echo serve --threads N`).
+//!
+//! `tokio-echo [--host ADDR] [--port N] [--prefix TEXT] [--workers N]`; prints
+//! `Listening on ADDR`.
 
 use std::io;
 
@@ -14,10 +18,30 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 fn main() -> io::Result<()> {
-    let (host, port, prefix) = peer_args::parse()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()?;
+    let mut workers = None;
+    let (host, port, prefix) = peer_args::parse_with(|flag, value| {
+        if flag != "--workers" {
+            return Ok(false);
+        }
+        match value.parse::<usize>() {
+            Ok(n) if n >= 1 => workers = Some(n),
+            _ => {
+                return Err(peer_args::bad(format!(
+                    "--workers takes a number of threads, 1 or more, not '{value}'"
+                )));
+            }
+        }
+        Ok(true)
+    })?;
+    let runtime = match workers {
+        None => tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()?,
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_io()
+            .build()?,
+    };
     runtime.block_on(async move {
         let listener = TcpListener::bind((host.as_str(), port)).await?;
         eprintln!("Listening on {}", listener.local_addr()?);
