@@ -145,6 +145,11 @@ struct ServeArgs {
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=1024))]
     threads: usize,
 
+    /// Pin serving thread i to the i-th CPU this process may run on (with --threads),
+    /// so that its caches and its sockets' kernel work stay on one core.
+    #[arg(long)]
+    pin_threads: bool,
+
     /// Serve metrics (Prometheus text) at http://ADDR/metrics, and health at /healthz.
     /// ADDR is HOST:PORT, or a port on 127.0.0.1.
     #[arg(long, value_name = "ADDR", value_parser = admin_address)]
@@ -292,6 +297,7 @@ fn serve(mut args: ServeArgs, subcommand: Option<&str>) -> ExitCode {
         address,
         host: args.host,
         port: args.port,
+        pin_threads: args.pin_threads,
         threads: match args.threads {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,

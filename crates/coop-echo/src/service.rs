@@ -19,6 +19,10 @@ use crate::worker::{self, Snapshot};
 /// the listener, stdio, a margin) when the connection limit is derived from the fd limit.
 pub const FD_RESERVE: u64 = 32;
 
+/// File descriptors each serving thread beyond the first keeps for itself (its epoll,
+/// eventfd, timerfd, listener and UDP socket, and a margin).
+pub const FD_RESERVE_PER_THREAD: u64 = 8;
+
 /// How the service runs.
 #[derive(Debug)]
 pub struct Service {
@@ -30,6 +34,8 @@ pub struct Service {
     pub port: u16,
     /// Serving threads, each with its own runtime and listener (at least 1).
     pub threads: usize,
+    /// Pin serving thread i to the i-th allowed CPU.
+    pub pin_threads: bool,
     /// What each connection needs (its `limit` and `trace` are set here, from
     /// `max_connections` and `trace`).
     pub config: worker::Config,
@@ -146,6 +152,7 @@ async fn control(service: Service) -> Result<(Threads<Snapshot>, Ending), ExitCo
         host,
         port,
         threads,
+        pin_threads,
         mut config,
         max_connections,
         shutdown_timeout,
@@ -190,7 +197,7 @@ async fn control(service: Service) -> Result<(Threads<Snapshot>, Ending), ExitCo
         Err(e) => return Err(fail(format_args!("cannot catch SIGINT and SIGTERM: {e}"))),
     };
 
-    let limit = max_connections.unwrap_or_else(default_max_connections);
+    let limit = max_connections.unwrap_or_else(|| default_max_connections(threads));
     config.limit = if threads == 1 {
         worker::Limit::Alone(limit)
     } else {
@@ -203,7 +210,10 @@ async fn control(service: Service) -> Result<(Threads<Snapshot>, Ending), ExitCo
         config.trace = trace.then_some((threads > 1).then_some(index));
         move || worker::run(index, listener, udp, config)
     });
-    let serving = match coop::threads::Builder::new().name("serve").spawn(factories) {
+    let builder = coop::threads::Builder::new()
+        .name("serve")
+        .pin_to_cpus(pin_threads);
+    let serving = match builder.spawn(factories) {
         Ok(serving) => serving,
         Err(e) => return Err(fail(format_args!("cannot start the serving threads: {e}"))),
     };
@@ -331,7 +341,7 @@ async fn report_stats(every: Duration, remotes: Rc<[Remote]>) {
 
 /// Raises the soft fd limit to the hard one (what a server that holds many connections
 /// needs), and allows that many connections less a reserve.
-fn default_max_connections() -> usize {
+fn default_max_connections(threads: usize) -> usize {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut limit = getrlimit(Resource::Nofile);
     if limit.current < limit.maximum {
@@ -342,7 +352,8 @@ fn default_max_connections() -> usize {
         }
     }
     let fds = limit.current.unwrap_or(u64::MAX);
-    usize::try_from(fds.saturating_sub(FD_RESERVE).max(1)).unwrap_or(usize::MAX)
+    let reserve = FD_RESERVE + FD_RESERVE_PER_THREAD * (threads as u64 - 1);
+    usize::try_from(fds.saturating_sub(reserve).max(1)).unwrap_or(usize::MAX)
 }
 
 /// `1 connection`, `2 connections`.

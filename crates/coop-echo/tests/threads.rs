@@ -371,3 +371,50 @@ fn bench_threads_beyond_the_load_are_refused() {
         assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     }
 }
+
+/// `--pin-threads`: each serving thread may run on one CPU only, the i-th of those the
+/// process may use; without it, on all of them.
+#[test]
+fn pinned_serving_threads_each_run_on_one_cpu() {
+    let allowed = |pid: u32, task: &str| -> String {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/task/{task}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let serving = |server: &Server| -> Vec<String> {
+        let mut tasks: Vec<(String, String)> =
+            std::fs::read_dir(format!("/proc/{}/task", server.pid()))
+                .unwrap()
+                .map(|task| task.unwrap().file_name().into_string().unwrap())
+                .filter_map(|task| {
+                    let name =
+                        std::fs::read_to_string(format!("/proc/{}/task/{task}/comm", server.pid()))
+                            .ok()?;
+                    name.trim()
+                        .starts_with("serve-")
+                        .then(|| (name.trim().to_string(), task))
+                })
+                .collect();
+        tasks.sort();
+        tasks
+            .iter()
+            .map(|(_, task)| allowed(server.pid(), task))
+            .collect()
+    };
+    let process = allowed(std::process::id(), &std::process::id().to_string());
+    let pinned = Server::start(&["--threads", "2", "--pin-threads"]);
+    let free = Server::start(&["--threads", "2"]);
+    let pinned_cpus = serving(&pinned);
+    assert_eq!(pinned_cpus.len(), 2);
+    for cpus in &pinned_cpus {
+        assert!(cpus.parse::<usize>().is_ok(), "one CPU, not {cpus}");
+    }
+    if thread::available_parallelism().map_or(1, usize::from) > 1 {
+        assert_ne!(pinned_cpus[0], pinned_cpus[1], "two CPUs for two threads");
+    }
+    assert_eq!(serving(&free), [process.clone(), process]);
+}
