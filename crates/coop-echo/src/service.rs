@@ -56,25 +56,26 @@ pub struct Service {
 /// graceful stop; 1 if it cannot start (or a serving thread failed); 128 + the signal's
 /// number if a second signal cuts the stop short.
 ///
-/// This thread is the control thread: it catches the signals, serves the metrics and
-/// logs the stats, while the serving threads ([`worker`]) each run a runtime of their
-/// own; it asks them for their figures, and to stop.
+/// This thread is serving thread 0, and the control: it catches the signals, serves the
+/// metrics and logs the stats, and asks every serving thread ([`worker`], one runtime
+/// each, itself included) for its figures, and to stop. With one thread, the process has
+/// no other (the kernel's file table then needs no atomic per system call).
 pub fn run(service: Service) -> ExitCode {
     let runtime = match coop::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => return fail(format_args!("cannot start the runtime: {e}")),
     };
-    let (threads, ending) = match runtime.block_on(control(service)) {
+    let (threads, first, ending) = match runtime.block_on(control(service)) {
         Ok(running) => running,
         Err(code) => return code,
     };
+    // The connections still open go with each thread's runtime, each with its closing
+    // line: the summary that counts them comes after.
     drop(runtime);
-    // Each serving thread returns its last figures; the connections still open go with
-    // its runtime, each with its closing line: the summary that counts them comes after.
     threads.stop();
-    let mut last = Vec::new();
+    let mut last = vec![first];
     let mut panicked = false;
-    for (index, outcome) in threads.join().into_iter().enumerate() {
+    for (index, outcome) in (1..).zip(threads.join()) {
         match outcome {
             Ok(snapshot) => last.push(snapshot),
             Err(_) => {
@@ -143,10 +144,13 @@ impl Stopped {
     }
 }
 
-/// Binds, starts the serving threads, and runs until stopped; `Err` holds the exit
-/// status when it could not start. The threads are returned running: the caller stops
-/// and joins them.
-async fn control(service: Service) -> Result<(Threads<Snapshot>, Ending), ExitCode> {
+/// What the control returns: the other serving threads, still running (the caller stops
+/// and joins them), this thread's last figures, and how the serving ended.
+type Served = (Threads<Snapshot>, Snapshot, Ending);
+
+/// Binds, starts the serving threads (this one the first), and runs until stopped;
+/// `Err` holds the exit status when it could not start.
+async fn control(service: Service) -> Result<Served, ExitCode> {
     let Service {
         address,
         host,
@@ -171,7 +175,7 @@ async fn control(service: Service) -> Result<(Threads<Snapshot>, Ending), ExitCo
         Ok(bound) => bound,
         Err(e) => return Err(fail(format_args!("cannot listen on {address}: {e}"))),
     };
-    let mut udp_sockets: Vec<Option<std::net::UdpSocket>> = match config.udp_rate {
+    let udp_sockets: Vec<Option<std::net::UdpSocket>> = match config.udp_rate {
         Some(_) => match coop::net::bind_udp_reuse_port((host.as_str(), bound.port()), threads) {
             Ok(sockets) => sockets.into_iter().map(Some).collect(),
             Err(e) => return Err(fail(format_args!("cannot listen on {bound} (udp): {e}"))),
@@ -204,21 +208,39 @@ async fn control(service: Service) -> Result<(Threads<Snapshot>, Ending), ExitCo
         worker::Limit::Shared(SharedLimit::new(limit))
     };
     let udp = config.udp_rate.is_some();
-    let factories = listeners.into_iter().enumerate().map(|(index, listener)| {
-        let udp = udp_sockets[index].take();
+    let mut configs = (0..threads).map(|index| {
         let mut config = config.clone();
         config.trace = trace.then_some((threads > 1).then_some(index));
-        move || worker::run(index, listener, udp, config)
+        config
     });
+    let mut listeners = listeners.into_iter();
+    let mut udp_sockets = udp_sockets.into_iter();
+    let (Some(listener), Some(udp_socket), Some(first_config)) =
+        (listeners.next(), udp_sockets.next(), configs.next())
+    else {
+        return Err(fail(format_args!("cannot listen on {address}: no socket")));
+    };
+    let factories = (1..).zip(listeners.zip(udp_sockets).zip(configs)).map(
+        |(index, ((listener, udp), config))| move || worker::run(index, listener, udp, config),
+    );
     let builder = coop::threads::Builder::new()
         .name("serve")
+        .number_from(1)
         .pin_to_cpus(pin_threads);
     let serving = match builder.spawn(factories) {
         Ok(serving) => serving,
         Err(e) => return Err(fail(format_args!("cannot start the serving threads: {e}"))),
     };
-    let remotes: Rc<[Remote]> = (0..serving.len())
-        .filter_map(|index| serving.remote(index).cloned())
+    if pin_threads {
+        // After the others started: they would have inherited this one CPU.
+        if let Err(e) = coop::threads::pin_to_cpu(0) {
+            return Err(fail(format_args!("cannot pin the serving threads: {e}")));
+        }
+    }
+    let serving_here =
+        coop::spawn_named("serve", worker::run(0, listener, udp_socket, first_config));
+    let remotes: Rc<[Remote]> = std::iter::once(coop::remote())
+        .chain((0..serving.len()).filter_map(|index| serving.remote(index).cloned()))
         .collect();
     tracing::info!("Listening on {bound}");
     if threads > 1 {
@@ -255,7 +277,7 @@ async fn control(service: Service) -> Result<(Threads<Snapshot>, Ending), ExitCo
         Ok(signal) => signal,
         Err(e) => {
             tracing::error!("cannot wait for signals: {e}");
-            return Ok((serving, Ending::Failed));
+            return Ok(finish(serving, serving_here, &remotes, Ending::Failed).await);
         }
     };
     stopping.set(true);
@@ -301,9 +323,29 @@ async fn control(service: Service) -> Result<(Threads<Snapshot>, Ending), ExitCo
     .await;
     if let Some(signal) = cut_short {
         tracing::warn!("{}: exiting at once", signal_name(signal));
-        return Ok((serving, Ending::CutShort(signal)));
+        return Ok(finish(serving, serving_here, &remotes, Ending::CutShort(signal)).await);
     }
-    Ok((serving, Ending::Graceful))
+    Ok(finish(serving, serving_here, &remotes, Ending::Graceful).await)
+}
+
+/// Tells every serving thread to stop, and takes this one's last figures.
+async fn finish(
+    serving: Threads<Snapshot>,
+    here: coop::JoinHandle<Snapshot>,
+    remotes: &[Remote],
+    ending: Ending,
+) -> Served {
+    for remote in remotes {
+        remote.stop();
+    }
+    let last = match here.await {
+        Ok(last) => last,
+        Err(e) => {
+            tracing::error!("serving thread 0 ended: {e}");
+            Snapshot::default()
+        }
+    };
+    (serving, last, ending)
 }
 
 /// Waits until every thread's connections have ended.

@@ -372,8 +372,8 @@ fn bench_threads_beyond_the_load_are_refused() {
     }
 }
 
-/// `--pin-threads`: each serving thread may run on one CPU only, the i-th of those the
-/// process may use; without it, on all of them.
+/// `--pin-threads`: each serving thread (the main thread is the first) may run on one
+/// CPU only, the i-th of those the process may use; without it, on all of them.
 #[test]
 fn pinned_serving_threads_each_run_on_one_cpu() {
     let allowed = |pid: u32, task: &str| -> String {
@@ -400,9 +400,10 @@ fn pinned_serving_threads_each_run_on_one_cpu() {
                 })
                 .collect();
         tasks.sort();
-        tasks
-            .iter()
-            .map(|(_, task)| allowed(server.pid(), task))
+        let main = server.pid().to_string();
+        std::iter::once(&main)
+            .chain(tasks.iter().map(|(_, task)| task))
+            .map(|task| allowed(server.pid(), task))
             .collect()
     };
     let process = allowed(std::process::id(), &std::process::id().to_string());

@@ -38,6 +38,7 @@ use crate::{Remote, Runtime};
 #[derive(Debug, Clone)]
 pub struct Builder {
     name: String,
+    first: usize,
     pin: bool,
 }
 
@@ -52,6 +53,7 @@ impl Builder {
     pub fn new() -> Builder {
         Builder {
             name: "coop".into(),
+            first: 0,
             pin: false,
         }
     }
@@ -63,9 +65,16 @@ impl Builder {
         self
     }
 
+    /// Numbers the threads from `first` (default 0), in their names and in the CPU each
+    /// is pinned to: for a program whose own thread is number 0 and runs a runtime too.
+    pub fn number_from(mut self, first: usize) -> Builder {
+        self.first = first;
+        self
+    }
+
     /// Pins thread `i` to the `i`-th CPU this process may run on (counting round the
-    /// list again if there are more threads than CPUs), so that its caches and its
-    /// sockets' softirq work stay on one core.
+    /// list again if there are more threads than CPUs; see [`pin_to_cpu`]), so that its
+    /// caches stay on one core.
     pub fn pin_to_cpus(mut self, pin: bool) -> Builder {
         self.pin = pin;
         self
@@ -92,7 +101,7 @@ impl Builder {
             Vec::new()
         };
         let mut started = Vec::new();
-        for (index, make) in factories.into_iter().enumerate() {
+        for (index, make) in (self.first..).zip(factories) {
             let cpu = (!cpus.is_empty()).then(|| cpus[index % cpus.len()]);
             match start(format!("{}-{index}", self.name), cpu, make) {
                 Ok(thread) => started.push(thread),
@@ -133,7 +142,7 @@ where
     let (told, told_rx) = mpsc::channel();
     let (go, go_rx) = mpsc::channel();
     let handle = thread::Builder::new().name(name).spawn(move || {
-        let runtime = cpu.map_or(Ok(()), pin).and_then(|()| Runtime::new());
+        let runtime = cpu.map_or(Ok(()), pin_to).and_then(|()| Runtime::new());
         let runtime = match runtime {
             Ok(runtime) => runtime,
             Err(e) => {
@@ -174,8 +183,17 @@ fn allowed_cpus() -> io::Result<Vec<usize>> {
     Ok(cpus)
 }
 
+/// Pins the calling thread to the `index`-th CPU this process may run on now (counting
+/// round the list again past its end), as [`Builder::pin_to_cpus`] pins thread `index`.
+/// For a program's own thread; call it after starting the others, which would inherit
+/// its one CPU.
+pub fn pin_to_cpu(index: usize) -> io::Result<()> {
+    let cpus = allowed_cpus()?;
+    pin_to(cpus[index % cpus.len()])
+}
+
 /// Pins the calling thread to `cpu`.
-fn pin(cpu: usize) -> io::Result<()> {
+fn pin_to(cpu: usize) -> io::Result<()> {
     let mut set = rustix::thread::CpuSet::new();
     set.set(cpu);
     rustix::thread::sched_setaffinity(None, &set)?;

@@ -317,3 +317,40 @@ fn a_shared_limit_holds_across_threads_and_serves_the_rest_in_turn() {
         assert_eq!(limit.open(), 0, "every place given back");
     });
 }
+
+#[test]
+fn threads_numbered_from_one_leave_cpu_zero_to_the_callers_thread() {
+    bounded(LIMIT, || {
+        let cpus: Vec<usize> = {
+            let set = rustix::thread::sched_getaffinity(None).unwrap();
+            (0..rustix::thread::CpuSet::MAX_CPU)
+                .filter(|&cpu| set.is_set(cpu))
+                .collect()
+        };
+        let on = |set: rustix::thread::CpuSet| -> Vec<usize> {
+            (0..rustix::thread::CpuSet::MAX_CPU)
+                .filter(|&cpu| set.is_set(cpu))
+                .collect()
+        };
+        let threads = coop::threads::Builder::new()
+            .name("n")
+            .number_from(1)
+            .pin_to_cpus(true)
+            .spawn((0..2).map(|_| {
+                || async {
+                    let set = rustix::thread::sched_getaffinity(None).unwrap();
+                    (thread::current().name().map(str::to_owned), set)
+                }
+            }))
+            .unwrap();
+        // This thread, number 0, pins itself once the others have started.
+        coop::threads::pin_to_cpu(0).unwrap();
+        let here = on(rustix::thread::sched_getaffinity(None).unwrap());
+        assert_eq!(here, [cpus[0]]);
+        for (i, outcome) in (1..).zip(threads.join()) {
+            let (name, set) = outcome.unwrap();
+            assert_eq!(name.as_deref(), Some(format!("n-{i}").as_str()));
+            assert_eq!(on(set), [cpus[i % cpus.len()]]);
+        }
+    });
+}
