@@ -3,9 +3,9 @@
 //!
 //! The HTTP side is the least a scraper needs, and no more than that can be abused: one
 //! request per connection, its head at most 8 KiB, read within 5 seconds, at most 16
-//! admin connections at a time; then `Connection: close`. It runs as tasks on the
-//! control thread, which asks each serving thread for its figures at each scrape: nothing
-//! it waits for holds the echo service up.
+//! admin connections at a time; then `Connection: close`. It runs as tasks of the
+//! program's main thread (serving thread 0), which asks each serving thread for its
+//! figures at each scrape: nothing it waits for holds the echo service up.
 
 use std::cell::Cell;
 use std::fmt::Write as _;

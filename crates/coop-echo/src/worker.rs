@@ -2,9 +2,9 @@
 //! (and UDP socket) on the shared port, its own connections and counters.
 //!
 //! Nothing here is shared with the other threads on the message path: the counters are
-//! plain cells that only this thread writes. The control thread (signals, metrics,
-//! stats) reads them by asking: a [`coop::Remote`] starts one of the `pub async fn`s
-//! below on this thread, and its reply crosses back.
+//! plain cells that only this thread writes. The control (signals, metrics, stats: tasks
+//! on thread 0, the program's main thread) reads them by asking: a [`coop::Remote`]
+//! starts one of the `pub async fn`s below on this thread, and its reply crosses back.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -48,7 +48,7 @@ pub enum Limit {
     Shared(SharedLimit),
 }
 
-/// One thread's figures, as the control thread sums and reports them.
+/// One thread's figures, as the control sums and reports them.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Snapshot {
     /// Connections open now.
@@ -105,7 +105,7 @@ impl Snapshot {
     }
 }
 
-/// The thread's server, for the requests the control thread sends.
+/// The thread's server, for the requests the control sends.
 struct Worker {
     server: ServerHandle,
     settings: Rc<Settings>,
@@ -121,7 +121,7 @@ fn current() -> Option<Rc<Worker>> {
     WORKER.with_borrow(Clone::clone)
 }
 
-/// Serves `listener` (and `udp`) until the control thread asks this runtime to stop;
+/// Serves `listener` (and `udp`) until the control asks this runtime to stop;
 /// returns the thread's last figures (its `open` connections are those the stop cuts).
 pub async fn run(
     index: usize,
