@@ -1,7 +1,6 @@
 //! One runtime per thread: `Remote` (spawn and stop from another thread), `threads::Builder`,
 //! the `SO_REUSEPORT` binds and `SharedLimit`, at their edges: a runtime that is gone,
 //! panics on the far side, cancellation, several waiters, a limit raced by two threads.
-#![cfg(not(miri))]
 
 mod common;
 
@@ -126,6 +125,7 @@ fn stop_requested_wakes_every_waiter_and_answers_at_once_after() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "sockets and CPU affinity: not under Miri")]
 fn a_builder_starts_named_pinned_threads_and_joins_them_in_order() {
     bounded(LIMIT, || {
         let threads = coop::threads::Builder::new()
@@ -171,6 +171,7 @@ fn a_thread_whose_future_panics_gives_its_panic_and_the_others_their_output() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "sockets and CPU affinity: not under Miri")]
 fn reuse_port_binds_one_port_and_refuses_a_port_that_is_taken() -> io::Result<()> {
     let group = bind_reuse_port("127.0.0.1:0", 3)?;
     let port = group[0].local_addr()?.port();
@@ -195,6 +196,7 @@ fn reuse_port_binds_one_port_and_refuses_a_port_that_is_taken() -> io::Result<()
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "sockets and CPU affinity: not under Miri")]
 fn reuse_port_listeners_on_two_threads_each_accept_their_own_clients() {
     bounded(LIMIT, || {
         let listeners = bind_reuse_port("127.0.0.1:0", 2).unwrap();
@@ -236,6 +238,7 @@ fn reuse_port_listeners_on_two_threads_each_accept_their_own_clients() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "sockets and CPU affinity: not under Miri")]
 fn a_shared_limit_holds_across_threads_and_serves_the_rest_in_turn() {
     bounded(LIMIT, || {
         const MAX: usize = 3;
@@ -319,6 +322,7 @@ fn a_shared_limit_holds_across_threads_and_serves_the_rest_in_turn() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "sockets and CPU affinity: not under Miri")]
 fn threads_numbered_from_one_leave_cpu_zero_to_the_callers_thread() {
     bounded(LIMIT, || {
         let cpus: Vec<usize> = {
