@@ -83,8 +83,9 @@ pub(crate) struct Core {
     /// While the future of a task that panicked is dropped: the panic's message, for
     /// the destructors that want to say why (`Server`'s connection count).
     pub(crate) panic_message: RefCell<Option<String>>,
-    /// Tasks waiting in [`stop_requested`](crate::stop_requested).
-    pub(crate) stop_waiters: RefCell<Vec<std::task::Waker>>,
+    /// The wakers of [`stop_requested`](crate::stop_requested) futures, each taken out
+    /// when its future is dropped.
+    pub(crate) stop_waiters: RefCell<Slab<std::task::Waker>>,
 }
 
 impl Core {

@@ -156,7 +156,7 @@ mod waiter;
 mod waker;
 
 pub use net::{TcpListener, TcpStream, UdpSocket};
-pub use remote::{Remote, RemoteHandle, remote, stop_requested};
+pub use remote::{Remote, RemoteHandle, StopRequested, remote, stop_requested};
 pub use scheduler::{Runtime, Stats, block_on, spawn, spawn_named, stats, yield_now};
 pub use server::{Server, ServerHandle, SharedLimit, serve, tcp_server};
 pub use task::{JoinError, JoinHandle};

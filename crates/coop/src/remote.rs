@@ -14,6 +14,7 @@ use std::task::{Context, Poll, Waker};
 
 use crate::context::{self, Core};
 use crate::inbox::Inbox;
+use crate::slab::Key;
 use crate::task::JoinError;
 
 /// A handle to a runtime, for other threads: it is `Send`, `Sync` and cheap to clone
@@ -117,7 +118,8 @@ pub fn remote() -> Remote {
 }
 
 /// Completes once [`Remote::stop`] has been called for the runtime this runs on (at
-/// once, if it was called before). Cancel safe; any number of tasks may wait.
+/// once, if it was called before). Cancel safe: a wait that is dropped leaves nothing
+/// behind. Any number of tasks may wait.
 ///
 /// # Panics
 ///
@@ -132,25 +134,68 @@ pub fn remote() -> Remote {
 /// runtime.block_on(coop::stop_requested()); // returns once the other thread asked
 /// # std::io::Result::Ok(())
 /// ```
-pub async fn stop_requested() {
-    std::future::poll_fn(|cx| {
-        context::with_core(|core| poll_stop(core, cx))
-            .unwrap_or_else(|| panic!("coop::stop_requested polled outside a coop runtime"))
-    })
-    .await;
+pub fn stop_requested() -> StopRequested {
+    StopRequested { waiting: None }
 }
 
-fn poll_stop(core: &Core, cx: &mut Context<'_>) -> Poll<()> {
-    if core.inbox.stop_requested() {
-        return Poll::Ready(());
+/// The future of [`stop_requested`].
+#[derive(Debug)]
+#[must_use = "futures do nothing unless polled"]
+pub struct StopRequested {
+    /// Where its waker waits, in the runtime it was polled in.
+    waiting: Option<(Weak<Inbox>, Key)>,
+}
+
+impl Future for StopRequested {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        context::with_core(|core| self.poll_in(core, cx))
+            .unwrap_or_else(|| panic!("coop::stop_requested polled outside a coop runtime"))
     }
-    // The flag is set before the runtime's thread is told, and only that thread wakes
-    // this list: a request cannot slip between the check above and the push below.
-    let mut waiting = core.stop_waiters.borrow_mut();
-    if !waiting.iter().any(|w| w.will_wake(cx.waker())) {
-        waiting.push(cx.waker().clone());
+}
+
+impl StopRequested {
+    fn poll_in(&mut self, core: &Core, cx: &mut Context<'_>) -> Poll<()> {
+        if core.inbox.stop_requested() {
+            self.forget(core);
+            return Poll::Ready(());
+        }
+        // The flag is set before the runtime's thread is told, and only that thread wakes
+        // these wakers: a request cannot slip between the check above and the store below.
+        let mut waiters = core.stop_waiters.borrow_mut();
+        if let Some((inbox, key)) = &self.waiting {
+            if inbox.as_ptr() == Arc::as_ptr(&core.inbox) {
+                if let Some(waker) = waiters.get_mut(*key) {
+                    waker.clone_from(cx.waker());
+                    return Poll::Pending;
+                }
+            }
+        }
+        let key = waiters.insert_with(|_| cx.waker().clone());
+        drop(waiters);
+        self.forget(core);
+        self.waiting = Some((Arc::downgrade(&core.inbox), key));
+        Poll::Pending
     }
-    Poll::Pending
+
+    /// Takes its waker out of `core`'s list, if it is there.
+    fn forget(&mut self, core: &Core) {
+        if let Some((inbox, key)) = self.waiting.take() {
+            if inbox.as_ptr() == Arc::as_ptr(&core.inbox) {
+                core.stop_waiters.borrow_mut().remove(key);
+            }
+        }
+    }
+}
+
+impl Drop for StopRequested {
+    fn drop(&mut self) {
+        if self.waiting.is_some() {
+            // Outside its runtime (or with the runtime gone), there is nothing to take.
+            let _ = context::with_core(|core| self.forget(core));
+        }
+    }
 }
 
 /// The outcome of a task started by [`Remote::spawn`]: a future, on any thread.

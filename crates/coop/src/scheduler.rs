@@ -261,7 +261,9 @@ fn park(core: &Core, events: &mut Events<'_>) {
         // A job spawns its task (it runs no code of its own here).
         core.inbox.drain(|key| core.wake(key), |job| job());
         if core.inbox.stop_requested() {
-            let waiting = std::mem::take(&mut *core.stop_waiters.borrow_mut());
+            // Copied out first: a woken waker may do anything, this list included. Each
+            // future takes its own entry out as it completes or is dropped.
+            let waiting: Vec<Waker> = core.stop_waiters.borrow().iter().cloned().collect();
             waiting.into_iter().for_each(Waker::wake);
         }
     }
@@ -349,7 +351,7 @@ impl Runtime {
                 closing: Cell::new(false),
                 next_id: Cell::new(1),
                 panic_message: RefCell::new(None),
-                stop_waiters: RefCell::new(Vec::new()),
+                stop_waiters: RefCell::new(Slab::new()),
             }),
         })
     }
@@ -482,7 +484,8 @@ impl Drop for Runtime {
         core.root_scheduled.set(false);
         // Jobs from other threads go unrun: their tasks would be cancelled at once.
         core.inbox.drain(|_| {}, drop);
-        drop(core.stop_waiters.take());
+        let waiting: Vec<Waker> = core.stop_waiters.borrow_mut().drain().collect();
+        drop(waiting);
         drop(core.timers.clear());
         core.reactor.clear_waiters();
     }

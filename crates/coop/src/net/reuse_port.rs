@@ -19,7 +19,8 @@ use super::listener::BACKLOG;
 /// already fails with `AddrInUse`, even if that socket has `SO_REUSEPORT` too (a second
 /// copy of the same server would otherwise take half of the first one's clients
 /// silently). Each socket also has `SO_REUSEADDR` and a backlog of 4096, as
-/// [`TcpListener::bind`](super::TcpListener::bind) gives.
+/// [`TcpListener::bind`](super::TcpListener::bind) gives. With `n` = 1 there is nothing
+/// to share, and the one socket goes without `SO_REUSEPORT`: nobody can join it later.
 ///
 /// # Examples
 ///
@@ -43,6 +44,7 @@ pub fn bind_reuse_port<A: ToSocketAddrs>(
 
 /// [`bind_reuse_port`] for UDP: `n` sockets on one port, each datagram delivered to one
 /// of them by a hash of its source (so one client's datagrams all go to one socket).
+/// With `n` = 1, one plain socket.
 /// Wrap each with [`UdpSocket::from_std`](super::UdpSocket::from_std) on its thread.
 pub fn bind_udp_reuse_port<A: ToSocketAddrs>(
     addr: A,
@@ -73,6 +75,12 @@ fn group(
         socket.bind(&addr.into())?;
         Ok(socket)
     };
+    let n = n.max(1);
+    if n == 1 {
+        let socket = socket(addr, false)?;
+        ready(&socket)?;
+        return Ok(vec![socket]);
+    }
     let mut addr = addr;
     if addr.port() != 0 {
         // Without SO_REUSEPORT, binding fails if anyone holds the port, reusing or not;
@@ -83,8 +91,8 @@ fn group(
         }
         drop(probe);
     }
-    let mut sockets = Vec::with_capacity(n.max(1));
-    for _ in 0..n.max(1) {
+    let mut sockets = Vec::with_capacity(n);
+    for _ in 0..n {
         let socket = socket(addr, true)?;
         ready(&socket)?;
         // Port 0: the first socket picked it, and the others join it there.
