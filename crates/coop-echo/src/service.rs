@@ -73,8 +73,9 @@ pub fn run(service: Service) -> ExitCode {
     // line: the summary that counts them comes after.
     drop(runtime);
     threads.stop();
-    let mut last = vec![first];
-    let mut panicked = false;
+    // A serving thread that failed (a bug) makes the exit status 1.
+    let mut panicked = first.is_none();
+    let mut last: Vec<Snapshot> = first.into_iter().collect();
     for (index, outcome) in (1..).zip(threads.join()) {
         match outcome {
             Ok(snapshot) => last.push(snapshot),
@@ -145,8 +146,9 @@ impl Stopped {
 }
 
 /// What the control returns: the other serving threads, still running (the caller stops
-/// and joins them), this thread's last figures, and how the serving ended.
-type Served = (Threads<Snapshot>, Snapshot, Ending);
+/// and joins them), this thread's last figures (`None` if its serving task failed), and
+/// how the serving ended.
+type Served = (Threads<Snapshot>, Option<Snapshot>, Ending);
 
 /// Binds, starts the serving threads (this one the first), and runs until stopped;
 /// `Err` holds the exit status when it could not start.
@@ -339,10 +341,10 @@ async fn finish(
         remote.stop();
     }
     let last = match here.await {
-        Ok(last) => last,
+        Ok(last) => Some(last),
         Err(e) => {
             tracing::error!("serving thread 0 ended: {e}");
-            Snapshot::default()
+            None
         }
     };
     (serving, last, ending)

@@ -171,7 +171,9 @@ impl Server {
     /// client beyond it waits in its listener's queue until a connection ends anywhere.
     ///
     /// The total costs two atomic operations per connection (at accept and at the end),
-    /// nothing per message.
+    /// two more each time the accept loop wakes to find no client after all, and nothing
+    /// per message. A connection's end wakes every accept loop waiting for a place, on
+    /// every thread: at the limit, each end costs a wake-up per thread.
     pub fn shared_limit(mut self, limit: SharedLimit) -> Server {
         self.shared = Some(limit);
         self

@@ -366,23 +366,13 @@ pub fn measure(args: &BenchArgs) -> io::Result<Report> {
         .zip(server_cpu_start)
         .map(|(end, start)| end.saturating_sub(start));
 
-    // Merged: one histogram, exact sums; the run lasts as long as its longest thread.
-    let mut tally = Tally::new();
-    let mut seconds: f64 = 0.0;
-    let mut first_failure = None;
-    for outcome in outcomes {
-        match outcome {
-            Ok(part) => {
-                seconds = seconds.max(part.seconds);
-                tally.merge(part.tally);
-            }
-            Err(e) => {
-                first_failure.get_or_insert(e);
-            }
-        }
-    }
-    if let Some(e) = first_failure {
-        return Err(e);
+    let (tally, seconds) = merge(outcomes, connections)?;
+    if args.threads > 1 && tally.connect_failures > 0 && !args.quiet {
+        eprintln!(
+            "coop-echo: {} of {connections} connections failed: {}",
+            tally.connect_failures,
+            tally.first_error.as_deref().unwrap_or("(no reason)")
+        );
     }
     // No reply verified, no figure per reply: a division by 1 would invent one.
     let measured = tally.messages > 0;
@@ -408,6 +398,29 @@ pub fn measure(args: &BenchArgs) -> io::Result<Report> {
     })
 }
 
+/// Every thread's figures as one: the histograms merged, the counts summed, the run as
+/// long as its longest thread. Fails, as one thread does, if no connection opened at all
+/// (with the first reason), or if a thread failed otherwise.
+fn merge(outcomes: Vec<io::Result<PartOutcome>>, connections: u64) -> io::Result<(Tally, f64)> {
+    let mut tally = Tally::new();
+    let mut seconds: f64 = 0.0;
+    let mut connected = 0;
+    for outcome in outcomes {
+        let part = outcome?;
+        seconds = seconds.max(part.seconds);
+        connected += part.connected;
+        tally.merge(part.tally);
+    }
+    if connected == 0 && connections > 0 {
+        let why = tally
+            .first_error
+            .take()
+            .unwrap_or_else(|| "no connection opened".into());
+        return Err(io::Error::other(why));
+    }
+    Ok((tally, seconds))
+}
+
 /// One thread's share of the load.
 #[derive(Debug)]
 struct Part {
@@ -423,6 +436,8 @@ struct Part {
 struct PartOutcome {
     tally: Tally,
     seconds: f64,
+    /// Connections it opened.
+    connected: usize,
 }
 
 /// Runs one thread's share on a runtime of its own. Every thread starts its load at
@@ -447,12 +462,28 @@ fn run_part(
             part.connections,
             target,
             args.send_proxy,
-            args.quiet,
+            // Several threads: `measure` says once how many failed in all.
+            args.quiet || args.threads > 1,
         ))
     });
     // Every thread passes here once, connected or not: none waits for one that failed.
     go.wait();
-    let (runtime, streams) = (runtime?, streams?);
+    let runtime = runtime?;
+    let streams = match streams {
+        Ok(streams) => streams,
+        // None of its share connected: counted, as one thread counts the connections it
+        // could not open; the other threads' load goes on.
+        Err(e) => {
+            let mut tally = Tally::new();
+            tally.connect_failures = part.connections as u64;
+            tally.fail(&e);
+            return Ok(PartOutcome {
+                tally,
+                seconds: 0.0,
+                connected: 0,
+            });
+        }
+    };
     let tape = Tape::new(args.size as usize, &prefix)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no bytes left to send"))?;
     runtime.block_on(async {
@@ -495,7 +526,11 @@ fn run_part(
         let seconds = start.elapsed().as_secs_f64();
         progress.finish();
         let tally = std::mem::replace(&mut *load.tally.borrow_mut(), Tally::new());
-        Ok(PartOutcome { tally, seconds })
+        Ok(PartOutcome {
+            tally,
+            seconds,
+            connected: opened,
+        })
     })
 }
 
@@ -799,5 +834,49 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(messages: u64, connected: usize, failed: u64, seconds: f64) -> PartOutcome {
+        let mut tally = Tally::new();
+        for _ in 0..messages {
+            tally.record(Duration::from_micros(100));
+        }
+        tally.connect_failures = failed;
+        if failed > 0 {
+            tally.fail("cannot connect to 127.0.0.1:9: refused");
+        }
+        PartOutcome {
+            tally,
+            seconds,
+            connected,
+        }
+    }
+
+    /// A thread none of whose share connected is counted, not the end of the run (found
+    /// by a review: the whole run failed, the other threads' load thrown away).
+    #[test]
+    fn a_thread_that_could_not_connect_is_counted_in_the_merged_report() {
+        let outcomes = vec![Ok(part(0, 0, 3, 0.0)), Ok(part(500, 3, 0, 2.5))];
+        let (tally, seconds) = merge(outcomes, 6).unwrap();
+        assert_eq!(tally.messages, 500);
+        assert_eq!(tally.latency.len(), 500);
+        assert_eq!(tally.connect_failures, 3);
+        assert_eq!(seconds, 2.5);
+        assert!(tally.first_error.unwrap().contains("cannot connect"));
+    }
+
+    #[test]
+    fn no_connection_at_all_fails_with_the_first_reason() {
+        let outcomes = vec![Ok(part(0, 0, 2, 0.0)), Ok(part(0, 0, 2, 0.0))];
+        let e = merge(outcomes, 4).unwrap_err();
+        assert!(
+            e.to_string().contains("cannot connect to 127.0.0.1:9"),
+            "{e}"
+        );
     }
 }
