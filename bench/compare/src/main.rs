@@ -246,7 +246,14 @@ fn measure_threaded(
     let errors_key = setup.metric("errors");
 
     if kind == Kind::Coop {
-        // The fixed-rate load of the main table, its generator on one thread as there.
+        // The fixed-rate load of the main table, its generator on one thread as there;
+        // perf counts system calls in the middle of it, as for the main table.
+        let pid = server.pid();
+        let window = Duration::from_secs(plan.rate_secs - 3);
+        let perf = thread::spawn(move || {
+            thread::sleep(Duration::from_secs(2));
+            peer::count_syscalls(pid, window)
+        });
         let report = peer::load_on(
             bin,
             &server,
@@ -267,10 +274,15 @@ fn measure_threaded(
             &setup.metric("cpu_us"),
             number(&report, "server_cpu_us_per_msg")?,
         );
+        let rate = number(&report, "messages_per_sec")?;
+        samples.add(kind, &setup.metric("rate_msgs"), rate);
+        let syscalls = perf
+            .join()
+            .map_err(|_| io::Error::other("perf thread panicked"))??;
         samples.add(
             kind,
-            &setup.metric("rate_msgs"),
-            number(&report, "messages_per_sec")?,
+            &setup.metric("syscalls"),
+            syscalls as f64 / (rate * window.as_secs_f64()),
         );
         samples.add(kind, &errors_key, errors(&report)?);
     }

@@ -309,6 +309,13 @@ fn threads(samples: &Samples, many: usize) -> String {
             Threaded::Coop1,
             None,
         ),
+        row(
+            "system calls per echo (same load): each thread's OS poll returns fewer events at half the rate",
+            "syscalls".into(),
+            3,
+            Threaded::Coop1,
+            None,
+        ),
     ];
     for (n, load) in crate::closed_loops(many) {
         let at = |m: &str| crate::closed_metric(m, n, load);
