@@ -419,3 +419,23 @@ fn pinned_serving_threads_each_run_on_one_cpu() {
     }
     assert_eq!(serving(&free), [process.clone(), process]);
 }
+
+/// `--trace` with several threads: every line names its thread, and both threads trace.
+#[test]
+fn trace_lines_name_their_thread() {
+    let server = Server::start(&["--threads", "2", "--trace", "--quiet"]);
+    server.wait_for_log("trace: thread 0: spawn task");
+    server.wait_for_log("trace: thread 1: spawn task");
+    // A client, wherever the kernel sends it, is traced by the thread that serves it.
+    let mut client = server.connect();
+    assert_eq!(round_trip(&mut client, b"hi\n", 7), b"GOT:hi\n");
+    server.wait_for_log(" conn 127.0.0.1:");
+    let log = server.log();
+    let traces: Vec<&str> = log.lines().filter(|l| l.contains("trace:")).collect();
+    assert!(
+        traces
+            .iter()
+            .all(|l| l.starts_with("trace: thread 0: ") || l.starts_with("trace: thread 1: ")),
+        "{log}"
+    );
+}
