@@ -133,6 +133,45 @@
 //!
 //! Sockets, timers and signals belong to the runtime they were made in, and are woken
 //! only by it: make them inside the `block_on` that uses them.
+//!
+//! # Building on coop
+//!
+//! * **I/O traits.** [`TcpStream`] and `&TcpStream` implement `futures-io`'s `AsyncRead`
+//!   and `AsyncWrite` (`close` shuts the write side down), so what is written against
+//!   those traits takes a coop stream as it is: `futures::io::copy`, `BufReader::lines`,
+//!   codecs, TLS wrappers of that family. Every socket gives up its descriptor
+//!   (`AsFd`, `AsRawFd`) for the socket options coop does not wrap.
+//! * **Combinators and channels.** The `futures` crate's `select!`, `join!`,
+//!   `FuturesUnordered` and channels work on coop: they need only a `Waker`
+//!   (`tests/combinators.rs` runs them against coop's sockets).
+//! * **Crates written for tokio's I/O traits** take a coop stream through an adapter from
+//!   `futures-io` to tokio's traits, such as `tokio-util`'s `compat` module.
+//! * **What does not work:** a crate that calls `tokio::spawn` or tokio's timers needs a
+//!   tokio runtime on its thread; coop is not one.
+//!
+//! ```
+//! use coop::net::{TcpListener, TcpStream};
+//! use futures::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! coop::block_on(async {
+//!     let listener = TcpListener::bind("127.0.0.1:0")?;
+//!     let addr = listener.local_addr()?;
+//!     // An echo server in one line of `futures::io`.
+//!     let server = coop::spawn(async move {
+//!         let (stream, _) = listener.accept().await?;
+//!         futures::io::copy(&stream, &mut &stream).await
+//!     });
+//!     let mut client = TcpStream::connect(addr).await?;
+//!     client.write_all(b"ping").await?;
+//!     client.close().await?; // EOF: the server's copy ends
+//!     let mut echoed = String::new();
+//!     client.read_to_string(&mut echoed).await?;
+//!     assert_eq!(echoed, "ping");
+//!     assert_eq!(server.await??, 4);
+//!     std::io::Result::Ok(())
+//! })?;
+//! # std::io::Result::Ok(())
+//! ```
 
 #![warn(missing_docs, missing_debug_implementations)]
 #![deny(unsafe_code)]

@@ -31,7 +31,7 @@ pub(super) const BACKLOG: i32 = 4096;
 pub struct TcpListener {
     // Field order is drop order: out of the reactor's table, then closed.
     registration: Registration,
-    io: mio::net::TcpListener,
+    pub(super) io: mio::net::TcpListener,
 }
 
 impl TcpListener {

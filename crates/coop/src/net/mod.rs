@@ -6,6 +6,7 @@
 //! two yields, one to one, for code that wants to do its own non-blocking I/O with
 //! [`TcpStream::try_read`] and [`TcpStream::try_write`].
 
+mod io_traits;
 mod listener;
 mod registration;
 mod reuse_port;

@@ -47,7 +47,7 @@ use crate::reactor::Direction;
 pub struct TcpStream {
     // Field order is drop order: out of the reactor's table, then closed.
     registration: Registration,
-    io: mio::net::TcpStream,
+    pub(super) io: mio::net::TcpStream,
 }
 
 impl TcpStream {

@@ -29,7 +29,7 @@ use crate::reactor::Direction;
 pub struct UdpSocket {
     // Field order is drop order: out of the reactor's table, then closed.
     registration: Registration,
-    io: mio::net::UdpSocket,
+    pub(super) io: mio::net::UdpSocket,
 }
 
 impl UdpSocket {
