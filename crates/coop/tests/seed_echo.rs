@@ -4,35 +4,15 @@
 // Sockets (and /proc) all through: Miri has neither.
 #![cfg(not(miri))]
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// The example's binary, built (or brought up to date) by the same cargo that runs this
-/// test: `cargo test` builds examples, but `cargo test --test seed_echo` does not.
-fn seed_echo() -> PathBuf {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let profile_dir = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.to_path_buf()))
-        .expect("the test runs from target/PROFILE/deps");
-    let mut build = Command::new(cargo);
-    build.args(["build", "--quiet", "-p", "coop", "--example", "seed_echo"]);
-    if profile_dir
-        .file_name()
-        .is_some_and(|name| name == "release")
-    {
-        build.arg("--release");
-    }
-    let status = build.status().expect("run cargo build");
-    assert!(status.success(), "cargo build --example seed_echo");
-    profile_dir.join("examples").join("seed_echo")
-}
-
 /// Runs the example with `args`, bounded in time.
 fn run(args: &[&str]) -> Output {
-    let child = Command::new(seed_echo())
+    let child = Command::new(common::example("seed_echo"))
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -42,3 +42,22 @@ pub async fn pair() -> io::Result<(TcpStream, TcpStream)> {
     let (server, _) = listener.accept().await?;
     Ok((client, server))
 }
+
+/// The binary of coop's example `name`, built (or brought up to date) by the same cargo
+/// that runs the test: `cargo test` builds examples, but `cargo test --test NAME` does
+/// not.
+pub fn example(name: &str) -> std::path::PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let profile_dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.to_path_buf()))
+        .expect("the test runs from target/PROFILE/deps");
+    let mut build = std::process::Command::new(cargo);
+    build.args(["build", "--quiet", "-p", "coop", "--example", name]);
+    if profile_dir.file_name().is_some_and(|dir| dir == "release") {
+        build.arg("--release");
+    }
+    let status = build.status().expect("run cargo build");
+    assert!(status.success(), "cargo build --example {name}");
+    profile_dir.join("examples").join(name)
+}
