@@ -144,6 +144,9 @@
 //! * **Combinators and channels.** The `futures` crate's `select!`, `join!`,
 //!   `FuturesUnordered` and channels work on coop: they need only a `Waker`
 //!   (`tests/combinators.rs` runs them against coop's sockets).
+//! * **hyper 1.x** serves HTTP/1 on coop through `smol-hyper`'s `FuturesIo`, an adapter
+//!   from `futures-io`'s traits to hyper's; an HTTP/1 connection needs no executor or
+//!   timer from the runtime (`examples/http_hello.rs`, fetched with curl by its test).
 //! * **Crates written for tokio's I/O traits** take a coop stream through an adapter from
 //!   `futures-io` to tokio's traits, such as `tokio-util`'s `compat` module.
 //! * **What does not work:** a crate that calls `tokio::spawn` or tokio's timers needs a
