@@ -662,6 +662,13 @@ impl Reactor {
         }
     }
 
+    /// Takes `io` out of the OS poll, for a socket that leaves the runtime without being
+    /// closed (`into_std`); its source is forgotten as usual afterwards.
+    pub(crate) fn deregister(&self, io: BorrowedFd<'_>) -> io::Result<()> {
+        epoll::delete(&self.epoll, io)?;
+        Ok(())
+    }
+
     /// Number of registered sockets.
     pub(crate) fn len(&self) -> usize {
         self.sources.borrow().len()

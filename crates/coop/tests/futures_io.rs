@@ -117,3 +117,82 @@ fn a_socket_option_is_set_through_the_descriptor() {
         .unwrap();
     });
 }
+
+/// Whether some epoll descriptor of this process watches `fd` (its `/proc` fdinfo lists
+/// each watched descriptor as `tfd: N`).
+fn in_an_epoll(fd: i32) -> bool {
+    std::fs::read_dir("/proc/self/fdinfo")
+        .unwrap()
+        .any(|entry| {
+            std::fs::read_to_string(entry.unwrap().path()).is_ok_and(|info| {
+                info.lines().any(|line| {
+                    line.strip_prefix("tfd:")
+                        .and_then(|rest| rest.split_whitespace().next())
+                        .is_some_and(|n| n == fd.to_string())
+                })
+            })
+        })
+}
+
+/// `into_std` gives a socket back open and out of the runtime: it works as a blocking
+/// std socket, and `from_std` takes it back (the OS poll let it go, so registering it
+/// again is no `EEXIST`), on this runtime and the next.
+#[test]
+fn into_std_gives_a_socket_back_and_from_std_takes_it_again() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    bounded(LIMIT, || {
+        let (std_client, std_listener, std_udp) = coop::block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0")?;
+            let client = TcpStream::connect(listener.local_addr()?).await?;
+            let udp = coop::UdpSocket::bind("127.0.0.1:0")?;
+            let fds = [client.as_raw_fd(), listener.as_raw_fd(), udp.as_raw_fd()];
+            assert!(fds.iter().all(|&fd| in_an_epoll(fd)));
+            let sockets = (client.into_std()?, listener.into_std()?, udp.into_std()?);
+            assert_eq!(
+                coop::stats().unwrap().sockets,
+                0,
+                "none left in the runtime"
+            );
+            for fd in fds {
+                assert!(!in_an_epoll(fd), "fd {fd} is still in the OS poll");
+            }
+            io::Result::Ok(sockets)
+        })
+        .unwrap();
+
+        // Plain std sockets now.
+        let (mut server_side, _) = {
+            std_listener.set_nonblocking(false).unwrap();
+            std_listener.accept().unwrap()
+        };
+        std_client.set_nonblocking(false).unwrap();
+        (&std_client).write_all(b"ping").unwrap();
+        let mut got = [0; 4];
+        server_side.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"ping");
+
+        // Back into a runtime, a new one.
+        coop::block_on(async {
+            let client = TcpStream::from_std(std_client)?;
+            let listener = TcpListener::from_std(std_listener)?;
+            let udp = coop::UdpSocket::from_std(std_udp)?;
+            server_side.write_all(b"pong").unwrap();
+            let mut reply = [0; 4];
+            let mut reader = &client;
+            reader.read_exact(&mut reply).await?;
+            assert_eq!(&reply, b"pong");
+            let again = TcpStream::connect(listener.local_addr()?).await?;
+            let (accepted, _) = listener.accept().await?;
+            again.write_all(b"x").await?;
+            let mut x = [0; 1];
+            accepted.read(&mut x).await?;
+            assert_eq!(&x, b"x");
+            udp.send_to(b"d", udp.local_addr()?).await?;
+            let (n, _) = udp.recv_from(&mut [0; 4]).await?;
+            assert_eq!(n, 1);
+            io::Result::Ok(())
+        })
+        .unwrap();
+    });
+}

@@ -1,7 +1,7 @@
 //! What the async ecosystem builds on: `futures-io`'s `AsyncRead` and `AsyncWrite`
 //! (so `futures::io::copy`, `BufReader::lines`, codecs and TLS wrappers take a coop
-//! stream as it is), and the descriptor under every socket (`AsFd`, `AsRawFd`), for
-//! any socket option coop does not wrap.
+//! stream as it is), the descriptor under every socket (`AsFd`, `AsRawFd`), for any
+//! socket option coop does not wrap, and `into_std`, to give a socket back.
 //!
 //! Implemented for `TcpStream` and for `&TcpStream`, as async-io does: a task may read
 //! through one reference while another writes through a second. Each direction has one
@@ -123,3 +123,26 @@ macro_rules! descriptor {
 }
 
 descriptor!(TcpStream, TcpListener, UdpSocket);
+
+/// Back to the standard library's socket, out of the runtime.
+macro_rules! into_std {
+    ($($socket:ty => $std:ty),*) => {$(
+        impl $socket {
+            /// Gives the socket back as the standard library's, still open and still
+            /// non-blocking, and out of the runtime: it leaves the OS poll, and whoever
+            /// waits on it through a `poll_*` method is woken, as when a socket is
+            /// dropped. `from_std` takes it back (on this runtime or another).
+            pub fn into_std(self) -> io::Result<$std> {
+                let Self { registration, io } = self;
+                registration.deregister(io.as_fd())?;
+                Ok(io.into())
+            }
+        }
+    )*};
+}
+
+into_std!(
+    TcpStream => std::net::TcpStream,
+    TcpListener => std::net::TcpListener,
+    UdpSocket => std::net::UdpSocket
+);

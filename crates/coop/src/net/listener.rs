@@ -30,7 +30,7 @@ pub(super) const BACKLOG: i32 = 4096;
 /// ```
 pub struct TcpListener {
     // Field order is drop order: out of the reactor's table, then closed.
-    registration: Registration,
+    pub(super) registration: Registration,
     pub(super) io: mio::net::TcpListener,
 }
 

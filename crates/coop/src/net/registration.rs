@@ -138,6 +138,16 @@ impl Registration {
     }
 }
 
+impl Registration {
+    /// Leaves the runtime with the socket `io` still open: out of the OS poll, then
+    /// forgotten as by a drop (whoever waits on it is woken).
+    pub(crate) fn deregister(self, io: BorrowedFd<'_>) -> io::Result<()> {
+        let left = self.core.reactor.deregister(io);
+        drop(self);
+        left
+    }
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
         self.stop_idle();

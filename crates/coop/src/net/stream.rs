@@ -46,7 +46,7 @@ use crate::reactor::Direction;
 /// ```
 pub struct TcpStream {
     // Field order is drop order: out of the reactor's table, then closed.
-    registration: Registration,
+    pub(super) registration: Registration,
     pub(super) io: mio::net::TcpStream,
 }
 

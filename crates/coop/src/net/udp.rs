@@ -28,7 +28,7 @@ use crate::reactor::Direction;
 /// ```
 pub struct UdpSocket {
     // Field order is drop order: out of the reactor's table, then closed.
-    registration: Registration,
+    pub(super) registration: Registration,
     pub(super) io: mio::net::UdpSocket,
 }
 
