@@ -15,8 +15,6 @@ mod results;
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::thread;
-use std::time::Duration;
 
 use peer::{Kind, Placement, Server, Threaded};
 use results::Samples;
@@ -132,13 +130,7 @@ fn run() -> io::Result<()> {
 fn measure_one(kind: Kind, bin: &Path, plan: &Plan, samples: &mut Samples) -> io::Result<()> {
     let server = Server::start(kind, bin, &[])?;
 
-    // perf counts system calls in the middle of the fixed-rate window.
-    let pid = server.pid();
-    let window = Duration::from_secs(plan.rate_secs - 3);
-    let perf = thread::spawn(move || {
-        thread::sleep(Duration::from_secs(2));
-        peer::count_syscalls(pid, window)
-    });
+    let syscalls = peer::SyscallsMidway::start(server.pid(), plan.rate_secs);
     let report = peer::load(
         bin,
         &server,
@@ -147,9 +139,6 @@ fn measure_one(kind: Kind, bin: &Path, plan: &Plan, samples: &mut Samples) -> io
             .chain(strings(&["-d", &plan.rate_secs.to_string()]))
             .collect::<Vec<_>>(),
     )?;
-    let syscalls = perf
-        .join()
-        .map_err(|_| io::Error::other("perf thread panicked"))??;
     let rate = number(&report, "messages_per_sec")?;
     samples.add(kind, "cpu_us", number(&report, "server_cpu_us_per_msg")?);
     samples.add(
@@ -157,11 +146,7 @@ fn measure_one(kind: Kind, bin: &Path, plan: &Plan, samples: &mut Samples) -> io
         "client_cpu_us",
         number(&report, "client_cpu_us_per_msg")?,
     );
-    samples.add(
-        kind,
-        "syscalls",
-        syscalls as f64 / (rate * window.as_secs_f64()),
-    );
+    samples.add(kind, "syscalls", syscalls.per_message(rate)?);
     samples.add(kind, "errors", errors(&report)?);
 
     samples.add(
@@ -248,12 +233,7 @@ fn measure_threaded(
     if kind == Kind::Coop {
         // The fixed-rate load of the main table, its generator on one thread as there;
         // perf counts system calls in the middle of it, as for the main table.
-        let pid = server.pid();
-        let window = Duration::from_secs(plan.rate_secs - 3);
-        let perf = thread::spawn(move || {
-            thread::sleep(Duration::from_secs(2));
-            peer::count_syscalls(pid, window)
-        });
+        let syscalls = peer::SyscallsMidway::start(server.pid(), plan.rate_secs);
         let report = peer::load_on(
             bin,
             &server,
@@ -276,14 +256,7 @@ fn measure_threaded(
         );
         let rate = number(&report, "messages_per_sec")?;
         samples.add(kind, &setup.metric("rate_msgs"), rate);
-        let syscalls = perf
-            .join()
-            .map_err(|_| io::Error::other("perf thread panicked"))??;
-        samples.add(
-            kind,
-            &setup.metric("syscalls"),
-            syscalls as f64 / (rate * window.as_secs_f64()),
-        );
+        samples.add(kind, &setup.metric("syscalls"), syscalls.per_message(rate)?);
         samples.add(kind, &errors_key, errors(&report)?);
     }
 

@@ -234,7 +234,35 @@ pub fn load_on(
 }
 
 /// Counts the system calls `pid` makes over `window` (perf's syscall tracepoint).
-pub fn count_syscalls(pid: u32, window: Duration) -> io::Result<u64> {
+/// perf counting a server's system calls in the middle of a fixed-rate load of `secs`
+/// seconds: from 2 s in, for `secs - 3` s, clear of start-up and of the end.
+pub struct SyscallsMidway {
+    window: Duration,
+    perf: thread::JoinHandle<io::Result<u64>>,
+}
+
+impl SyscallsMidway {
+    /// Starts counting for server `pid`, whose load of `secs` seconds starts now.
+    pub fn start(pid: u32, secs: u64) -> SyscallsMidway {
+        let window = Duration::from_secs(secs.saturating_sub(3).max(1));
+        let perf = thread::spawn(move || {
+            thread::sleep(Duration::from_secs(2));
+            count_syscalls(pid, window)
+        });
+        SyscallsMidway { window, perf }
+    }
+
+    /// System calls per message, for a load that ran at `rate` messages a second.
+    pub fn per_message(self, rate: f64) -> io::Result<f64> {
+        let count = self
+            .perf
+            .join()
+            .map_err(|_| io::Error::other("perf thread panicked"))??;
+        Ok(count as f64 / (rate * self.window.as_secs_f64()))
+    }
+}
+
+fn count_syscalls(pid: u32, window: Duration) -> io::Result<u64> {
     let out = Command::new("perf")
         .args(["stat", "-x,", "-e", "raw_syscalls:sys_enter", "-p"])
         .arg(pid.to_string())

@@ -4,27 +4,11 @@ mod common;
 
 use std::process::Output;
 
-use common::Server;
-
-/// Runs `coop-echo bench --host 127.0.0.1 --port PORT -q ARGS`, bounded in time.
-fn bench(server: &Server, args: &[&str]) -> Output {
-    let port = server.addr.port().to_string();
-    let mut all = vec!["bench", "--host", "127.0.0.1", "-q", "--port", &port];
-    all.extend_from_slice(args);
-    common::run(&all, b"")
-}
+use common::{Server, bench, json_report};
 
 /// The `messages` of a `--json` report.
 fn messages(out: &Output) -> u64 {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_str(&stdout).expect("a JSON report");
-    report["messages"].as_u64().expect("messages")
+    json_report(out)["messages"].as_u64().expect("messages")
 }
 
 /// Against a plain echo (`serve --prefix ''`), bench with its default prefix fails on

@@ -5,7 +5,6 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::process::Command;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -102,20 +101,12 @@ fn the_connection_limit_holds_clients_back_until_others_leave() {
     assert!(server.is_running());
 }
 
-fn have_prlimit() -> bool {
-    let found = Command::new("prlimit").arg("--version").output().is_ok();
-    if !found {
-        common::skip_without("prlimit", "apt-get install util-linux");
-    }
-    found
-}
-
 /// Test 4: out of file descriptors (64, with 100 clients), the server waits without
 /// spinning, serves the clients it has, and accepts again soon after one leaves.
 #[test]
 #[cfg_attr(missing_prlimit, ignore = "needs prlimit: apt-get install util-linux")]
 fn out_of_file_descriptors_it_waits_without_spinning() {
-    if !have_prlimit() {
+    if !common::have_prlimit() {
         return;
     }
     // A connection limit above the fd limit, so that accept really meets EMFILE.

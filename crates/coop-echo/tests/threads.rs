@@ -181,24 +181,13 @@ fn the_connection_limit_is_a_total_across_threads() {
     }
 }
 
-fn have_prlimit() -> bool {
-    let found = std::process::Command::new("prlimit")
-        .arg("--version")
-        .output()
-        .is_ok();
-    if !found {
-        common::skip_without("prlimit", "apt-get install util-linux");
-    }
-    found
-}
-
 /// Test 4: out of file descriptors with 2 threads (64, with 100 clients): both threads
 /// wait without spinning, the connections they have are served, and once descriptors
 /// free a waiting client is served again.
 #[test]
 #[cfg_attr(missing_prlimit, ignore = "needs prlimit: apt-get install util-linux")]
 fn out_of_descriptors_on_two_threads_it_waits_without_spinning() {
-    if !have_prlimit() {
+    if !common::have_prlimit() {
         return;
     }
     let server = Server::start_under(
@@ -322,20 +311,10 @@ fn udp_is_answered_from_every_threads_socket() {
 #[test]
 fn bench_on_two_threads_reports_exact_totals() {
     let server = Server::start(&["--threads", "2", "--quiet", "--admin", "0"]);
-    let port = server.addr.port().to_string();
-    let bench = |args: &[&str]| -> serde_json::Value {
-        let mut all = vec!["bench", "--host", "127.0.0.1", "--port", &port, "-q"];
-        all.extend_from_slice(&["--json", "--threads", "2", "-s", "64"]);
+    let bench = |args: &[&str]| {
+        let mut all = vec!["--json", "--threads", "2", "-s", "64"];
         all.extend_from_slice(args);
-        let out = common::run(&all, b"");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_str(&stdout).expect("a JSON report")
+        common::json_report(&common::bench(&server, &all))
     };
     let counted = bench(&["-c", "11", "-n", "1001", "--pipeline", "4"]);
     let paced = bench(&["-c", "10", "--rate", "2000", "-d", "1"]);
@@ -356,12 +335,8 @@ fn bench_on_two_threads_reports_exact_totals() {
 #[test]
 fn bench_threads_beyond_the_load_are_refused() {
     let server = Server::start(&["--quiet"]);
-    let port = server.addr.port().to_string();
-    for args in [["-c", "2", "-n", "100"], ["-c", "8", "-n", "3"]] {
-        let mut all = vec!["bench", "--host", "127.0.0.1", "--port", &port, "-q"];
-        all.extend_from_slice(&["--threads", "4"]);
-        all.extend_from_slice(&args);
-        let out = common::run(&all, b"");
+    for [c, n] in [["2", "100"], ["8", "3"]] {
+        let out = common::bench(&server, &["--threads", "4", "-c", c, "-n", n]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{stderr}");
         assert!(

@@ -6,18 +6,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-/// The example, killed when the test ends however it ends.
-struct Chat(Child);
-
-impl Drop for Chat {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 struct Client {
     addr: SocketAddr,
@@ -54,23 +43,8 @@ impl Client {
 
 #[test]
 fn a_line_reaches_the_others_and_a_leaver_disturbs_no_one() {
-    let mut child = Command::new(common::example("chat"))
-        .arg("127.0.0.1:0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start chat");
-    let stdout = child.stdout.take().unwrap();
-    let chat = Chat(child);
-    let mut first = String::new();
-    BufReader::new(stdout).read_line(&mut first).unwrap();
-    let server: SocketAddr = first
-        .trim()
-        .strip_prefix("Listening on ")
-        .unwrap_or_else(|| panic!("{first:?}"))
-        .parse()
-        .unwrap();
+    let chat = common::Example::start("chat", &["127.0.0.1:0"]);
+    let server = chat.addr;
 
     let (mut a, mut b, mut c) = (
         Client::join(server),

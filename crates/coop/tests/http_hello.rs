@@ -4,21 +4,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
-
-/// The example, killed when the test ends however it ends.
-struct Example(Child);
-
-impl Drop for Example {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Runs curl with `args`, bounded in time.
 fn curl(args: &[String]) -> Output {
@@ -39,23 +27,8 @@ fn curl(args: &[String]) -> Output {
 
 #[test]
 fn curl_gets_200_and_the_body_200_times_over_keep_alive() {
-    let mut child = Command::new(common::example("http_hello"))
-        .arg("127.0.0.1:0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start http_hello");
-    let stdout = child.stdout.take().unwrap();
-    let _example = Example(child);
-    let mut first = String::new();
-    BufReader::new(stdout).read_line(&mut first).unwrap();
-    let addr: SocketAddr = first
-        .trim()
-        .strip_prefix("Listening on ")
-        .unwrap_or_else(|| panic!("{first:?}"))
-        .parse()
-        .unwrap();
+    let example = common::Example::start("http_hello", &["127.0.0.1:0"]);
+    let addr = example.addr;
     let url = format!("http://{addr}/");
 
     let one = curl(&["--include".into(), url.clone()]);

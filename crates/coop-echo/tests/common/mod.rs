@@ -411,3 +411,34 @@ async fn talk(
     }
     Ok(checked)
 }
+
+/// Whether `prlimit` (util-linux) is here; says so (and fails under `CI=true`) if not.
+pub fn have_prlimit() -> bool {
+    let found = Command::new("prlimit").arg("--version").output().is_ok();
+    if !found {
+        skip_without("prlimit", "apt-get install util-linux");
+    }
+    found
+}
+
+/// Runs `coop-echo bench --host 127.0.0.1 --port PORT -q ARGS` against `server`,
+/// bounded in time.
+pub fn bench(server: &Server, args: &[&str]) -> std::process::Output {
+    let port = server.addr.port().to_string();
+    let mut all = vec!["bench", "--host", "127.0.0.1", "-q", "--port", &port];
+    all.extend_from_slice(args);
+    run(&all, b"")
+}
+
+/// The `--json` report of a bench run that succeeded (a failed one fails the test,
+/// showing its output).
+pub fn json_report(out: &std::process::Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).expect("a JSON report")
+}

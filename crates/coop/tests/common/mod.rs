@@ -61,3 +61,45 @@ pub fn example(name: &str) -> std::path::PathBuf {
     assert!(status.success(), "cargo build --example {name}");
     profile_dir.join("examples").join(name)
 }
+
+/// A coop example running as a server, killed when dropped, however the test ends.
+pub struct Example {
+    child: std::process::Child,
+    /// Where it listens, from its first line, `Listening on ADDR`.
+    pub addr: std::net::SocketAddr,
+}
+
+impl Example {
+    /// Starts example `name` with `args`, and reads its `Listening on ADDR` line.
+    pub fn start(name: &str, args: &[&str]) -> Example {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(example(name))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let stdout = child.stdout.take().expect("its stdout");
+        let mut first = String::new();
+        let read = std::io::BufReader::new(stdout).read_line(&mut first);
+        let addr = read
+            .ok()
+            .and_then(|_| first.trim().strip_prefix("Listening on ")?.parse().ok());
+        match addr {
+            Some(addr) => Example { child, addr },
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{name}'s first line is not `Listening on ADDR`: {first:?}")
+            }
+        }
+    }
+}
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
