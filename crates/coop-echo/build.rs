@@ -1,5 +1,5 @@
 //! Looks for what some end-to-end tests need besides the program (`nc`, `tmux`,
-//! `prlimit`, `haproxy`, an IPv6 loopback address, root and `ip` for network namespaces), so that a test that cannot run on this machine
+//! `prlimit`, `haproxy`, `openssl`, an IPv6 loopback address, root and `ip` for network namespaces), so that a test that cannot run on this machine
 //! shows as `ignored, needs ...` in `cargo test` instead of passing without having run:
 //! the test harness has no way to skip at run time. Under `CI=true` nothing is marked:
 //! the tests run, and one whose tool is missing fails.
@@ -23,6 +23,7 @@ fn main() {
         ("tmux", "missing_tmux"),
         ("prlimit", "missing_prlimit"),
         ("haproxy", "missing_haproxy"),
+        ("openssl", "missing_openssl"),
     ] {
         println!("cargo::rustc-check-cfg=cfg({cfg})");
         if !ci && !path.iter().any(|dir| is_executable(&dir.join(tool))) {

@@ -14,7 +14,7 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -25,6 +25,10 @@ use crate::proxy::{self, SendProxy};
 use crate::service::fail;
 use coop::TcpStream;
 use coop::time::{sleep, timeout};
+use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use rustls::pki_types::ServerName;
+
+use crate::tls::HANDSHAKE_TIME;
 
 /// How long a line waits for the reply to the one before.
 const LOCKSTEP: Duration = Duration::from_secs(1);
@@ -70,9 +74,18 @@ pub fn target(host: &str, port: Option<u16>) -> Result<String, String> {
     }
 }
 
+/// What `--tls` needs: whom to trust, and the name the server's certificate must carry.
+#[derive(Debug)]
+pub struct ClientTls {
+    /// rustls' settings, with the certificates trusted (or none checked).
+    pub config: Arc<rustls::ClientConfig>,
+    /// The name the server's certificate must carry.
+    pub name: ServerName<'static>,
+}
+
 /// Connects to `target` (see [`target`]) and relays stdin and stdout until the server
-/// closes.
-pub fn run(target: &str, send_proxy: Option<SendProxy>) -> ExitCode {
+/// closes; over TLS with `tls`.
+pub fn run(target: &str, send_proxy: Option<SendProxy>, tls: Option<ClientTls>) -> ExitCode {
     let runtime = match coop::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => return fail(format_args!("cannot start the runtime: {e}")),
@@ -93,7 +106,25 @@ pub fn run(target: &str, send_proxy: Option<SendProxy>) -> ExitCode {
                 return fail(format_args!("connection to {target}: {e}"));
             }
         }
-        match relay(&stream).await {
+        let relayed = match tls {
+            None => relay(&stream, &stream).await,
+            Some(ClientTls { config, name }) => {
+                let connector = futures_rustls::TlsConnector::from(config);
+                let session = match timeout(HANDSHAKE_TIME, connector.connect(name, &stream)).await
+                {
+                    Ok(Ok(session)) => session,
+                    Ok(Err(e)) => {
+                        return fail(format_args!("TLS handshake with {target}: {e}"));
+                    }
+                    Err(_) => {
+                        return fail(format_args!("TLS handshake with {target}: timed out"));
+                    }
+                };
+                let (reader, writer) = session.split();
+                relay(reader, writer).await
+            }
+        };
+        match relayed {
             Ok(0) => ExitCode::SUCCESS,
             // A line that got no reply is a lost message, not a success.
             Ok(unanswered) => fail(format_args!(
@@ -105,8 +136,12 @@ pub fn run(target: &str, send_proxy: Option<SendProxy>) -> ExitCode {
     })
 }
 
-/// Relays until the server closes; returns how many of the lines sent got no reply.
-async fn relay(stream: &TcpStream) -> io::Result<u64> {
+/// Relays until the server closes (`reader` ends); returns how many of the lines sent got
+/// no reply. At the end of stdin, `writer` is closed: the server reads EOF.
+async fn relay(
+    mut reader: impl AsyncRead + Unpin,
+    mut writer: impl AsyncWrite + Unpin,
+) -> io::Result<u64> {
     let input = Stdin::spawn();
     let replies = Cell::new(0u64);
     // Lines sent: the sending side counts them, the end compares them with the replies.
@@ -130,15 +165,16 @@ async fn relay(stream: &TcpStream) -> io::Result<u64> {
             let Some(chunk) = input.next().await else {
                 if !buffered.is_empty() {
                     caught_up(lines.get()).await;
-                    stream.write_all(&buffered).await?;
+                    writer.write_all(&buffered).await?;
                 }
-                return stream.shutdown(Shutdown::Write);
+                return writer.close().await;
             };
             buffered.extend_from_slice(&chunk);
             while let Some(end) = buffered.iter().position(|&b| b == b'\n') {
                 // One line at a time, each after the reply to the last.
                 caught_up(lines.get()).await;
-                stream.write_all(&buffered[..=end]).await?;
+                writer.write_all(&buffered[..=end]).await?;
+                writer.flush().await?;
                 buffered.drain(..=end);
                 lines.set(lines.get() + 1);
             }
@@ -148,7 +184,11 @@ async fn relay(stream: &TcpStream) -> io::Result<u64> {
         let mut buf = vec![0; 16 * 1024];
         let mut stdout = io::stdout();
         loop {
-            let n = stream.read(&mut buf).await?;
+            let n = match reader.read(&mut buf).await {
+                // A TLS server that closed without a close_notify: the end all the same.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
+                read => read?,
+            };
             if n == 0 {
                 return io::Result::Ok(());
             }

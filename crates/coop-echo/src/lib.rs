@@ -11,6 +11,8 @@ pub mod echo;
 pub mod proxy;
 pub mod serve;
 pub mod service;
+pub mod tls;
+pub mod tls_echo;
 pub mod top;
 pub mod udp;
 pub mod worker;

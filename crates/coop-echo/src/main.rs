@@ -3,6 +3,7 @@
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use coop_echo::bench::{self, BenchArgs};
+use coop_echo::client::ClientTls;
 use coop_echo::echo::Framing;
 use coop_echo::service::{self, Service};
 use coop_echo::worker;
@@ -70,6 +72,27 @@ struct ClientArgs {
     /// connection at debug level.
     #[arg(long, value_enum, value_name = "VERSION")]
     send_proxy: Option<coop_echo::proxy::SendProxy>,
+
+    /// Speak TLS (to a server run with --tls-cert); give --tls-ca or --insecure.
+    #[arg(long)]
+    tls: bool,
+
+    /// Trust the certificates in this file (PEM) to sign the server's.
+    #[arg(
+        long,
+        value_name = "PEM",
+        requires = "tls",
+        conflicts_with = "insecure"
+    )]
+    tls_ca: Option<PathBuf>,
+
+    /// The name the server's certificate must carry, if not HOST.
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    tls_name: Option<String>,
+
+    /// Accept any certificate: the connection is encrypted, but to whom is not checked.
+    #[arg(long, requires = "tls")]
+    insecure: bool,
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +146,21 @@ struct ServeArgs {
     /// without one is refused.
     #[arg(long)]
     proxy_protocol: bool,
+
+    /// Speak TLS on the TCP port, with this certificate chain (PEM, the server's own
+    /// certificate first).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// With TLS: let a client go that has not finished its handshake in this many
+    /// seconds.
+    #[arg(long, value_name = "SECS", default_value_t = coop_echo::tls::HANDSHAKE_TIME.as_secs_f64(),
+          requires = "tls_cert", value_parser = positive_seconds)]
+    tls_handshake_timeout: f64,
 
     /// Also answer UDP datagrams on the same port (prefix + datagram, one reply each).
     #[arg(long)]
@@ -198,6 +236,13 @@ fn seconds(s: &str) -> Result<f64, String> {
     }
 }
 
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match seconds(s) {
+        Ok(v) if v > 0.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a number of seconds (0.001 to 1e9)")),
+    }
+}
+
 fn stats_interval(s: &str) -> Result<f64, String> {
     match seconds(s) {
         Ok(v) if v >= 0.1 => Ok(v),
@@ -214,13 +259,42 @@ fn main() -> ExitCode {
         Some(Command::Top(args)) => coop_echo::top::run(args.admin),
         Some(Command::Client(args)) => {
             let host = args.host.as_deref().unwrap_or("localhost");
-            match coop_echo::client::target(host, args.port) {
-                Ok(target) => coop_echo::client::run(&target, args.send_proxy),
+            let target = match coop_echo::client::target(host, args.port) {
+                Ok(target) => target,
                 Err(e) => usage_error(Some("client"), clap::error::ErrorKind::ValueValidation, e),
-            }
+            };
+            let tls = match client_tls(&args, &target) {
+                Ok(tls) => tls,
+                Err(e) => return service::fail(format_args!("{e}")),
+            };
+            coop_echo::client::run(&target, args.send_proxy, tls)
         }
         None => serve(cli.serve, None),
     }
+}
+
+/// The client's TLS settings, from `--tls`, `--tls-ca`, `--tls-name` and `--insecure`.
+fn client_tls(args: &ClientArgs, target: &str) -> Result<Option<ClientTls>, String> {
+    use clap::error::ErrorKind;
+    if !args.tls {
+        return Ok(None);
+    }
+    if args.tls_ca.is_none() && !args.insecure {
+        usage_error(
+            Some("client"),
+            ErrorKind::MissingRequiredArgument,
+            "--tls needs --tls-ca PEM (the certificate that signed the server's) or --insecure",
+        );
+    }
+    let config = coop_echo::tls::client_config(args.tls_ca.as_deref())?;
+    let name = coop_echo::tls::server_name(args.tls_name.as_deref(), target)?;
+    if args.insecure {
+        eprintln!(
+            "coop-echo: WARNING: --insecure: the server's certificate is not checked; \
+             anyone between here and the server can read and change this connection"
+        );
+    }
+    Ok(Some(ClientTls { config, name }))
 }
 
 /// Exits 2 with clap's `error: ...` message, as for any other bad argument, and the usage
@@ -293,6 +367,13 @@ fn serve(mut args: ServeArgs, subcommand: Option<&str>) -> ExitCode {
         format!("{}:{}", args.host, args.port)
     };
     let some_secs = |s: f64| (s > 0.0).then(|| Duration::from_secs_f64(s));
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => match coop_echo::tls::server_config(cert, key) {
+            Ok(config) => Some((config, Duration::from_secs_f64(args.tls_handshake_timeout))),
+            Err(e) => return service::fail(format_args!("{e}")),
+        },
+        _ => None,
+    };
     service::run(Service {
         address,
         host: args.host,
@@ -308,6 +389,7 @@ fn serve(mut args: ServeArgs, subcommand: Option<&str>) -> ExitCode {
             quiet: args.quiet,
             idle_timeout: some_secs(args.idle_timeout),
             proxy_protocol: args.proxy_protocol,
+            tls,
             // Set by the service, from the two below.
             limit: worker::Limit::Alone(usize::MAX),
             trace: None,

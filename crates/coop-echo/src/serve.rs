@@ -11,13 +11,14 @@ use coop::net::{TcpListener, TcpStream};
 
 use crate::echo::{CHUNK_SLICES, Encoder, Framing};
 use crate::proxy::{self, Origin, Refusal};
+use crate::tls_echo;
 
 /// Bytes one read may take from a client. Reads land in one buffer that all connections
 /// share; a connection copies out only what its client is not yet accepting back.
 const READ_SIZE: usize = 16 * 1024;
 
 /// Bytes of reply rendered per write in line framing (one line more at most).
-const RENDER_SIZE: usize = 64 * 1024;
+pub(crate) const RENDER_SIZE: usize = 64 * 1024;
 
 /// Room before the read bytes in the shared buffer, where a prefix this long or shorter
 /// is put so that it and the bytes form the reply in one piece.
@@ -40,6 +41,12 @@ thread_local! {
     static RENDERED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Lends the thread's read buffer (`READ_SIZE` bytes) to `f`: for a reader whose
+/// bytes are taken out before it returns.
+pub(crate) fn with_read_buffer<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    SCRATCH.with_borrow_mut(|scratch| f(&mut scratch.buf[PREFIX_ROOM..]))
+}
+
 /// What every connection's handler needs to know.
 #[derive(Debug)]
 pub struct Settings {
@@ -53,6 +60,8 @@ pub struct Settings {
     pub idle_timeout: Option<Duration>,
     /// Every connection begins with a PROXY protocol header.
     pub proxy_protocol: bool,
+    /// Speak TLS, with this config.
+    pub tls: Option<tls_echo::Tls>,
     /// What every connection adds to.
     pub totals: Totals,
 }
@@ -75,7 +84,7 @@ pub struct Totals {
 }
 
 impl Totals {
-    fn add(cell: &Cell<u64>, n: u64) {
+    pub(crate) fn add(cell: &Cell<u64>, n: u64) {
         cell.set(cell.get() + n);
     }
 }
@@ -91,13 +100,13 @@ pub async fn run(listener: TcpListener, settings: Settings) {
 
 /// Bytes a connection read and wrote, for its closing line.
 #[derive(Default, Debug)]
-struct Counts {
-    bytes_in: u64,
-    bytes_out: u64,
+pub(crate) struct Counts {
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
 }
 
 /// How a connection ended, when it ended well.
-enum Ending {
+pub(crate) enum Ending {
     /// The client closed its side, and had every byte answered.
     Closed,
     /// The client sent nothing for the idle timeout.
@@ -123,11 +132,26 @@ pub fn handle(
     // twice in its state (as arguments, and as locals), and every connection would
     // carry the copy.
     async move {
-        let Some((first, check)) = introduce(&stream, &mut open, &settings).await else {
+        let Some((first, check)) = origin(&stream, &mut open, &settings).await else {
             return;
         };
         let mut encoder = Encoder::new(Rc::clone(&settings.prefix), settings.framing);
-        let outcome = echo(&stream, &mut encoder, &mut open.counts, &settings, first).await;
+        let outcome = match &settings.tls {
+            None => {
+                greet(&stream, &mut open, &settings, check, None);
+                echo(&stream, &mut encoder, &mut open.counts, &settings, first).await
+            }
+            // Boxed: a TLS session's state is large, and would size every plain
+            // connection's task too.
+            Some(tls) => {
+                nodelay(&stream, open.peer);
+                let session = tls_echo::session(&stream, first, check, &mut open, &settings, tls);
+                match Box::pin(session).await {
+                    Some(outcome) => outcome,
+                    None => return,
+                }
+            }
+        };
         open.ended = true;
         let Counts {
             bytes_in,
@@ -160,58 +184,72 @@ pub fn handle(
     }
 }
 
-/// Learns who the client is (the peer, or whom a load balancer's PROXY header names),
-/// says so, and readies the socket; `open.quiet` then says whether the connection goes
-/// unlogged at info level. Returns the bytes that came after a header, and whether it is
-/// a load balancer's health check (logged at debug level: one a second would drown the
-/// log); `None` if the connection is refused.
-async fn introduce(
+/// Learns who the client is: the peer, or whom a load balancer's PROXY header names (then
+/// in `open.peer`). Returns the bytes that came after a header, and whether it is a load
+/// balancer's health check; `None` if the connection is refused.
+async fn origin(
     stream: &TcpStream,
     open: &mut Open,
     settings: &Settings,
 ) -> Option<(Vec<u8>, bool)> {
+    if !settings.proxy_protocol {
+        return Some((Vec::new(), false));
+    }
     let peer = open.peer;
-    let (first, check) = if settings.proxy_protocol {
-        let limit = settings
-            .idle_timeout
-            .map_or(proxy::HEADER_TIME, |idle| idle.min(proxy::HEADER_TIME));
-        // Boxed: the header's reading lives only until the header is in, and would
-        // otherwise size every connection's task for good (async state machines overlap
-        // their phases poorly).
-        match Box::pin(proxy::read_header(stream, limit)).await {
-            Ok((Origin::Client { source, .. }, first)) => {
-                tracing::debug!("Connection from {source} comes through {peer}");
-                open.peer = source;
-                (first, false)
-            }
-            Ok((Origin::Local, first)) => (first, true),
-            Ok((Origin::Unnamed, first)) => (first, false),
-            Err(Refusal::Silent) => {
-                tracing::debug!("Connection from {peer} closed before a PROXY header");
-                return None;
-            }
-            Err(Refusal::Bad(why)) => {
-                tracing::warn!("Connection from {peer} refused: {why}");
-                return None;
-            }
+    let limit = settings
+        .idle_timeout
+        .map_or(proxy::HEADER_TIME, |idle| idle.min(proxy::HEADER_TIME));
+    // Boxed: the header's reading lives only until the header is in, and would
+    // otherwise size every connection's task for good (async state machines overlap
+    // their phases poorly).
+    match Box::pin(proxy::read_header(stream, limit)).await {
+        Ok((Origin::Client { source, .. }, first)) => {
+            tracing::debug!("Connection from {source} comes through {peer}");
+            open.peer = source;
+            Some((first, false))
         }
-    } else {
-        (Vec::new(), false)
-    };
+        Ok((Origin::Local, first)) => Some((first, true)),
+        Ok((Origin::Unnamed, first)) => Some((first, false)),
+        Err(Refusal::Silent) => {
+            tracing::debug!("Connection from {peer} closed before a PROXY header");
+            None
+        }
+        Err(Refusal::Bad(why)) => {
+            tracing::warn!("Connection from {peer} refused: {why}");
+            None
+        }
+    }
+}
+
+/// Says who connected (`over`: the TLS version, if any), and readies the socket;
+/// `open.quiet` then says whether the connection goes unlogged at info level. A load
+/// balancer's health `check` is logged at debug level: one a second would drown the log.
+pub(crate) fn greet(
+    stream: &TcpStream,
+    open: &mut Open,
+    settings: &Settings,
+    check: bool,
+    over: Option<&str>,
+) {
     let client = open.peer;
     let info = !settings.quiet && !check;
     open.quiet = !info;
-    if info {
-        tracing::info!("Connection from {client}");
-    } else if check {
-        tracing::debug!("Health check from {client}");
+    match (info, over) {
+        (true, None) => tracing::info!("Connection from {client}"),
+        (true, Some(over)) => tracing::info!("Connection from {client} ({over})"),
+        (false, _) if check => tracing::debug!("Health check from {client}"),
+        _ => {}
     }
-    // Replies go out as soon as they are written: Nagle's algorithm would hold a reply
-    // back while an earlier one is unacknowledged, which stalls pipelined clients.
+    nodelay(stream, client);
+}
+
+/// Replies go out as soon as they are written: Nagle's algorithm would hold a reply back
+/// while an earlier one is unacknowledged, which stalls pipelined clients (and a TLS
+/// handshake's last flight).
+fn nodelay(stream: &TcpStream, client: SocketAddr) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!("TCP_NODELAY on {client}: {e}");
     }
-    Some((first, check))
 }
 
 /// A connection being answered. Its handler can be dropped before it returns only when
@@ -219,10 +257,10 @@ async fn introduce(
 /// deadline passed, or a second signal came), and then this gives the connection its
 /// closing line. A handler that panics drops this while unwinding, and coop's server
 /// logs the panic instead.
-struct Open {
-    peer: SocketAddr,
+pub(crate) struct Open {
+    pub(crate) peer: SocketAddr,
     quiet: bool,
-    counts: Counts,
+    pub(crate) counts: Counts,
     ended: bool,
 }
 
@@ -329,7 +367,7 @@ fn echo<'a>(
 
 /// `n` bytes came in, a chunk of their own: counted, and the reply to them begins.
 #[inline]
-fn took_chunk(n: usize, counts: &mut Counts, totals: &Totals, encoder: &mut Encoder) {
+pub(crate) fn took_chunk(n: usize, counts: &mut Counts, totals: &Totals, encoder: &mut Encoder) {
     counts.bytes_in += n as u64;
     Totals::add(&totals.bytes_in, n as u64);
     Totals::add(&totals.messages, 1);
@@ -350,14 +388,19 @@ async fn flush(
     let before = counts.bytes_out;
     let flushed = answer_pending(stream, encoder, pending, counts).await;
     Totals::add(&settings.totals.bytes_out, counts.bytes_out - before);
-    flushed.map_err(|e| match (e.kind(), settings.idle_timeout) {
-        // A client that sends and never reads must not hold its connection forever.
+    flushed.map_err(|e| took_no_reply(e, settings))
+}
+
+/// A write that timed out: a client that sends and never reads must not hold its
+/// connection forever, and its closing line says so.
+pub(crate) fn took_no_reply(e: io::Error, settings: &Settings) -> io::Error {
+    match (e.kind(), settings.idle_timeout) {
         (io::ErrorKind::TimedOut, Some(idle)) => io::Error::new(
             io::ErrorKind::TimedOut,
             format!("the client took no reply for {} s", idle.as_secs_f64()),
         ),
         _ => e,
-    })
+    }
 }
 
 /// Writes as much of the reply to the `n` bytes just read (at `PREFIX_ROOM` in

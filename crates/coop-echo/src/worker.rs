@@ -16,6 +16,7 @@ use coop::{JoinHandle, Server, ServerHandle, SharedLimit, TcpListener, UdpSocket
 
 use crate::echo::Framing;
 use crate::serve::{self, Settings, Totals};
+use crate::tls_echo::Tls;
 use crate::udp;
 
 /// What a serving thread is given: everything `Send`, turned into its own `Rc`s there.
@@ -31,6 +32,8 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// Every connection begins with a PROXY protocol header.
     pub proxy_protocol: bool,
+    /// Speak TLS with this config; a handshake must be done within the duration.
+    pub tls: Option<(Arc<rustls::ServerConfig>, Duration)>,
     /// How many connections may be open at once.
     pub limit: Limit,
     /// Print scheduler events, naming the thread (`Some(index)`) if there are several.
@@ -153,6 +156,10 @@ pub async fn run(
         quiet: config.quiet,
         idle_timeout: config.idle_timeout,
         proxy_protocol: config.proxy_protocol,
+        tls: config.tls.map(|(config, handshake_time)| Tls {
+            acceptor: config.into(),
+            handshake_time,
+        }),
         totals: Totals::default(),
     });
     let server = match config.limit {

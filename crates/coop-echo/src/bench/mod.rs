@@ -9,6 +9,7 @@
 
 mod report;
 pub mod verify;
+mod wire;
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -28,6 +29,7 @@ use coop::time::{sleep_until, timeout};
 
 pub use report::{Latency, Report, Tally};
 use verify::{Tape, Verifier};
+use wire::{TlsWire, Wire};
 
 use crate::echo::Framing;
 use crate::proxy::{self, SendProxy};
@@ -100,6 +102,28 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub threads: u32,
+
+    /// Speak TLS (to a server run with --tls-cert): each connection's handshake is timed
+    /// (handshakes per second), then the load runs over TLS. Give --tls-ca or --insecure.
+    #[arg(long)]
+    pub tls: bool,
+
+    /// Trust the certificates in this file (PEM) to sign the server's.
+    #[arg(
+        long,
+        value_name = "PEM",
+        requires = "tls",
+        conflicts_with = "insecure"
+    )]
+    pub tls_ca: Option<std::path::PathBuf>,
+
+    /// The name the server's certificate must carry, if not HOST.
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    pub tls_name: Option<String>,
+
+    /// Accept any certificate: the connections are encrypted, but to whom is not checked.
+    #[arg(long, requires = "tls")]
+    pub insecure: bool,
 
     /// Print the report as JSON.
     #[arg(long)]
@@ -291,6 +315,20 @@ pub fn measure(args: &BenchArgs) -> io::Result<Report> {
             "the prefix uses every letter and digit: no bytes left to send",
         ));
     }
+    let tls = match (args.tls, &args.tls_ca) {
+        (false, _) => None,
+        (true, None) if !args.insecure => {
+            return Err(invalid(
+                "--tls needs --tls-ca PEM (the certificate that signed the server's) or --insecure",
+            ));
+        }
+        (true, ca) => {
+            let config = crate::tls::client_config(ca.as_deref()).map_err(|e| invalid(&e))?;
+            let name = crate::tls::server_name(args.tls_name.as_deref(), &target)
+                .map_err(|e| invalid(&e))?;
+            Some((futures_rustls::TlsConnector::from(config), name))
+        }
+    };
     let threads = args.threads.max(1) as u64;
     let connections = u64::from(args.connections);
     if threads > connections {
@@ -333,18 +371,24 @@ pub fn measure(args: &BenchArgs) -> io::Result<Report> {
     let server_cpu_start = args.server_pid.and_then(cpu_time_of);
     let client_cpu_start = cpu_time_of(std::process::id());
     let go = Barrier::new(parts.len());
+    let run = |part| Run {
+        args,
+        addr,
+        target: &target,
+        prefix: &prefix,
+        part,
+        duration,
+        go: &go,
+    };
     let outcomes: Vec<io::Result<PartOutcome>> = if parts.len() == 1 {
-        parts
-            .iter()
-            .map(|part| run_part(args, addr, &target, &prefix, part, duration, &go))
-            .collect()
+        parts.iter().map(|part| run(part).run(&tls)).collect()
     } else {
         std::thread::scope(|scope| {
             let running: Vec<_> = parts
                 .iter()
                 .map(|part| {
-                    let (target, prefix, go) = (&target, &prefix, &go);
-                    scope.spawn(move || run_part(args, addr, target, prefix, part, duration, go))
+                    let (run, tls) = (&run, &tls);
+                    scope.spawn(move || run(part).run(tls))
                 })
                 .collect();
             running
@@ -366,7 +410,7 @@ pub fn measure(args: &BenchArgs) -> io::Result<Report> {
         .zip(server_cpu_start)
         .map(|(end, start)| end.saturating_sub(start));
 
-    let (tally, seconds) = merge(outcomes, connections)?;
+    let (tally, seconds, handshakes) = merge(outcomes, connections)?;
     if args.threads > 1 && tally.connect_failures > 0 && !args.quiet {
         eprintln!(
             "coop-echo: {} of {connections} connections failed: {}",
@@ -395,19 +439,27 @@ pub fn measure(args: &BenchArgs) -> io::Result<Report> {
         first_error: tally.first_error.clone(),
         client_cpu_us_per_msg: client_cpu.filter(|_| measured).map(per_msg),
         server_cpu_us_per_msg: server_cpu.filter(|_| measured).map(per_msg),
+        tls: args.tls,
+        handshakes_per_sec: handshakes.filter(|_| args.tls),
     })
 }
 
 /// Every thread's figures as one: the histograms merged, the counts summed, the run as
-/// long as its longest thread. Fails, as one thread does, if no connection opened at all
-/// (with the first reason), or if a thread failed otherwise.
-fn merge(outcomes: Vec<io::Result<PartOutcome>>, connections: u64) -> io::Result<(Tally, f64)> {
+/// long as its longest thread, and the connections opened per second of the longest
+/// connecting (`None` if none opened). Fails, as one thread does, if no connection opened
+/// at all (with the first reason), or if a thread failed otherwise.
+fn merge(
+    outcomes: Vec<io::Result<PartOutcome>>,
+    connections: u64,
+) -> io::Result<(Tally, f64, Option<f64>)> {
     let mut tally = Tally::new();
     let mut seconds: f64 = 0.0;
+    let mut connecting: f64 = 0.0;
     let mut connected = 0;
     for outcome in outcomes {
         let part = outcome?;
         seconds = seconds.max(part.seconds);
+        connecting = connecting.max(part.connecting);
         connected += part.connected;
         tally.merge(part.tally);
     }
@@ -418,7 +470,8 @@ fn merge(outcomes: Vec<io::Result<PartOutcome>>, connections: u64) -> io::Result
             .unwrap_or_else(|| "no connection opened".into());
         return Err(io::Error::other(why));
     }
-    Ok((tally, seconds))
+    let per_sec = (connected > 0 && connecting > 0.0).then(|| connected as f64 / connecting);
+    Ok((tally, seconds, per_sec))
 }
 
 /// One thread's share of the load.
@@ -436,130 +489,220 @@ struct Part {
 struct PartOutcome {
     tally: Tally,
     seconds: f64,
+    /// How long opening its connections took (with their handshakes, over TLS).
+    connecting: f64,
     /// Connections it opened.
     connected: usize,
 }
 
-/// Runs one thread's share on a runtime of its own. Every thread starts its load at
-/// once, after all have connected (`go`): connecting is not part of the load.
-fn run_part(
-    args: &BenchArgs,
+/// How a thread's connections speak TLS: the client's settings, and the name the
+/// server's certificate must carry.
+type TlsClient = (
+    futures_rustls::TlsConnector,
+    rustls::pki_types::ServerName<'static>,
+);
+
+/// Handshakes at once per thread, over TLS: enough to keep a server's core busy with
+/// them (its part and the client's alternate), few enough not to measure its SYN queue.
+const HANDSHAKE_LANES: usize = 8;
+
+/// One thread's share, and what it needs to run it.
+struct Run<'a> {
+    args: &'a BenchArgs,
     addr: SocketAddr,
-    target: &str,
-    prefix: &[u8],
-    part: &Part,
+    target: &'a str,
+    prefix: &'a [u8],
+    part: &'a Part,
     duration: Duration,
-    go: &Barrier,
-) -> io::Result<PartOutcome> {
-    let prefix: Rc<[u8]> = Rc::from(prefix);
-    let runtime = coop::Runtime::new();
-    let connected = runtime
-        .as_ref()
-        .map_err(|e| io::Error::new(e.kind(), e.to_string()));
-    let streams = connected.and_then(|runtime| {
-        runtime.block_on(connect_all(
-            addr,
-            part.connections,
-            target,
-            args.send_proxy,
-            // Several threads: `measure` says once how many failed in all.
-            args.quiet || args.threads > 1,
-        ))
-    });
-    // Every thread passes here once, connected or not: none waits for one that failed.
-    go.wait();
-    let runtime = runtime?;
-    let streams = match streams {
-        Ok(streams) => streams,
-        // None of its share connected: counted, as one thread counts the connections it
-        // could not open; the other threads' load goes on.
-        Err(e) => {
-            let mut tally = Tally::new();
-            tally.connect_failures = part.connections as u64;
-            tally.fail(&e);
-            return Ok(PartOutcome {
-                tally,
-                seconds: 0.0,
-                connected: 0,
-            });
-        }
-    };
-    let tape = Tape::new(args.size as usize, &prefix)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no bytes left to send"))?;
-    runtime.block_on(async {
-        let opened = streams.len();
-        // Timed from here: connecting is not part of the load.
-        let start = Instant::now();
-        let load = Rc::new(Load {
-            tape: Rc::new(tape),
-            prefix: Rc::clone(&prefix),
-            framing: args.framing,
-            pipeline: args.pipeline as usize,
-            connections: opened,
-            pace: part.rate.map(|rate| Pace {
-                start,
-                rate,
-                waiting: (0..opened).map(|_| Cell::new(None)).collect(),
-            }),
-            deadline: part.budget.is_none().then_some(start + duration),
-            budget: Cell::new(part.budget.unwrap_or(u64::MAX)),
-            tally: RefCell::new(Tally::new()),
-            live: Cell::new(opened),
-            watcher: Cell::new(None),
-        });
-        load.tally.borrow_mut().connect_failures = (part.connections - opened) as u64;
-        for (id, stream) in streams.into_iter().enumerate() {
-            drop(coop::spawn(drive(id, stream, Rc::clone(&load))));
-        }
-        drop(coop::spawn(pacer(Rc::clone(&load))));
-        let progress = Progress::new(
-            !part.show_progress,
-            args.requests.is_none().then_some(duration),
-        );
-        watch(
-            &load,
-            start,
-            Duration::from_secs_f64(args.stall_timeout),
-            &progress,
-        )
-        .await;
-        let seconds = start.elapsed().as_secs_f64();
-        progress.finish();
-        let tally = std::mem::replace(&mut *load.tally.borrow_mut(), Tally::new());
-        Ok(PartOutcome {
-            tally,
-            seconds,
-            connected: opened,
-        })
-    })
+    go: &'a Barrier,
 }
 
-/// Opens the connections one after another (a burst of thousands of simultaneous
-/// connects would only measure the server's SYN queue). Fails if none opens.
-async fn connect_all(
+impl Run<'_> {
+    /// Runs the share on a runtime of its own. Every thread starts its load at once,
+    /// after all have connected (`go`): connecting is not part of the load.
+    fn run(&self, tls: &Option<TlsClient>) -> io::Result<PartOutcome> {
+        match tls {
+            None => self.connect_and_load(1, |stream| std::future::ready(Ok(stream))),
+            Some((connector, name)) => {
+                let (connector, name) = (connector.clone(), name.clone());
+                self.connect_and_load(HANDSHAKE_LANES, move |stream| {
+                    let handshake = connector.connect(name.clone(), stream);
+                    async move {
+                        let (stream, session) = handshake.await?.into_inner();
+                        Ok(TlsWire { session, stream })
+                    }
+                })
+            }
+        }
+    }
+
+    /// Opens the connections (`open` turns each new TCP stream into the load's transport,
+    /// `lanes` at a time), waits for every thread at `go`, then runs the load.
+    fn connect_and_load<W, F>(
+        &self,
+        lanes: usize,
+        open: impl Fn(TcpStream) -> F + 'static,
+    ) -> io::Result<PartOutcome>
+    where
+        W: Wire + 'static,
+        F: Future<Output = io::Result<W>> + 'static,
+    {
+        let Run {
+            args,
+            addr,
+            target,
+            prefix,
+            part,
+            duration,
+            go,
+        } = *self;
+        let prefix: Rc<[u8]> = Rc::from(prefix);
+        let runtime = coop::Runtime::new();
+        let connecting = Instant::now();
+        let connected = runtime
+            .as_ref()
+            .map_err(|e| io::Error::new(e.kind(), e.to_string()));
+        let streams = connected.and_then(|runtime| {
+            runtime.block_on(connect_all(
+                addr,
+                part.connections,
+                target,
+                args.send_proxy,
+                // Several threads: `measure` says once how many failed in all.
+                args.quiet || args.threads > 1,
+                lanes,
+                open,
+            ))
+        });
+        let connecting = connecting.elapsed().as_secs_f64();
+        // Every thread passes here once, connected or not: none waits for one that failed.
+        go.wait();
+        let runtime = runtime?;
+        let streams = match streams {
+            Ok(streams) => streams,
+            // None of its share connected: counted, as one thread counts the connections
+            // it could not open; the other threads' load goes on.
+            Err(e) => {
+                let mut tally = Tally::new();
+                tally.connect_failures = part.connections as u64;
+                tally.fail(&e);
+                return Ok(PartOutcome {
+                    tally,
+                    seconds: 0.0,
+                    connecting,
+                    connected: 0,
+                });
+            }
+        };
+        let tape = Tape::new(args.size as usize, &prefix)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no bytes left to send"))?;
+        runtime.block_on(async {
+            let opened = streams.len();
+            // Timed from here: connecting is not part of the load.
+            let start = Instant::now();
+            let load = Rc::new(Load {
+                tape: Rc::new(tape),
+                prefix: Rc::clone(&prefix),
+                framing: args.framing,
+                pipeline: args.pipeline as usize,
+                connections: opened,
+                pace: part.rate.map(|rate| Pace {
+                    start,
+                    rate,
+                    waiting: (0..opened).map(|_| Cell::new(None)).collect(),
+                }),
+                deadline: part.budget.is_none().then_some(start + duration),
+                budget: Cell::new(part.budget.unwrap_or(u64::MAX)),
+                tally: RefCell::new(Tally::new()),
+                live: Cell::new(opened),
+                watcher: Cell::new(None),
+            });
+            load.tally.borrow_mut().connect_failures = (part.connections - opened) as u64;
+            for (id, stream) in streams.into_iter().enumerate() {
+                drop(coop::spawn(drive(id, stream, Rc::clone(&load))));
+            }
+            drop(coop::spawn(pacer(Rc::clone(&load))));
+            let progress = Progress::new(
+                !part.show_progress,
+                args.requests.is_none().then_some(duration),
+            );
+            watch(
+                &load,
+                start,
+                Duration::from_secs_f64(args.stall_timeout),
+                &progress,
+            )
+            .await;
+            let seconds = start.elapsed().as_secs_f64();
+            progress.finish();
+            let tally = std::mem::replace(&mut *load.tally.borrow_mut(), Tally::new());
+            Ok(PartOutcome {
+                tally,
+                seconds,
+                connecting,
+                connected: opened,
+            })
+        })
+    }
+}
+
+/// Opens `n` connections, `lanes` at a time (one: one after another; a burst of thousands
+/// of simultaneous connects would only measure the server's SYN queue), each made ready
+/// by `open` (a TLS handshake) within the connect time limit. Fails if none opens.
+async fn connect_all<W, F>(
     addr: SocketAddr,
     n: usize,
     target: &str,
     send_proxy: Option<SendProxy>,
     quiet: bool,
-) -> io::Result<Vec<TcpStream>> {
+    lanes: usize,
+    open: impl Fn(TcpStream) -> F + 'static,
+) -> io::Result<Vec<W>>
+where
+    W: 'static,
+    F: Future<Output = io::Result<W>> + 'static,
+{
+    let open = Rc::new(open);
+    let started = Rc::new(Cell::new(0));
+    let lanes: Vec<_> = (0..lanes.clamp(1, n.max(1)))
+        .map(|_| {
+            let (open, started) = (Rc::clone(&open), Rc::clone(&started));
+            coop::spawn(async move {
+                let mut streams = Vec::new();
+                let mut first_error = None;
+                while started.get() < n {
+                    started.set(started.get() + 1);
+                    let ready = async {
+                        let stream = TcpStream::connect(addr).await?;
+                        stream.set_nodelay(true)?;
+                        if let Some(version) = send_proxy {
+                            proxy::send_header(&stream, version).await?;
+                        }
+                        open(stream).await
+                    };
+                    match timeout(Duration::from_secs(10), ready).await {
+                        Ok(Ok(stream)) => streams.push(stream),
+                        Ok(Err(e)) => {
+                            first_error.get_or_insert(e);
+                        }
+                        Err(elapsed) => {
+                            first_error.get_or_insert(elapsed.into());
+                        }
+                    }
+                }
+                (streams, first_error)
+            })
+        })
+        .collect();
     let mut streams = Vec::with_capacity(n);
     let mut first_error = None;
-    for _ in 0..n {
-        let connected = timeout(Duration::from_secs(10), TcpStream::connect(addr)).await;
-        let ready = async {
-            let stream = connected.map_err(io::Error::from).and_then(|r| r)?;
-            stream.set_nodelay(true)?;
-            if let Some(version) = send_proxy {
-                proxy::send_header(&stream, version).await?;
-            }
-            io::Result::Ok(stream)
-        };
-        match ready.await {
-            Ok(stream) => streams.push(stream),
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
+    for lane in lanes {
+        let (opened, failed) = lane
+            .await
+            .unwrap_or_else(|e| (Vec::new(), Some(io::Error::other(e.to_string()))));
+        streams.extend(opened);
+        if let Some(e) = failed {
+            first_error.get_or_insert(e);
         }
     }
     match (streams.is_empty(), first_error) {
@@ -619,8 +762,8 @@ async fn watch(load: &Load, start: Instant, stall: Duration, progress: &Progress
 }
 
 /// One connection: sends, verifies, records, until its share of the load is done.
-async fn drive(id: usize, stream: TcpStream, load: Rc<Load>) {
-    if let Err(e) = exchange(id, &stream, &load).await {
+async fn drive(id: usize, mut wire: impl Wire, load: Rc<Load>) {
+    if let Err(e) = exchange(id, &mut wire, &load).await {
         let mut tally = load.tally.borrow_mut();
         tally.errors += 1;
         tally.fail(format_args!("connection {id}: {e}"));
@@ -633,7 +776,7 @@ async fn drive(id: usize, stream: TcpStream, load: Rc<Load>) {
     }
 }
 
-async fn exchange(id: usize, stream: &TcpStream, load: &Load) -> io::Result<()> {
+async fn exchange(id: usize, wire: &mut impl Wire, load: &Load) -> io::Result<()> {
     let size = load.tape.size();
     let mut verifier = Verifier::new(
         Rc::clone(&load.tape),
@@ -651,10 +794,13 @@ async fn exchange(id: usize, stream: &TcpStream, load: &Load) -> io::Result<()> 
         // One clock read per turn: replies that arrived are timed by it, and sends
         // started now are stamped with it.
         let now = Instant::now();
+        if wire.queued() {
+            wire.push()?;
+        }
 
         // Take in what has arrived.
         SCRATCH.with_borrow_mut(|buf| {
-            let n = match stream.try_read(buf) {
+            let n = match wire.try_read(buf) {
                 Ok(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -708,7 +854,7 @@ async fn exchange(id: usize, stream: &TcpStream, load: &Load) -> io::Result<()> 
                     0
                 }
             };
-            match stream.try_write_vectored(&load.tape.slices(cursor, from)) {
+            match wire.try_write_vectored(&load.tape.slices(cursor, from)) {
                 Ok(n) if from + n == size => {
                     partial = None;
                     message += 1;
@@ -728,9 +874,11 @@ async fn exchange(id: usize, stream: &TcpStream, load: &Load) -> io::Result<()> 
 
         // Nothing to do until a reply, room to write, or the pacer says a send is due.
         let mut registered = false;
+        let stream = wire.socket();
+        let queued = wire.queued();
         std::future::poll_fn(|cx| {
             if stream.poll_read_ready(cx).is_ready()
-                || (partial.is_some() && stream.poll_write_ready(cx).is_ready())
+                || ((partial.is_some() || queued) && stream.poll_write_ready(cx).is_ready())
             {
                 return Poll::Ready(());
             }
@@ -853,6 +1001,7 @@ mod tests {
         PartOutcome {
             tally,
             seconds,
+            connecting: seconds / 10.0,
             connected,
         }
     }
@@ -862,7 +1011,8 @@ mod tests {
     #[test]
     fn a_thread_that_could_not_connect_is_counted_in_the_merged_report() {
         let outcomes = vec![Ok(part(0, 0, 3, 0.0)), Ok(part(500, 3, 0, 2.5))];
-        let (tally, seconds) = merge(outcomes, 6).unwrap();
+        let (tally, seconds, opened_per_sec) = merge(outcomes, 6).unwrap();
+        assert_eq!(opened_per_sec, Some(3.0 / 0.25));
         assert_eq!(tally.messages, 500);
         assert_eq!(tally.latency.len(), 500);
         assert_eq!(tally.connect_failures, 3);

@@ -112,6 +112,12 @@ pub struct Report {
     /// The server's CPU time per verified reply, in µs, if `--server-pid` was given and
     /// a reply was verified.
     pub server_cpu_us_per_msg: Option<f64>,
+    /// The load ran over TLS.
+    pub tls: bool,
+    /// Over TLS: connections opened, handshake included, per second of the time it took
+    /// to open them all (handshakes run a few at a time per load thread).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handshakes_per_sec: Option<f64>,
 }
 
 /// Latency percentiles, in microseconds.
@@ -151,11 +157,15 @@ impl fmt::Display for Report {
         let connections = crate::service::count(self.connections.into(), "connection");
         // Tenths of a second, unless that would round a short run to nothing.
         let precision = if self.seconds < 1.0 { 3 } else { 1 };
+        let over = if self.tls { " over TLS" } else { "" };
         writeln!(
             f,
-            "{}: {connections}, {}-byte messages, pipeline {}, {mode}, {:.precision$} s",
+            "{}{over}: {connections}, {}-byte messages, pipeline {}, {mode}, {:.precision$} s",
             self.target, self.size, self.pipeline, self.seconds
         )?;
+        if let Some(rate) = self.handshakes_per_sec {
+            writeln!(f, "  handshakes {rate:.0}/s (opening the connections)")?;
+        }
         writeln!(
             f,
             "  messages   {} ({:.0} msg/s, {:.2} MB/s each way)",
@@ -225,6 +235,8 @@ mod tests {
             first_error: None,
             client_cpu_us_per_msg: Some(0.0),
             server_cpu_us_per_msg: None,
+            tls: false,
+            handshakes_per_sec: None,
         };
         let text = report.to_string();
         assert!(text.contains(": 1 connection, "), "{text}");

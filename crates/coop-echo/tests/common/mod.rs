@@ -177,6 +177,22 @@ impl Server {
         }
     }
 
+    /// Waits (at most `IO_TIMEOUT`) until the log so far satisfies `done`, and returns it;
+    /// `what` says what was waited for if it never does.
+    pub fn wait_until(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let (text, changed) = &*self.log;
+        let deadline = Instant::now() + IO_TIMEOUT;
+        let mut text = text.lock().unwrap();
+        loop {
+            if done(&text) {
+                return text.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "never came: {what}; log:\n{text}");
+            text = changed.wait_timeout(text, left).unwrap().0;
+        }
+    }
+
     /// The `--admin` address, from the server's `Metrics at` line.
     pub fn admin_addr(&self) -> SocketAddr {
         let line = self.wait_for_log("Metrics at http://");

@@ -1,0 +1,261 @@
+//! TLS for `serve`, `client` and `bench`: rustls with its `ring` provider, through
+//! futures-rustls over coop's `futures-io` traits.
+//!
+//! This file holds what the three share: reading certificates and keys, the configs,
+//! and saying in one line why a handshake failed. The server's handshake and echo are in
+//! [`crate::serve`]; the load generator drives rustls itself (see `bench`).
+
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::io::{AsyncRead, AsyncWrite};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme};
+
+/// How long a client has, by default, from its connection to the end of its handshake.
+pub const HANDSHAKE_TIME: Duration = Duration::from_secs(10);
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The server's config: the certificate chain in `cert` (PEM, the server's own first)
+/// and its private key in `key` (PEM: PKCS#8, PKCS#1 or SEC1). Fails, with the sentence
+/// to show, if a file cannot be read, holds no certificate or key, or the key is not the
+/// certificate's.
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
+    let certs = read_certs(cert, "--tls-cert")?;
+    let pem = read(key, "--tls-key")?;
+    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => format!(
+            "--tls-key {}: no private key in it (a PEM 'PRIVATE KEY' block)",
+            key.display()
+        ),
+        e => format!("--tls-key {}: {e}", key.display()),
+    })?;
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot set up TLS: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| match e {
+            rustls::Error::InconsistentKeys(_) => {
+                "--tls-key is not the key of the certificate in --tls-cert".to_string()
+            }
+            e => format!("--tls-cert and --tls-key: {e}"),
+        })?;
+    Ok(Arc::new(config))
+}
+
+/// The client's config: trust the certificates in `ca` (PEM), or, with `ca` `None`,
+/// check nothing (`--insecure`: the handshake still proves that the server holds the
+/// key of the certificate it sent, but not whose certificate that is).
+pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot set up TLS: {e}"))?;
+    let config = match ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in read_certs(ca, "--tls-ca")? {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("--tls-ca {}: {e}", ca.display()))?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(
+                provider().signature_verification_algorithms,
+            )))
+            .with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+/// The name the server's certificate must carry: `name`, else the host the client
+/// connects to (`HOST:PORT`, `[IPV6]:PORT`), as a DNS name or an IP address.
+pub fn server_name(name: Option<&str>, target: &str) -> Result<ServerName<'static>, String> {
+    let host = match name {
+        Some(name) => name,
+        None => {
+            let host = target.rsplit_once(':').map_or(target, |(host, _)| host);
+            host.strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(host)
+        }
+    };
+    ServerName::try_from(host.to_string())
+        .map_err(|_| format!("'{host}' is not a name a certificate can carry: give --tls-name"))
+}
+
+fn read(path: &Path, flag: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {flag} {}: {e}", path.display()))
+}
+
+fn read_certs(path: &Path, flag: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = read(path, flag)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{flag} {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{flag} {}: no certificate in it (a PEM 'CERTIFICATE' block)",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
+/// `--insecure`: any certificate will do, but its signatures are still checked.
+#[derive(Debug)]
+struct AnyCertificate(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
+/// Why a handshake failed, in words for a log line.
+pub fn handshake_failure(e: &io::Error) -> String {
+    use rustls::{Error, InvalidMessage};
+    let tls = e.get_ref().and_then(|e| e.downcast_ref::<Error>());
+    match (e.kind(), tls) {
+        (_, Some(Error::InvalidMessage(InvalidMessage::InvalidContentType)))
+        | (_, Some(Error::InvalidMessage(InvalidMessage::UnknownProtocolVersion))) => {
+            "the client does not speak TLS (plain text?)".to_string()
+        }
+        (_, Some(Error::AlertReceived(alert))) => {
+            format!("the client ended it with the alert {alert:?}")
+        }
+        (_, Some(Error::PeerIncompatible(why))) => {
+            format!("nothing in common with the client: {why:?}")
+        }
+        (_, Some(e)) => e.to_string(),
+        (io::ErrorKind::UnexpectedEof, None) => "the client closed mid-handshake".to_string(),
+        (io::ErrorKind::ConnectionReset, None) => {
+            "the client reset the connection mid-handshake".to_string()
+        }
+        _ => e.to_string(),
+    }
+}
+
+/// The TLS version a connection speaks, for its log line.
+pub fn version_name(version: Option<rustls::ProtocolVersion>) -> &'static str {
+    match version {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLS 1.3",
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLS 1.2",
+        _ => "TLS",
+    }
+}
+
+/// A stream that first gives back bytes read already (what followed a PROXY header: the
+/// start of the handshake), then reads the socket.
+#[derive(Debug)]
+pub struct Rewound<S> {
+    first: Vec<u8>,
+    at: usize,
+    inner: S,
+}
+
+impl<S> Rewound<S> {
+    /// `inner`, with `first` in front of what it reads.
+    pub fn new(first: Vec<u8>, inner: S) -> Self {
+        Rewound {
+            first,
+            at: 0,
+            inner,
+        }
+    }
+
+    /// The stream under it.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewound<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.at < this.first.len() {
+            let n = buf.len().min(this.first.len() - this.at);
+            buf[..n].copy_from_slice(&this.first[this.at..this.at + n]);
+            this.at += n;
+            if this.at == this.first.len() {
+                // Read once; the connection keeps no copy of it.
+                this.first = Vec::new();
+                this.at = 0;
+            }
+            return Poll::Ready(Ok(n));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewound<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_close(cx)
+    }
+}

@@ -1,0 +1,152 @@
+//! `serve --tls-cert --tls-key`: the handshake, within a time limit, then the same echo
+//! (prefix, framing, idle timeout, limits) over the TLS stream.
+//!
+//! The plain echo writes straight from the thread's read buffer; here rustls encrypts
+//! into buffers of its own anyway, so the reply is rendered into a buffer of the
+//! connection's (at most `RENDER_SIZE` bytes, and let go if it grew past that), and the
+//! client's bytes are copied out of the thread's read buffer before the write waits.
+//! Reading stops while a reply waits: a client that sends and never reads stalls itself,
+//! and holds at most one read's reply.
+
+use std::io;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use coop::net::TcpStream;
+use coop::time::timeout;
+use futures_rustls::TlsAcceptor;
+use futures_rustls::server::TlsStream;
+use futures_util::io::{AsyncRead, AsyncWriteExt};
+
+use crate::echo::Encoder;
+use crate::serve::{self, Counts, Ending, Open, RENDER_SIZE, Settings, Totals};
+use crate::tls::{self, Rewound};
+
+/// What a TLS server needs, shared by its connections.
+#[derive(Clone)]
+pub struct Tls {
+    /// The server's certificate and key, and rustls' settings.
+    pub acceptor: TlsAcceptor,
+    /// A client that has not finished its handshake by then is let go.
+    pub handshake_time: Duration,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("handshake_time", &self.handshake_time)
+            .finish_non_exhaustive()
+    }
+}
+
+type Session<'a> = TlsStream<Rewound<&'a TcpStream>>;
+
+/// Handshakes (`first`: bytes read already, after a PROXY header), says who connected,
+/// and answers until the client closes. `None` if the handshake failed: logged here, in
+/// one line naming the client and the reason (at debug level for a load balancer's
+/// health `check`, which may well close without one).
+pub(crate) async fn session(
+    stream: &TcpStream,
+    first: Vec<u8>,
+    check: bool,
+    open: &mut Open,
+    settings: &Settings,
+    tls: &Tls,
+) -> Option<io::Result<Ending>> {
+    let peer = open.peer;
+    let handshake = tls.acceptor.accept(Rewound::new(first, stream));
+    let failed = match timeout(tls.handshake_time, handshake).await {
+        Ok(Ok(mut session)) => {
+            let version = tls::version_name(session.get_ref().1.protocol_version());
+            serve::greet(stream, open, settings, check, Some(version));
+            let mut encoder = Encoder::new(settings.prefix.clone(), settings.framing);
+            return Some(echo(&mut session, &mut encoder, &mut open.counts, settings).await);
+        }
+        Ok(Err(e)) => tls::handshake_failure(&e),
+        Err(_) => format!("not done within {} s", tls.handshake_time.as_secs_f64()),
+    };
+    if check {
+        tracing::debug!("TLS handshake with {peer} (a health check) failed: {failed}");
+    } else {
+        tracing::warn!("TLS handshake with {peer} failed: {failed}");
+    }
+    None
+}
+
+/// Answers everything the client sends, until it closes; then closes with a
+/// `close_notify` and a FIN.
+async fn echo(
+    session: &mut Session<'_>,
+    encoder: &mut Encoder,
+    counts: &mut Counts,
+    settings: &Settings,
+) -> io::Result<Ending> {
+    let stream = *session.get_ref().0.inner();
+    // The runtime keeps the idle clock on the socket: a read or write of the socket that
+    // moves bytes resets it; one that waits past it fails with `TimedOut`.
+    stream.set_idle_timeout(settings.idle_timeout);
+    let mut input = Vec::new();
+    let mut reply = Vec::new();
+    loop {
+        let read = std::future::poll_fn(|cx| {
+            serve::with_read_buffer(|buf| match Pin::new(&mut *session).poll_read(cx, buf) {
+                Poll::Ready(Ok(n)) => {
+                    input.extend_from_slice(&buf[..n]);
+                    Poll::Ready(Ok(n))
+                }
+                other => other,
+            })
+        })
+        .await;
+        match read {
+            Ok(0) => break,
+            Ok(n) => serve::took_chunk(n, counts, &settings.totals, encoder),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                close(session).await?;
+                return Ok(Ending::Idle);
+            }
+            // Closed without a `close_notify`: as good as a close for an echo, whose
+            // client knows from the replies what got through.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(e),
+        }
+        let mut answered = 0;
+        while answered < input.len() {
+            reply.clear();
+            encoder.render(&input[answered..], &mut reply, RENDER_SIZE);
+            answered += encoder.advance(&input[answered..], reply.len());
+            let written = async {
+                session.write_all(&reply).await?;
+                session.flush().await
+            };
+            written
+                .await
+                .map_err(|e| serve::took_no_reply(e, settings))?;
+            counts.bytes_out += reply.len() as u64;
+            Totals::add(&settings.totals.bytes_out, reply.len() as u64);
+        }
+        input.clear();
+        // Keep what an ordinary message needs, not what one large burst did.
+        if input.capacity() > RENDER_SIZE {
+            input = Vec::new();
+        }
+        if reply.capacity() > 2 * RENDER_SIZE {
+            reply = Vec::new();
+        }
+    }
+    close(session).await?;
+    Ok(Ending::Closed)
+}
+
+/// `close_notify`, then the FIN. The client may have closed already.
+async fn close(session: &mut Session<'_>) -> io::Result<()> {
+    match session.close().await {
+        Err(e)
+            if e.kind() != io::ErrorKind::NotConnected && e.kind() != io::ErrorKind::BrokenPipe =>
+        {
+            Err(e)
+        }
+        _ => Ok(()),
+    }
+}

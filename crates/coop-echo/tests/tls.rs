@@ -1,0 +1,425 @@
+//! `serve --tls-cert --tls-key`: the echo over TLS, with real clients (openssl's
+//! s_client, `coop-echo client --tls`, `bench --tls`), and what a hostile or broken client
+//! does to it. The certificates are made here, for each test, by rcgen: no key is kept in
+//! the repository.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
+
+use common::{IO_TIMEOUT, Server};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConnection, StreamOwned};
+
+/// A test CA and a server certificate it signed, for `localhost` and `127.0.0.1`, in
+/// files of a directory of their own (removed on drop).
+struct Certs {
+    dir: PathBuf,
+}
+
+impl Certs {
+    fn new() -> Certs {
+        static MADE: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "coop-echo-tls-{}-{}",
+            std::process::id(),
+            MADE.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "coop-echo test CA");
+        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.join("cert.pem"), leaf.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+        Certs { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    /// `serve` arguments for TLS, then `more`.
+    fn serve(&self, more: &[&str]) -> Server {
+        let (cert, key) = (self.path("cert.pem"), self.path("key.pem"));
+        let mut args = vec!["--tls-cert", &cert, "--tls-key", &key];
+        args.extend_from_slice(more);
+        Server::start(&args)
+    }
+}
+
+impl Drop for Certs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A TLS client config that trusts the test CA.
+fn trusting(certs: &Certs) -> Arc<rustls::ClientConfig> {
+    coop_echo::tls::client_config(Some(Path::new(&certs.path("ca.pem")))).unwrap()
+}
+
+/// A well-behaved TLS client on blocking std sockets, its reads and writes bounded.
+fn tls_client(server: &Server, certs: &Certs) -> StreamOwned<ClientConnection, TcpStream> {
+    let name = ServerName::try_from("localhost").unwrap();
+    let session = ClientConnection::new(trusting(certs), name).unwrap();
+    StreamOwned::new(session, server.connect())
+}
+
+/// Sends `line` and reads back `GOT:` + `line`.
+fn echo_once(client: &mut StreamOwned<ClientConnection, TcpStream>, line: &[u8]) {
+    client.write_all(line).unwrap();
+    client.flush().unwrap();
+    let mut reply = vec![0; 4 + line.len()];
+    client.read_exact(&mut reply).unwrap();
+    assert_eq!(reply, [b"GOT:", line].concat());
+}
+
+/// The bytes of a ClientHello, as a client's first flight.
+fn client_hello(certs: &Certs) -> Vec<u8> {
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut session = ClientConnection::new(trusting(certs), name).unwrap();
+    let mut hello = Vec::new();
+    while session.wants_write() {
+        session.write_tls(&mut hello).unwrap();
+    }
+    hello
+}
+
+/// Reads until the server closes: true if it did (EOF or reset) within `IO_TIMEOUT`.
+fn closed_by_server(stream: &mut TcpStream) -> bool {
+    let mut buf = [0; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Test 1: Debian's openssl, the TLS client people reach for, gets the seed's answer;
+/// so does `coop-echo client --tls`.
+#[test]
+#[cfg_attr(missing_openssl, ignore = "needs openssl: apt-get install openssl")]
+fn openssl_s_client_and_client_tls_get_the_echo() {
+    if Command::new("openssl").arg("version").output().is_err() {
+        return common::skip_without("openssl", "apt-get install openssl");
+    }
+    let certs = Certs::new();
+    let server = certs.serve(&[]);
+    let port = server.addr.port().to_string();
+
+    let mut s_client = Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["-servername", "localhost", "-verify_return_error"])
+        .args(["-CAfile", &certs.path("ca.pem")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start openssl s_client");
+    let mut stdin = s_client.stdin.take().unwrap();
+    stdin.write_all(b"Hello\n").unwrap();
+    stdin.flush().unwrap();
+    // s_client -quiet goes on after its stdin ends: read the reply line, then stop it.
+    let stdout = s_client.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(IO_TIMEOUT);
+    let _ = s_client.kill();
+    let _ = s_client.wait();
+    assert_eq!(line.as_deref(), Ok("GOT:Hello\n"), "log:\n{}", server.log());
+    server.wait_for_log("(TLS 1.3)");
+
+    let output = common::run(
+        &[
+            "client",
+            "--tls",
+            "--tls-ca",
+            &certs.path("ca.pem"),
+            "localhost",
+            &port,
+        ],
+        b"Hello\nWorld\n",
+    );
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(output.stdout, b"GOT:Hello\nGOT:World\n");
+}
+
+/// `client --tls` checks the certificate: signed by another CA, it is refused (and the
+/// server says why the handshake ended); `--insecure` takes it, and says so.
+#[test]
+fn client_tls_refuses_a_certificate_it_cannot_trust() {
+    let certs = Certs::new();
+    let others = Certs::new();
+    let server = certs.serve(&[]);
+    let port = server.addr.port().to_string();
+
+    let output = common::run(
+        &[
+            "client",
+            "--tls",
+            "--tls-ca",
+            &others.path("ca.pem"),
+            "127.0.0.1",
+            &port,
+        ],
+        b"Hello\n",
+    );
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("TLS handshake with 127.0.0.1:"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    server.wait_for_log("failed: the client ended it with the alert");
+
+    let output = common::run(
+        &["client", "--tls", "--insecure", "127.0.0.1", &port],
+        b"Hi\n",
+    );
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(output.stdout, b"GOT:Hi\n");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("WARNING: --insecure"));
+
+    // Neither: told what to give, before any connection.
+    let output = common::run(&["client", "--tls", "127.0.0.1", &port], b"");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--tls-ca PEM"));
+}
+
+/// Test 2: plain text on the TLS port, a handshake that stalls past the limit, and 1,000
+/// clients that send a ClientHello and vanish: each is closed with one log line naming
+/// it and the reason, and a well-behaved TLS client is served all along.
+#[test]
+fn hostile_clients_are_closed_with_a_line_each_and_the_server_goes_on() {
+    const VANISHING: usize = 1000;
+    let certs = Certs::new();
+    let server = Arc::new(certs.serve(&["--tls-handshake-timeout", "1"]));
+
+    // The well-behaved client, round trips all along.
+    let done = Arc::new(AtomicBool::new(false));
+    let good = {
+        let (server, done) = (Arc::clone(&server), Arc::clone(&done));
+        let mut client = tls_client(&server, &certs);
+        thread::spawn(move || {
+            let mut trips = 0u64;
+            while !done.load(Ordering::Relaxed) || trips == 0 {
+                echo_once(&mut client, format!("line {trips}\n").as_bytes());
+                trips += 1;
+            }
+            echo_once(&mut client, b"still here\n");
+            trips
+        })
+    };
+
+    // Plain text: refused as such.
+    let mut plain = server.connect();
+    plain.write_all(b"Hello\n").unwrap();
+    assert!(closed_by_server(&mut plain));
+    let local = plain.local_addr().unwrap();
+    let line = server.wait_for_log(&format!("TLS handshake with {local} failed"));
+    assert!(line.contains("does not speak TLS"), "{line}");
+
+    // Half a ClientHello, then nothing: let go at the limit.
+    let mut stalled = server.connect();
+    let hello = client_hello(&certs);
+    stalled.write_all(&hello[..hello.len() / 2]).unwrap();
+    assert!(closed_by_server(&mut stalled));
+    let local = stalled.local_addr().unwrap();
+    let line = server.wait_for_log(&format!("TLS handshake with {local} failed"));
+    assert!(line.contains("not done within 1 s"), "{line}");
+
+    // A ClientHello, then gone.
+    let mut vanished = Vec::with_capacity(VANISHING);
+    for _ in 0..VANISHING {
+        let mut stream = server.connect();
+        stream.write_all(&hello).unwrap();
+        vanished.push(stream.local_addr().unwrap());
+    }
+    let failures = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("TLS handshake with") && l.contains("failed"))
+            .count()
+    };
+    let log = server.wait_until("a line for every vanished client", |log| {
+        failures(log) >= VANISHING + 2
+    });
+    for client in &vanished {
+        let needle = format!("TLS handshake with {client} failed: the client");
+        assert_eq!(log.matches(&needle).count(), 1, "{client}");
+    }
+    assert_eq!(failures(&log), VANISHING + 2);
+
+    done.store(true, Ordering::Relaxed);
+    let trips = good.join().expect("the good client was served throughout");
+    assert!(trips >= 1);
+    let mut after = tls_client(&server, &certs);
+    echo_once(&mut after, b"Hello\n");
+}
+
+/// A load balancer's PROXY header, then TLS, the header and the ClientHello in one
+/// segment: the handshake reads on from where the header ended, and the log names the
+/// client the header names.
+#[test]
+fn tls_behind_a_proxy_header() {
+    let certs = Certs::new();
+    let (cert, key) = (certs.path("cert.pem"), certs.path("key.pem"));
+    let server = Server::start(&["--tls-cert", &cert, "--tls-key", &key, "--proxy-protocol"]);
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut session = ClientConnection::new(trusting(&certs), name).unwrap();
+    let mut first = b"PROXY TCP4 192.0.2.7 127.0.0.1 40000 25000\r\n".to_vec();
+    while session.wants_write() {
+        session.write_tls(&mut first).unwrap();
+    }
+    let mut socket = server.connect();
+    socket.write_all(&first).unwrap();
+    let mut client = StreamOwned::new(session, socket);
+    echo_once(&mut client, b"Hello\n");
+    server.wait_for_log("Connection from 192.0.2.7:40000 (TLS 1.3)");
+}
+
+/// The idle timeout holds over TLS: a client that says nothing is closed, with a
+/// close_notify, and the line says why.
+#[test]
+fn an_idle_tls_client_is_closed() {
+    let certs = Certs::new();
+    let server = certs.serve(&["--idle-timeout", "0.5"]);
+    let mut client = tls_client(&server, &certs);
+    echo_once(&mut client, b"Hello\n");
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    server.wait_for_log("idle for 0.5 s (6 bytes in, 10 bytes out)");
+}
+
+/// A TLS client that sends and never reads stalls itself: the server reads no more from
+/// it while a reply waits, and lets it go after the idle timeout, saying why.
+#[test]
+fn a_tls_client_that_takes_no_reply_is_let_go() {
+    let certs = Certs::new();
+    let server = certs.serve(&["--idle-timeout", "0.5"]);
+    let mut client = tls_client(&server, &certs);
+    echo_once(&mut client, b"Hello\n");
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut sent = 0usize;
+    // Fails once the server has closed; a write that blocks past IO_TIMEOUT fails too.
+    while client.write_all(&chunk).is_ok() {
+        sent += chunk.len();
+        assert!(sent < 1 << 30, "the server read 1 GiB without the client reading");
+    }
+    let line = server.wait_for_log("Connection closed 127.0.0.1");
+    assert!(
+        line.contains("the client took no reply for 0.5 s") || line.contains("idle for 0.5 s"),
+        "{line}"
+    );
+}
+
+/// `bench --tls`: every reply checked over TLS, pipelined and in line framing, and the
+/// handshake rate reported.
+#[test]
+fn bench_over_tls() {
+    let certs = Certs::new();
+    let server = certs.serve(&["--quiet", "--framing", "line"]);
+    let port = server.addr.port().to_string();
+    let output = common::run(
+        &[
+            "bench",
+            "--port",
+            &port,
+            "--tls",
+            "--tls-ca",
+            &certs.path("ca.pem"),
+            "--tls-name",
+            "localhost",
+            "--framing",
+            "line",
+            "-c",
+            "20",
+            "-n",
+            "4000",
+            "--pipeline",
+            "4",
+            "--size",
+            "3000",
+            "--json",
+            "--quiet",
+        ],
+        b"",
+    );
+    assert!(output.status.success(), "{output:?}");
+    let report = common::json_report(&output);
+    assert_eq!(report["messages"], 4000);
+    assert_eq!(report["errors"], 0);
+    assert_eq!(report["mismatches"], 0);
+    assert_eq!(report["tls"], true);
+    assert!(report["handshakes_per_sec"].as_f64().unwrap() > 0.0);
+}
+
+/// A certificate or key that cannot be used stops the server before it listens, with one
+/// line and a non-zero exit.
+#[test]
+fn unusable_certificates_are_refused_in_one_line() {
+    let certs = Certs::new();
+    let others = Certs::new();
+    let (cert, key, ca) = (
+        certs.path("cert.pem"),
+        certs.path("key.pem"),
+        certs.path("ca.pem"),
+    );
+    let other_key = others.path("key.pem");
+    let missing = certs.path("missing.pem");
+    for (args, says) in [
+        (
+            vec!["--tls-cert", &missing, "--tls-key", &key],
+            "cannot read --tls-cert",
+        ),
+        (
+            vec!["--tls-cert", &key, "--tls-key", &key],
+            "no certificate in it",
+        ),
+        (
+            vec!["--tls-cert", &cert, "--tls-key", &ca],
+            "no private key in it",
+        ),
+        (
+            vec!["--tls-cert", &cert, "--tls-key", &other_key],
+            "is not the key of",
+        ),
+    ] {
+        let mut all = vec!["serve", "--host", "127.0.0.1", "--port", "0"];
+        all.extend(args);
+        let output = common::run(&all, b"");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{all:?}: {stderr}");
+        assert!(stderr.contains(says), "{all:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{all:?}: {stderr}");
+    }
+    // One without the other is a usage error.
+    let output = common::run(&["serve", "--port", "0", "--tls-cert", &cert], b"");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+}
