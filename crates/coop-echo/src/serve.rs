@@ -11,7 +11,6 @@ use coop::net::{TcpListener, TcpStream};
 
 use crate::echo::{CHUNK_SLICES, Encoder, Framing};
 use crate::proxy::{self, Origin, Refusal};
-use crate::tls_echo;
 
 /// Bytes one read may take from a client. Reads land in one buffer that all connections
 /// share; a connection copies out only what its client is not yet accepting back.
@@ -60,8 +59,6 @@ pub struct Settings {
     pub idle_timeout: Option<Duration>,
     /// Every connection begins with a PROXY protocol header.
     pub proxy_protocol: bool,
-    /// Speak TLS, with this config.
-    pub tls: Option<tls_echo::Tls>,
     /// What every connection adds to.
     pub totals: Totals,
 }
@@ -122,12 +119,7 @@ pub fn handle(
     // The peer goes into the connection's guard at once, and the guard is what the task
     // keeps: no copy of an address waits beside it in every connection's state. Quiet
     // until the connection is known (a refused one had no `Connection from` line).
-    let mut open = Open {
-        peer,
-        quiet: true,
-        counts: Counts::default(),
-        ended: false,
-    };
+    let mut open = Open::new(peer);
     // An `async move` block rather than an `async fn`: an async fn keeps its arguments
     // twice in its state (as arguments, and as locals), and every connection would
     // carry the copy.
@@ -135,59 +127,17 @@ pub fn handle(
         let Some((first, check)) = origin(&stream, &mut open, &settings).await else {
             return;
         };
+        greet(&stream, &mut open, &settings, check, None);
         let mut encoder = Encoder::new(Rc::clone(&settings.prefix), settings.framing);
-        let outcome = match &settings.tls {
-            None => {
-                greet(&stream, &mut open, &settings, check, None);
-                echo(&stream, &mut encoder, &mut open.counts, &settings, first).await
-            }
-            // Boxed: a TLS session's state is large, and would size every plain
-            // connection's task too.
-            Some(tls) => {
-                nodelay(&stream, open.peer);
-                let session = tls_echo::session(&stream, first, check, &mut open, &settings, tls);
-                match Box::pin(session).await {
-                    Some(outcome) => outcome,
-                    None => return,
-                }
-            }
-        };
-        open.ended = true;
-        let Counts {
-            bytes_in,
-            bytes_out,
-        } = open.counts;
-        let client = open.peer;
-        if !open.quiet {
-            match outcome {
-                Ok(Ending::Closed) => tracing::info!(
-                    "Connection closed {client} ({bytes_in} bytes in, {bytes_out} bytes out)"
-                ),
-                Ok(Ending::Idle) => tracing::info!(
-                    "Connection closed {client}: idle for {} s ({bytes_in} bytes in, {bytes_out} bytes out)",
-                    settings.idle_timeout.unwrap_or_default().as_secs_f64()
-                ),
-                Err(e) => tracing::info!(
-                    "Connection closed {client}: {e} ({bytes_in} bytes in, {bytes_out} bytes out)"
-                ),
-            }
-        } else if check {
-            match outcome {
-                Ok(_) => tracing::debug!(
-                    "Health check from {client} answered ({bytes_in} bytes in, {bytes_out} bytes out)"
-                ),
-                Err(e) => tracing::debug!(
-                    "Health check from {client} ended: {e} ({bytes_in} bytes in, {bytes_out} bytes out)"
-                ),
-            }
-        }
+        let outcome = echo(&stream, &mut encoder, &mut open.counts, &settings, first).await;
+        open.end(outcome, check, &settings);
     }
 }
 
 /// Learns who the client is: the peer, or whom a load balancer's PROXY header names (then
 /// in `open.peer`). Returns the bytes that came after a header, and whether it is a load
 /// balancer's health check; `None` if the connection is refused.
-async fn origin(
+pub(crate) async fn origin(
     stream: &TcpStream,
     open: &mut Open,
     settings: &Settings,
@@ -246,7 +196,7 @@ pub(crate) fn greet(
 /// Replies go out as soon as they are written: Nagle's algorithm would hold a reply back
 /// while an earlier one is unacknowledged, which stalls pipelined clients (and a TLS
 /// handshake's last flight).
-fn nodelay(stream: &TcpStream, client: SocketAddr) {
+pub(crate) fn nodelay(stream: &TcpStream, client: SocketAddr) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!("TCP_NODELAY on {client}: {e}");
     }
@@ -262,6 +212,53 @@ pub(crate) struct Open {
     quiet: bool,
     pub(crate) counts: Counts,
     ended: bool,
+}
+
+impl Open {
+    /// A connection from `peer`, quiet until it is known (a refused one has no
+    /// `Connection from` line).
+    pub(crate) fn new(peer: SocketAddr) -> Open {
+        Open {
+            peer,
+            quiet: true,
+            counts: Counts::default(),
+            ended: false,
+        }
+    }
+
+    /// The connection ended with `outcome`: its closing line (at debug level for a
+    /// load balancer's health `check`).
+    pub(crate) fn end(&mut self, outcome: io::Result<Ending>, check: bool, settings: &Settings) {
+        self.ended = true;
+        let Counts {
+            bytes_in,
+            bytes_out,
+        } = self.counts;
+        let client = self.peer;
+        if !self.quiet {
+            match outcome {
+                Ok(Ending::Closed) => tracing::info!(
+                    "Connection closed {client} ({bytes_in} bytes in, {bytes_out} bytes out)"
+                ),
+                Ok(Ending::Idle) => tracing::info!(
+                    "Connection closed {client}: idle for {} s ({bytes_in} bytes in, {bytes_out} bytes out)",
+                    settings.idle_timeout.unwrap_or_default().as_secs_f64()
+                ),
+                Err(e) => tracing::info!(
+                    "Connection closed {client}: {e} ({bytes_in} bytes in, {bytes_out} bytes out)"
+                ),
+            }
+        } else if check {
+            match outcome {
+                Ok(_) => tracing::debug!(
+                    "Health check from {client} answered ({bytes_in} bytes in, {bytes_out} bytes out)"
+                ),
+                Err(e) => tracing::debug!(
+                    "Health check from {client} ended: {e} ({bytes_in} bytes in, {bytes_out} bytes out)"
+                ),
+            }
+        }
+    }
 }
 
 impl Drop for Open {

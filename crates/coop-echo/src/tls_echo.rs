@@ -8,8 +8,11 @@
 //! Reading stops while a reply waits: a client that sends and never reads stalls itself,
 //! and holds at most one read's reply.
 
+use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -42,11 +45,33 @@ impl std::fmt::Debug for Tls {
 
 type Session<'a> = TlsStream<Rewound<&'a TcpStream>>;
 
+/// Answers one TLS client until it closes (or falls silent, or fails), and logs the end:
+/// [`serve::handle`] with a handshake first. A handler of its own, rather than a branch in
+/// that one, so that the plain echo's code is what it was without TLS.
+pub fn handle(
+    stream: TcpStream,
+    peer: SocketAddr,
+    settings: Rc<Settings>,
+    tls: Rc<Tls>,
+) -> impl Future<Output = ()> {
+    let mut open = Open::new(peer);
+    async move {
+        let Some((first, check)) = serve::origin(&stream, &mut open, &settings).await else {
+            return;
+        };
+        // Before the handshake: its flights are small writes too.
+        serve::nodelay(&stream, open.peer);
+        if let Some(outcome) = session(&stream, first, check, &mut open, &settings, &tls).await {
+            open.end(outcome, check, &settings);
+        }
+    }
+}
+
 /// Handshakes (`first`: bytes read already, after a PROXY header), says who connected,
 /// and answers until the client closes. `None` if the handshake failed: logged here, in
 /// one line naming the client and the reason (at debug level for a load balancer's
 /// health `check`, which may well close without one).
-pub(crate) async fn session(
+async fn session(
     stream: &TcpStream,
     first: Vec<u8>,
     check: bool,

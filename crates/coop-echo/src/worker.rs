@@ -16,7 +16,7 @@ use coop::{JoinHandle, Server, ServerHandle, SharedLimit, TcpListener, UdpSocket
 
 use crate::echo::Framing;
 use crate::serve::{self, Settings, Totals};
-use crate::tls_echo::Tls;
+use crate::tls_echo::{self, Tls};
 use crate::udp;
 
 /// What a serving thread is given: everything `Send`, turned into its own `Rc`s there.
@@ -156,10 +156,6 @@ pub async fn run(
         quiet: config.quiet,
         idle_timeout: config.idle_timeout,
         proxy_protocol: config.proxy_protocol,
-        tls: config.tls.map(|(config, handshake_time)| Tls {
-            acceptor: config.into(),
-            handshake_time,
-        }),
         totals: Totals::default(),
     });
     let server = match config.limit {
@@ -168,12 +164,27 @@ pub async fn run(
     };
     let handle = server.handle();
     let handler_settings = Rc::clone(&settings);
-    let accepting = coop::spawn_named(
-        "accept",
-        server.serve(move |stream, peer: SocketAddr| {
-            serve::handle(stream, peer, Rc::clone(&handler_settings))
-        }),
-    );
+    // One accept loop or the other: the plain one's handler has no TLS in it.
+    let accepting = match config.tls {
+        None => coop::spawn_named(
+            "accept",
+            server.serve(move |stream, peer: SocketAddr| {
+                serve::handle(stream, peer, Rc::clone(&handler_settings))
+            }),
+        ),
+        Some((config, handshake_time)) => {
+            let tls = Rc::new(Tls {
+                acceptor: config.into(),
+                handshake_time,
+            });
+            coop::spawn_named(
+                "accept",
+                server.serve(move |stream, peer: SocketAddr| {
+                    tls_echo::handle(stream, peer, Rc::clone(&handler_settings), Rc::clone(&tls))
+                }),
+            )
+        }
+    };
     if let Some(socket) = udp_socket {
         let rate = config.udp_rate.unwrap_or(0);
         let limiter = (rate > 0).then(|| udp::Limiter::new(rate));

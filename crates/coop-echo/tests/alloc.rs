@@ -64,7 +64,6 @@ fn start_server() -> (Vec<std::net::SocketAddr>, std::net::SocketAddr) {
                     // The default: the idle timer must cost no allocation either.
                     idle_timeout: Some(Duration::from_secs(300)),
                     proxy_protocol: false,
-                    tls: None,
                     totals: Default::default(),
                 };
                 drop(coop::spawn(serve::run(listener, settings)));
@@ -152,7 +151,6 @@ fn a_connection_s_state_stays_small() {
             quiet: true,
             idle_timeout: Some(Duration::from_secs(300)),
             proxy_protocol: true,
-            tls: None,
             totals: Default::default(),
         });
         let handler = serve::handle(stream, peer, settings);

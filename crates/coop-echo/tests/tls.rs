@@ -330,7 +330,10 @@ fn a_tls_client_that_takes_no_reply_is_let_go() {
     // Fails once the server has closed; a write that blocks past IO_TIMEOUT fails too.
     while client.write_all(&chunk).is_ok() {
         sent += chunk.len();
-        assert!(sent < 1 << 30, "the server read 1 GiB without the client reading");
+        assert!(
+            sent < 1 << 30,
+            "the server read 1 GiB without the client reading"
+        );
     }
     let line = server.wait_for_log("Connection closed 127.0.0.1");
     assert!(
