@@ -10,6 +10,9 @@
 #                              runs, a few minutes): coop-echo serve --threads 2 against
 #                              --threads 1 and tokio-echo --workers 2; prints its table,
 #                              leaves RESULTS.md as it is
+#   bench/compare.sh --tls-section [--quick]   # only the TLS section (5 interleaved runs, a
+#                              few minutes): coop-echo serve --tls-cert against itself
+#                              without TLS; prints its table, leaves RESULTS.md as it is
 #
 # Needs 2 cores (server on core 0, load generator on core 1; in the threads section both
 # share both cores), perf (system calls), valgrind (instructions) and a font for the

@@ -12,6 +12,7 @@
 mod chart;
 mod peer;
 mod results;
+mod tls;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -102,6 +103,16 @@ fn run() -> io::Result<()> {
         return Ok(());
     }
 
+    if args.iter().any(|a| a == "--tls-section") {
+        tls::section(&bin, &plan, &mut samples)?;
+        let command = format!(
+            "bench/compare.sh --tls-section{}",
+            if quick { " --quick" } else { "" }
+        );
+        println!("{}", results::tls_only(&samples, &command));
+        return Ok(());
+    }
+
     for run in 1..=plan.runs {
         for kind in Kind::ALL {
             eprintln!("run {run}/{}: {}", plan.runs, kind.name());
@@ -116,6 +127,7 @@ fn run() -> io::Result<()> {
     eprintln!("scale: coop holds {} connections", plan.scale);
     let scale = scale_check(&bin, plan.scale)?;
     threads_section(&bin, &plan, &mut samples)?;
+    tls::section(&bin, &plan, &mut samples)?;
 
     let command = format!("bench/compare.sh{}", if quick { " --quick" } else { "" });
     let markdown = results::markdown(&samples, &plan.chart, plan.many, &scale, &command);

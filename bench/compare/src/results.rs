@@ -32,7 +32,7 @@ impl Samples {
             .map_or(&[], Vec::as_slice)
     }
 
-    fn sum(&self, kind: Kind, metric: &str) -> f64 {
+    pub fn sum(&self, kind: Kind, metric: &str) -> f64 {
         self.all(kind, metric).iter().sum()
     }
 }
@@ -242,8 +242,21 @@ pub fn markdown(
 
     md.push('\n');
     md.push_str(&threads(samples, many));
+    md.push('\n');
+    md.push_str(&crate::tls::table(samples));
     md.push_str(&every_sample(samples));
     md
+}
+
+/// What `--tls-section` prints: the TLS table and its samples.
+pub fn tls_only(samples: &Samples, command: &str) -> String {
+    format!(
+        "# coop-echo, TLS section\n\nWritten by `{command}` on {}. {}\n\n{}{}",
+        today(),
+        machine(),
+        crate::tls::table(samples),
+        every_sample(samples)
+    )
 }
 
 /// What `--threads-section` prints: the Threads table and its samples.
