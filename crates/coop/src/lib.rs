@@ -147,8 +147,12 @@
 //! * **hyper 1.x** serves HTTP/1 on coop through `smol-hyper`'s `FuturesIo`, an adapter
 //!   from `futures-io`'s traits to hyper's; an HTTP/1 connection needs no executor or
 //!   timer from the runtime (`examples/http_hello.rs`, fetched with curl by its test).
-//! * **Crates written for tokio's I/O traits** take a coop stream through an adapter from
-//!   `futures-io` to tokio's traits, such as `tokio-util`'s `compat` module.
+//! * **TLS:** `futures-rustls` takes a coop stream as it is; `coop-echo serve
+//!   --tls-cert` is built on it.
+//! * **Crates written for tokio's I/O traits** take a coop stream as it is with the
+//!   `tokio` feature (`coop = { features = ["tokio"] }`: tokio's `AsyncRead` and
+//!   `AsyncWrite` for [`TcpStream`] and `&TcpStream`, from tokio's traits alone, no tokio
+//!   runtime), or through an adapter such as `tokio-util`'s `compat` module.
 //! * **What does not work:** a crate that calls `tokio::spawn` or tokio's timers needs a
 //!   tokio runtime on its thread; coop is not one.
 //!

@@ -1,7 +1,8 @@
 //! What the async ecosystem builds on: `futures-io`'s `AsyncRead` and `AsyncWrite`
 //! (so `futures::io::copy`, `BufReader::lines`, codecs and TLS wrappers take a coop
-//! stream as it is), the descriptor under every socket (`AsFd`, `AsRawFd`), for any
-//! socket option coop does not wrap, and `into_std`, to give a socket back.
+//! stream as it is), and with `--features tokio` tokio's; the descriptor under every
+//! socket (`AsFd`, `AsRawFd`), for any socket option coop does not wrap; and `into_std`,
+//! to give a socket back.
 //!
 //! Implemented for `TcpStream` and for `&TcpStream`, as async-io does: a task may read
 //! through one reference while another writes through a second. Each direction has one
@@ -102,6 +103,61 @@ macro_rules! io_traits {
 }
 
 io_traits!(TcpStream, &TcpStream);
+
+/// tokio's traits, for crates written against them, with `--features tokio`: the same
+/// reads and writes; `poll_shutdown` is `poll_close`.
+#[cfg(feature = "tokio")]
+macro_rules! tokio_traits {
+    ($($stream:ty),*) => {$(
+        impl tokio::io::AsyncRead for $stream {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut tokio::io::ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                let n = ready!(self.poll_read_some(cx, buf.initialize_unfilled()))?;
+                buf.advance(n);
+                Poll::Ready(Ok(()))
+            }
+        }
+
+        impl tokio::io::AsyncWrite for $stream {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                self.poll_write_some(cx, &[IoSlice::new(buf)])
+            }
+
+            fn poll_write_vectored(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                bufs: &[IoSlice<'_>],
+            ) -> Poll<io::Result<usize>> {
+                self.poll_write_some(cx, bufs)
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                true
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(Ok(()))
+            }
+
+            fn poll_shutdown(
+                self: Pin<&mut Self>,
+                _cx: &mut Context<'_>,
+            ) -> Poll<io::Result<()>> {
+                self.close_write()
+            }
+        }
+    )*};
+}
+
+#[cfg(feature = "tokio")]
+tokio_traits!(TcpStream, &TcpStream);
 
 /// The descriptor under each socket. Doing I/O on it directly bypasses the runtime's
 /// readiness cache (a read that empties the socket is not seen, and the next coop read
