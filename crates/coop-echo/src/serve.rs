@@ -127,7 +127,8 @@ pub fn handle(
         let Some((first, check)) = origin(&stream, &mut open, &settings).await else {
             return;
         };
-        greet(&stream, &mut open, &settings, check, None);
+        greet(&mut open, &settings, check, None);
+        nodelay(&stream, open.peer);
         let mut encoder = Encoder::new(Rc::clone(&settings.prefix), settings.framing);
         let outcome = echo(&stream, &mut encoder, &mut open.counts, &settings, first).await;
         open.end(outcome, check, &settings);
@@ -171,16 +172,10 @@ pub(crate) async fn origin(
     }
 }
 
-/// Says who connected (`over`: the TLS version, if any), and readies the socket;
-/// `open.quiet` then says whether the connection goes unlogged at info level. A load
-/// balancer's health `check` is logged at debug level: one a second would drown the log.
-pub(crate) fn greet(
-    stream: &TcpStream,
-    open: &mut Open,
-    settings: &Settings,
-    check: bool,
-    over: Option<&str>,
-) {
+/// Says who connected (`over`: the TLS version, if any); `open.quiet` then says whether
+/// the connection goes unlogged at info level. A load balancer's health `check` is
+/// logged at debug level: one a second would drown the log.
+pub(crate) fn greet(open: &mut Open, settings: &Settings, check: bool, over: Option<&str>) {
     let client = open.peer;
     let info = !settings.quiet && !check;
     open.quiet = !info;
@@ -190,7 +185,6 @@ pub(crate) fn greet(
         (false, _) if check => tracing::debug!("Health check from {client}"),
         _ => {}
     }
-    nodelay(stream, client);
 }
 
 /// Replies go out as soon as they are written: Nagle's algorithm would hold a reply back

@@ -84,7 +84,7 @@ async fn session(
     let failed = match timeout(tls.handshake_time, handshake).await {
         Ok(Ok(mut session)) => {
             let version = tls::version_name(session.get_ref().1.protocol_version());
-            serve::greet(stream, open, settings, check, Some(version));
+            serve::greet(open, settings, check, Some(version));
             let mut encoder = Encoder::new(settings.prefix.clone(), settings.framing);
             return Some(echo(&mut session, &mut encoder, &mut open.counts, settings).await);
         }
