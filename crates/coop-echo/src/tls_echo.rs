@@ -20,7 +20,7 @@ use coop::net::TcpStream;
 use coop::time::timeout;
 use futures_rustls::TlsAcceptor;
 use futures_rustls::server::TlsStream;
-use futures_util::io::{AsyncRead, AsyncWriteExt};
+use futures_util::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::echo::Encoder;
 use crate::serve::{self, Counts, Ending, Open, RENDER_SIZE, Settings, Totals};
@@ -120,6 +120,13 @@ async fn echo(
                     input.extend_from_slice(&buf[..n]);
                     Poll::Ready(Ok(n))
                 }
+                // Records may have called for an answer that rustls queued (a KeyUpdate
+                // of ours, an alert refusing a renegotiation): it goes out now, not with
+                // the next reply, which the client may be waiting on it to send.
+                Poll::Pending => match Pin::new(&mut *session).poll_flush(cx) {
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    _ => Poll::Pending,
+                },
                 other => other,
             })
         })

@@ -342,6 +342,50 @@ fn a_tls_client_that_takes_no_reply_is_let_go() {
     );
 }
 
+/// What rustls answers to a record while the server only reads goes out at once: a TLS
+/// 1.2 client that asks to renegotiate gets its refusal (a `no_renegotiation` alert)
+/// without sending anything more, and gives up at once (found by a review: the alert
+/// waited for the next reply, here for the idle timeout).
+#[test]
+#[cfg_attr(missing_openssl, ignore = "needs openssl: apt-get install openssl")]
+fn a_refused_renegotiation_is_answered_at_once() {
+    if Command::new("openssl").arg("version").output().is_err() {
+        return common::skip_without("openssl", "apt-get install openssl");
+    }
+    let certs = Certs::new();
+    let server = certs.serve(&["--idle-timeout", "60"]);
+    let mut s_client = Command::new("openssl")
+        .args(["s_client", "-tls1_2", "-connect", &server.addr.to_string()])
+        .args(["-servername", "localhost", "-CAfile", &certs.path("ca.pem")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start openssl s_client");
+    let mut stdin = s_client.stdin.take().unwrap();
+    let stdout = std::io::BufReader::new(s_client.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        for line in std::io::BufRead::lines(stdout) {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    stdin.write_all(b"first\n").unwrap();
+    let got = (0..)
+        .map_while(|_| rx.recv_timeout(IO_TIMEOUT).ok())
+        .any(|line| line == "GOT:first");
+    assert!(got, "no reply; log:\n{}", server.log());
+    // s_client's command for a renegotiation: a line that is just `R`.
+    stdin.write_all(b"R\n").unwrap();
+    let line = server.wait_for_log("Connection closed 127.0.0.1");
+    let _ = s_client.kill();
+    let _ = s_client.wait();
+    assert!(line.contains("alert"), "{line}");
+}
+
 /// `bench --tls`: every reply checked over TLS, pipelined and in line framing, and the
 /// handshake rate reported.
 #[test]
