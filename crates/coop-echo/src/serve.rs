@@ -108,6 +108,8 @@ pub(crate) enum Ending {
     Closed,
     /// The client sent nothing for the idle timeout.
     Idle,
+    /// The server stopped, and closed the connection (over TLS: with a close_notify).
+    Stopped,
 }
 
 /// Answers one client until it closes (or falls silent, or fails), and logs the end.
@@ -237,6 +239,9 @@ impl Open {
                 Ok(Ending::Idle) => tracing::info!(
                     "Connection closed {client}: idle for {} s ({bytes_in} bytes in, {bytes_out} bytes out)",
                     settings.idle_timeout.unwrap_or_default().as_secs_f64()
+                ),
+                Ok(Ending::Stopped) => tracing::info!(
+                    "Connection closed {client}: the server stopped ({bytes_in} bytes in, {bytes_out} bytes out)"
                 ),
                 Err(e) => tracing::info!(
                     "Connection closed {client}: {e} ({bytes_in} bytes in, {bytes_out} bytes out)"

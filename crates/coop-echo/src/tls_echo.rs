@@ -80,15 +80,19 @@ async fn session(
     tls: &Tls,
 ) -> Option<io::Result<Ending>> {
     let peer = open.peer;
-    let handshake = tls.acceptor.accept(Rewound::new(first, stream));
+    let handshake = until_stopped(tls.acceptor.accept(Rewound::new(first, stream)));
     let failed = match timeout(tls.handshake_time, handshake).await {
-        Ok(Ok(mut session)) => {
+        Ok(None) => {
+            tracing::info!("TLS handshake with {peer} cut short: the server stopped");
+            return None;
+        }
+        Ok(Some(Ok(mut session))) => {
             let version = tls::version_name(session.get_ref().1.protocol_version());
             serve::greet(open, settings, check, Some(version));
             let mut encoder = Encoder::new(settings.prefix.clone(), settings.framing);
             return Some(echo(&mut session, &mut encoder, &mut open.counts, settings).await);
         }
-        Ok(Err(e)) => tls::handshake_failure(&e),
+        Ok(Some(Err(e))) => tls::handshake_failure(&e),
         Err(_) => format!("not done within {} s", tls.handshake_time.as_secs_f64()),
     };
     if check {
@@ -113,27 +117,36 @@ async fn echo(
     stream.set_idle_timeout(settings.idle_timeout);
     let mut input = Vec::new();
     let mut reply = Vec::new();
+    // Waited on only between replies: what was read is answered before the goodbye.
+    let mut stop = std::pin::pin!(coop::stop_requested());
     loop {
         let read = std::future::poll_fn(|cx| {
             serve::with_read_buffer(|buf| match Pin::new(&mut *session).poll_read(cx, buf) {
                 Poll::Ready(Ok(n)) => {
                     input.extend_from_slice(&buf[..n]);
-                    Poll::Ready(Ok(n))
+                    Poll::Ready(Ok(Some(n)))
                 }
-                // Records may have called for an answer that rustls queued (a KeyUpdate
-                // of ours, an alert refusing a renegotiation): it goes out now, not with
-                // the next reply, which the client may be waiting on it to send.
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                // Records may have called for an answer that rustls queued (an alert
+                // refusing a renegotiation): it goes out now, not with the next reply,
+                // which the client may be waiting on it to send.
                 Poll::Pending => match Pin::new(&mut *session).poll_flush(cx) {
                     Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    _ if stop.as_mut().poll(cx).is_ready() => Poll::Ready(Ok(None)),
                     _ => Poll::Pending,
                 },
-                other => other,
             })
         })
         .await;
         match read {
-            Ok(0) => break,
-            Ok(n) => serve::took_chunk(n, counts, &settings.totals, encoder),
+            // The server stops: a close_notify rather than a cut (the worker gives the
+            // goodbyes a moment before its runtime goes).
+            Ok(None) => {
+                close(session).await?;
+                return Ok(Ending::Stopped);
+            }
+            Ok(Some(0)) => break,
+            Ok(Some(n)) => serve::took_chunk(n, counts, &settings.totals, encoder),
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                 close(session).await?;
                 return Ok(Ending::Idle);
@@ -169,6 +182,19 @@ async fn echo(
     }
     close(session).await?;
     Ok(Ending::Closed)
+}
+
+/// `future`'s output, or `None` if the server stops first.
+async fn until_stopped<F: Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut stop = std::pin::pin!(coop::stop_requested());
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = future.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        stop.as_mut().poll(cx).map(|()| None)
+    })
+    .await
 }
 
 /// `close_notify`, then the FIN. The client may have closed already.

@@ -116,6 +116,9 @@ struct Worker {
     accepting: RefCell<Option<JoinHandle<()>>>,
 }
 
+/// How long, at a stop, TLS connections have to send their close_notify.
+const TLS_GOODBYE: Duration = Duration::from_secs(1);
+
 thread_local! {
     static WORKER: RefCell<Option<Rc<Worker>>> = const { RefCell::new(None) };
 }
@@ -165,6 +168,7 @@ pub async fn run(
     let handle = server.handle();
     let handler_settings = Rc::clone(&settings);
     // One accept loop or the other: the plain one's handler has no TLS in it.
+    let tls = config.tls.is_some();
     let accepting = match config.tls {
         None => coop::spawn_named(
             "accept",
@@ -200,6 +204,11 @@ pub async fn run(
     })));
     coop::stop_requested().await;
     let last = snapshot();
+    if tls {
+        // Each TLS connection still open sends its close_notify as it sees the stop: a
+        // moment for them, bounded (a client that takes nothing must not hold the exit).
+        let _ = coop::time::timeout(TLS_GOODBYE, drained()).await;
+    }
     // The connections still open go with the runtime, after this returns.
     WORKER.set(None);
     last

@@ -386,6 +386,47 @@ fn a_refused_renegotiation_is_answered_at_once() {
     assert!(line.contains("alert"), "{line}");
 }
 
+/// A graceful stop ends a TLS connection still open at the deadline with a close_notify
+/// (a clean end, not a truncation), and names a client caught mid-handshake (found by a
+/// review: both were cut without a word to the client).
+#[test]
+fn a_graceful_stop_says_goodbye_over_tls() {
+    let certs = Certs::new();
+    let mut server = certs.serve(&["--shutdown-timeout", "0.2"]);
+    let mut client = tls_client(&server, &certs);
+    echo_once(&mut client, b"Hello\n");
+    let mut halfway = server.connect();
+    let hello = client_hello(&certs);
+    halfway.write_all(&hello[..hello.len() / 2]).unwrap();
+    let halfway_addr = halfway.local_addr().unwrap();
+    server.wait_for_log(&format!(
+        "Connection from {}",
+        client.sock.local_addr().unwrap()
+    ));
+
+    server.signal("TERM");
+    // rustls says UnexpectedEof for an end without close_notify.
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).expect("a close_notify");
+    assert!(rest.is_empty());
+    assert!(closed_by_server(&mut halfway));
+    assert!(server.wait_exit(IO_TIMEOUT).success());
+    let log = server.log();
+    assert!(
+        log.contains(&format!(
+            "Connection closed {}: the server stopped (6 bytes in, 10 bytes out)",
+            client.sock.local_addr().unwrap()
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "TLS handshake with {halfway_addr} cut short: the server stopped"
+        )),
+        "{log}"
+    );
+}
+
 /// `bench --tls`: every reply checked over TLS, pipelined and in line framing, and the
 /// handshake rate reported.
 #[test]
