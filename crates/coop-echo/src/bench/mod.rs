@@ -369,7 +369,6 @@ pub fn measure(args: &BenchArgs) -> io::Result<Report> {
         })
         .collect();
     let server_cpu_start = args.server_pid.and_then(cpu_time_of);
-    let client_cpu_start = cpu_time_of(std::process::id());
     let go = Barrier::new(parts.len());
     let run = |part| Run {
         args,
@@ -380,15 +379,25 @@ pub fn measure(args: &BenchArgs) -> io::Result<Report> {
         duration,
         go: &go,
     };
-    let outcomes: Vec<io::Result<PartOutcome>> = if parts.len() == 1 {
-        parts.iter().map(|part| run(part).run(&tls)).collect()
+    // Each load thread's own CPU time, read by itself before it ends: the process's
+    // tasks in /proc are only the threads still alive.
+    let timed = |part| {
+        let start = thread_cpu_time();
+        let outcome = run(part).run(&tls);
+        let cpu = thread_cpu_time()
+            .zip(start)
+            .map(|(end, start)| end.saturating_sub(start));
+        (outcome, cpu)
+    };
+    let outcomes: Vec<(io::Result<PartOutcome>, Option<Duration>)> = if parts.len() == 1 {
+        parts.iter().map(timed).collect()
     } else {
         std::thread::scope(|scope| {
             let running: Vec<_> = parts
                 .iter()
                 .map(|part| {
-                    let (run, tls) = (&run, &tls);
-                    scope.spawn(move || run(part).run(tls))
+                    let timed = &timed;
+                    scope.spawn(move || timed(part))
                 })
                 .collect();
             running
@@ -396,14 +405,16 @@ pub fn measure(args: &BenchArgs) -> io::Result<Report> {
                 .map(|thread| {
                     thread
                         .join()
-                        .unwrap_or_else(|_| Err(io::Error::other("a load thread panicked")))
+                        .unwrap_or_else(|_| (Err(io::Error::other("a load thread panicked")), None))
                 })
                 .collect()
         })
     };
-    let client_cpu = cpu_time_of(std::process::id())
-        .zip(client_cpu_start)
-        .map(|(end, start)| end.saturating_sub(start));
+    let client_cpu = outcomes
+        .iter()
+        .map(|(_, cpu)| *cpu)
+        .sum::<Option<Duration>>();
+    let outcomes = outcomes.into_iter().map(|(outcome, _)| outcome).collect();
     let server_cpu = args
         .server_pid
         .and_then(cpu_time_of)
@@ -928,6 +939,14 @@ fn cpu_time_of(pid: u32) -> Option<Duration> {
         total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
     }
     Some(Duration::from_nanos(total))
+}
+
+/// CPU time (user + system) of the calling thread so far.
+fn thread_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    Some(Duration::from_nanos(
+        stat.split_whitespace().next()?.parse().ok()?,
+    ))
 }
 
 /// Once-a-second progress: a bar on a terminal, plain lines otherwise.
