@@ -114,7 +114,10 @@ pub fn run(target: &str, send_proxy: Option<SendProxy>, tls: Option<ClientTls>) 
                 {
                     Ok(Ok(session)) => session,
                     Ok(Err(e)) => {
-                        return fail(format_args!("TLS handshake with {target}: {e}"));
+                        return fail(format_args!(
+                            "TLS handshake with {target}: {}",
+                            crate::tls::client_failure(&e)
+                        ));
                     }
                     Err(_) => {
                         return fail(format_args!("TLS handshake with {target}: timed out"));

@@ -255,7 +255,16 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Some(Command::Serve(args)) => serve(args, Some("serve")),
-        Some(Command::Bench(args)) => bench::run(args),
+        Some(Command::Bench(args)) => {
+            if args.tls && args.tls_ca.is_none() && !args.insecure {
+                usage_error(
+                    Some("bench"),
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "--tls needs --tls-ca PEM (the certificate that signed the server's) or --insecure",
+                );
+            }
+            bench::run(args)
+        }
         Some(Command::Top(args)) => coop_echo::top::run(args.admin),
         Some(Command::Client(args)) => {
             let host = args.host.as_deref().unwrap_or("localhost");

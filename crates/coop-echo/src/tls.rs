@@ -33,12 +33,20 @@ fn provider() -> Arc<CryptoProvider> {
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
     let certs = read_certs(cert, "--tls-cert")?;
     let pem = read(key, "--tls-key")?;
+    let key_file = key.display();
+    // rustls reads no encrypted key (PKCS#8's ENCRYPTED PRIVATE KEY, or the older
+    // Proc-Type header): say so, rather than that there is no key.
+    if memchr::memmem::find(&pem, b"ENCRYPTED").is_some() {
+        return Err(format!(
+            "--tls-key {key_file}: the key is encrypted; decrypt it first \
+             (openssl pkey -in {key_file} -out plain-key.pem)"
+        ));
+    }
     let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => format!(
-            "--tls-key {}: no private key in it (a PEM 'PRIVATE KEY' block)",
-            key.display()
-        ),
-        e => format!("--tls-key {}: {e}", key.display()),
+        rustls::pki_types::pem::Error::NoItemsFound => {
+            format!("--tls-key {key_file}: no private key in it (a PEM 'PRIVATE KEY' block)")
+        }
+        e => format!("--tls-key {key_file}: {e}"),
     })?;
     let config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -49,7 +57,14 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Strin
             rustls::Error::InconsistentKeys(_) => {
                 "--tls-key is not the key of the certificate in --tls-cert".to_string()
             }
-            e => format!("--tls-cert and --tls-key: {e}"),
+            rustls::Error::InvalidCertificate(_) => format!(
+                "--tls-cert {}: the first certificate cannot be read (bad encoding)",
+                cert.display()
+            ),
+            e => format!(
+                "--tls-cert {} with --tls-key {key_file}: {e}",
+                cert.display()
+            ),
         })?;
     Ok(Arc::new(config))
 }
@@ -85,7 +100,10 @@ pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
 /// connects to (`HOST:PORT`, `[IPV6]:PORT`), as a DNS name or an IP address.
 pub fn server_name(name: Option<&str>, target: &str) -> Result<ServerName<'static>, String> {
     let host = match name {
-        Some(name) => name,
+        Some(name) => {
+            return ServerName::try_from(name.to_string())
+                .map_err(|_| format!("--tls-name '{name}' is not a DNS name or an IP address"));
+        }
         None => {
             let host = target.rsplit_once(':').map_or(target, |(host, _)| host);
             host.strip_prefix('[')
@@ -154,9 +172,39 @@ impl ServerCertVerifier for AnyCertificate {
     }
 }
 
+/// Why a client's handshake failed, in words for its one line of error.
+pub fn client_failure(e: &io::Error) -> String {
+    use rustls::{CertificateError, Error, InvalidMessage};
+    let tls = e.get_ref().and_then(|e| e.downcast_ref::<Error>());
+    match tls {
+        Some(Error::InvalidMessage(InvalidMessage::InvalidContentType)) => {
+            "the server does not speak TLS (is it run with --tls-cert?)".to_string()
+        }
+        Some(Error::InvalidCertificate(CertificateError::UnknownIssuer)) => {
+            "the server's certificate is not signed by one in --tls-ca".to_string()
+        }
+        // webpki's reason, only in its text: a self-signed certificate made without
+        // basicConstraints=CA:FALSE is a CA's, which no client takes as a server's.
+        Some(Error::InvalidCertificate(CertificateError::Other(other)))
+            if format!("{other:?}").contains("CaUsedAsEndEntity") =>
+        {
+            "the server's certificate is a CA certificate, which TLS clients refuse as a \
+             server's: make it with basicConstraints=CA:FALSE, or sign it with a CA"
+                .to_string()
+        }
+        Some(
+            e @ Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            ),
+        ) => format!("{e} (give the name it carries with --tls-name)"),
+        Some(e) => e.to_string(),
+        None => e.to_string(),
+    }
+}
+
 /// Why a handshake failed, in words for a log line.
 pub fn handshake_failure(e: &io::Error) -> String {
-    use rustls::{Error, InvalidMessage};
+    use rustls::{Error, InvalidMessage, PeerIncompatible};
     let tls = e.get_ref().and_then(|e| e.downcast_ref::<Error>());
     match (e.kind(), tls) {
         (_, Some(Error::InvalidMessage(InvalidMessage::InvalidContentType)))
@@ -165,6 +213,17 @@ pub fn handshake_failure(e: &io::Error) -> String {
         }
         (_, Some(Error::AlertReceived(alert))) => {
             format!("the client ended it with the alert {alert:?}")
+        }
+        // What a ClientHello of TLS 1.1 or older lacks.
+        (
+            _,
+            Some(Error::PeerIncompatible(
+                PeerIncompatible::SignatureAlgorithmsExtensionRequired
+                | PeerIncompatible::Tls12NotOffered
+                | PeerIncompatible::Tls12NotOfferedOrEnabled,
+            )),
+        ) => {
+            "the client offers only TLS older than 1.2 (this server speaks 1.2 and 1.3)".to_string()
         }
         (_, Some(Error::PeerIncompatible(why))) => {
             format!("nothing in common with the client: {why:?}")

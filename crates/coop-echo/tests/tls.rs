@@ -206,10 +206,58 @@ fn client_tls_refuses_a_certificate_it_cannot_trust() {
     assert_eq!(output.stdout, b"GOT:Hi\n");
     assert!(String::from_utf8_lossy(&output.stderr).contains("WARNING: --insecure"));
 
-    // Neither: told what to give, before any connection.
+    // Neither: told what to give, before any connection; bench alike.
     let output = common::run(&["client", "--tls", "127.0.0.1", &port], b"");
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stderr).contains("--tls-ca PEM"));
+    let output = common::run(&["bench", "--port", &port, "--tls"], b"");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--tls-ca PEM"));
+}
+
+/// What a TLS client says when the handshake cannot work, in one line each: a server
+/// that does not speak TLS, a certificate for another name, and a self-signed CA
+/// certificate used as a server's (as `openssl req -x509` makes by default).
+#[test]
+fn client_tls_says_why_in_words() {
+    let certs = Certs::new();
+    let plain = Server::start(&[]);
+    let tls = certs.serve(&[]);
+    let ca = certs.path("ca.pem");
+    let client = |server: &Server, more: &[&str]| {
+        let port = server.addr.port().to_string();
+        let mut args = vec!["client", "--tls", "127.0.0.1", &port];
+        args.extend_from_slice(more);
+        let output = common::run(&args, b"Hello\n");
+        assert_eq!(output.status.code(), Some(1), "{output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        stderr
+    };
+    let said = client(&plain, &["--tls-ca", &ca]);
+    assert!(said.contains("the server does not speak TLS"), "{said}");
+    let said = client(&tls, &["--tls-ca", &ca, "--tls-name", "example.com"]);
+    assert!(
+        said.contains("give the name it carries with --tls-name"),
+        "{said}"
+    );
+    let said = client(&tls, &["--tls-ca", &ca, "--tls-name", ""]);
+    assert!(said.contains("--tls-name '' is not a DNS name"), "{said}");
+
+    // A self-signed certificate that says it is a CA, trusted as such.
+    let dir = Certs::new();
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let key = KeyPair::generate().unwrap();
+    std::fs::write(
+        dir.path("cert.pem"),
+        params.self_signed(&key).unwrap().pem(),
+    )
+    .unwrap();
+    std::fs::write(dir.path("key.pem"), key.serialize_pem()).unwrap();
+    let server = dir.serve(&[]);
+    let said = client(&server, &["--tls-ca", &dir.path("cert.pem")]);
+    assert!(said.contains("is a CA certificate"), "{said}");
 }
 
 /// Test 2: plain text on the TLS port, a handshake that stalls past the limit, and 1,000
@@ -447,7 +495,7 @@ fn bench_over_tls() {
             "--framing",
             "line",
             "-c",
-            "20",
+            "100",
             "-n",
             "4000",
             "--pipeline",
@@ -481,6 +529,19 @@ fn unusable_certificates_are_refused_in_one_line() {
     );
     let other_key = others.path("key.pem");
     let missing = certs.path("missing.pem");
+    // rustls reads no encrypted key; a block of base64 that is no certificate.
+    let encrypted = certs.path("encrypted.pem");
+    std::fs::write(
+        &encrypted,
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAECAwQFBgc=\n-----END ENCRYPTED PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let garbage = certs.path("garbage.pem");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN CERTIFICATE-----\nAAECAwQFBgc=\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
     for (args, says) in [
         (
             vec!["--tls-cert", &missing, "--tls-key", &key],
@@ -497,6 +558,14 @@ fn unusable_certificates_are_refused_in_one_line() {
         (
             vec!["--tls-cert", &cert, "--tls-key", &other_key],
             "is not the key of",
+        ),
+        (
+            vec!["--tls-cert", &cert, "--tls-key", &encrypted],
+            "the key is encrypted",
+        ),
+        (
+            vec!["--tls-cert", &garbage, "--tls-key", &key],
+            "cannot be read (bad encoding)",
         ),
     ] {
         let mut all = vec!["serve", "--host", "127.0.0.1", "--port", "0"];

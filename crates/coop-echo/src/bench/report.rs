@@ -115,7 +115,8 @@ pub struct Report {
     /// The load ran over TLS.
     pub tls: bool,
     /// Over TLS: connections opened, handshake included, per second of the time it took
-    /// to open them all (handshakes run a few at a time per load thread).
+    /// to open them all (handshakes run a few at a time per load thread); only with 100
+    /// connections or more.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handshakes_per_sec: Option<f64>,
 }
@@ -163,8 +164,14 @@ impl fmt::Display for Report {
             "{}{over}: {connections}, {}-byte messages, pipeline {}, {mode}, {:.precision$} s",
             self.target, self.size, self.pipeline, self.seconds
         )?;
-        if let Some(rate) = self.handshakes_per_sec {
-            writeln!(f, "  handshakes {rate:.0}/s (opening the connections)")?;
+        match self.handshakes_per_sec {
+            Some(rate) => writeln!(f, "  handshakes {rate:.0}/s (opening the connections)")?,
+            None if self.tls => writeln!(
+                f,
+                "  handshakes not timed: too few connections (-c {} or more)",
+                super::HANDSHAKES_TIMED
+            )?,
+            None => {}
         }
         writeln!(
             f,
