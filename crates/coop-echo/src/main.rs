@@ -260,7 +260,7 @@ fn main() -> ExitCode {
                 usage_error(
                     Some("bench"),
                     clap::error::ErrorKind::MissingRequiredArgument,
-                    "--tls needs --tls-ca PEM (the certificate that signed the server's) or --insecure",
+                    coop_echo::tls::NO_TRUST,
                 );
             }
             bench::run(args)
@@ -292,7 +292,7 @@ fn client_tls(args: &ClientArgs, target: &str) -> Result<Option<ClientTls>, Stri
         usage_error(
             Some("client"),
             ErrorKind::MissingRequiredArgument,
-            "--tls needs --tls-ca PEM (the certificate that signed the server's) or --insecure",
+            coop_echo::tls::NO_TRUST,
         );
     }
     let config = coop_echo::tls::client_config(args.tls_ca.as_deref())?;

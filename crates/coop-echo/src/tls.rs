@@ -19,6 +19,11 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme};
 
+/// What `client --tls` and `bench --tls` say when given neither whom to trust nor
+/// `--insecure`.
+pub const NO_TRUST: &str =
+    "--tls needs --tls-ca PEM (the certificate that signed the server's) or --insecure";
+
 /// How long a client has, by default, from its connection to the end of its handshake.
 pub const HANDSHAKE_TIME: Duration = Duration::from_secs(10);
 

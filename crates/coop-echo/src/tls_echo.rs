@@ -2,9 +2,10 @@
 //! (prefix, framing, idle timeout, limits) over the TLS stream.
 //!
 //! The plain echo writes straight from the thread's read buffer; here rustls encrypts
-//! into buffers of its own anyway, so the reply is rendered into a buffer of the
-//! connection's (at most `RENDER_SIZE` bytes, and let go if it grew past that), and the
-//! client's bytes are copied out of the thread's read buffer before the write waits.
+//! into buffers of its own anyway, so the client's bytes are copied out of the thread's
+//! read buffer before the write waits, and the reply is rendered into a buffer of the
+//! connection's, `RENDER_SIZE` bytes at a time (a line more at most). Both buffers keep
+//! what an ordinary message needs, and are let go after a larger burst.
 //! Reading stops while a reply waits: a client that sends and never reads stalls itself,
 //! and holds at most one read's reply.
 
@@ -27,7 +28,6 @@ use crate::serve::{self, Counts, Ending, Open, RENDER_SIZE, Settings, Totals};
 use crate::tls::{self, Rewound};
 
 /// What a TLS server needs, shared by its connections.
-#[derive(Clone)]
 pub struct Tls {
     /// The server's certificate and key, and rustls' settings.
     pub acceptor: TlsAcceptor,

@@ -318,9 +318,7 @@ pub fn measure(args: &BenchArgs) -> io::Result<Report> {
     let tls = match (args.tls, &args.tls_ca) {
         (false, _) => None,
         (true, None) if !args.insecure => {
-            return Err(invalid(
-                "--tls needs --tls-ca PEM (the certificate that signed the server's) or --insecure",
-            ));
+            return Err(invalid(crate::tls::NO_TRUST));
         }
         (true, ca) => {
             let config = crate::tls::client_config(ca.as_deref()).map_err(|e| invalid(&e))?;
