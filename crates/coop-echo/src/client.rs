@@ -26,9 +26,8 @@ use crate::service::fail;
 use coop::TcpStream;
 use coop::time::{sleep, timeout};
 use futures_util::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use rustls::pki_types::ServerName;
 
-use crate::tls::HANDSHAKE_TIME;
+use crate::tls::{ClientTls, HANDSHAKE_TIME};
 
 /// How long a line waits for the reply to the one before.
 const LOCKSTEP: Duration = Duration::from_secs(1);
@@ -72,15 +71,6 @@ pub fn target(host: &str, port: Option<u16>) -> Result<String, String> {
         None if host.is_empty() => Err("the host is empty".to_string()),
         None => Ok(format!("{host}:{port_or_default}")),
     }
-}
-
-/// What `--tls` needs: whom to trust, and the name the server's certificate must carry.
-#[derive(Debug)]
-pub struct ClientTls {
-    /// rustls' settings, with the certificates trusted (or none checked).
-    pub config: Arc<rustls::ClientConfig>,
-    /// The name the server's certificate must carry.
-    pub name: ServerName<'static>,
 }
 
 /// Connects to `target` (see [`target`]) and relays stdin and stdout until the server

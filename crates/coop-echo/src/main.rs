@@ -12,9 +12,9 @@ use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use coop_echo::bench::{self, BenchArgs};
-use coop_echo::client::ClientTls;
 use coop_echo::echo::Framing;
 use coop_echo::service::{self, Service};
+use coop_echo::tls::ClientTls;
 use coop_echo::worker;
 
 /// An echo server on coop, a cooperative scheduler: each chunk a client sends comes
@@ -74,16 +74,11 @@ struct ClientArgs {
     send_proxy: Option<coop_echo::proxy::SendProxy>,
 
     /// Speak TLS (to a server run with --tls-cert); give --tls-ca or --insecure.
-    #[arg(long)]
+    #[arg(long, requires = "trust")]
     tls: bool,
 
     /// Trust the certificates in this file (PEM) to sign the server's.
-    #[arg(
-        long,
-        value_name = "PEM",
-        requires = "tls",
-        conflicts_with = "insecure"
-    )]
+    #[arg(long, value_name = "PEM", requires = "tls", group = "trust")]
     tls_ca: Option<PathBuf>,
 
     /// The name the server's certificate must carry, if not HOST.
@@ -91,7 +86,7 @@ struct ClientArgs {
     tls_name: Option<String>,
 
     /// Accept any certificate: the connection is encrypted, but to whom is not checked.
-    #[arg(long, requires = "tls")]
+    #[arg(long, requires = "tls", group = "trust")]
     insecure: bool,
 }
 
@@ -255,16 +250,7 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Some(Command::Serve(args)) => serve(args, Some("serve")),
-        Some(Command::Bench(args)) => {
-            if args.tls && args.tls_ca.is_none() && !args.insecure {
-                usage_error(
-                    Some("bench"),
-                    clap::error::ErrorKind::MissingRequiredArgument,
-                    coop_echo::tls::NO_TRUST,
-                );
-            }
-            bench::run(args)
-        }
+        Some(Command::Bench(args)) => bench::run(args),
         Some(Command::Top(args)) => coop_echo::top::run(args.admin),
         Some(Command::Client(args)) => {
             let host = args.host.as_deref().unwrap_or("localhost");
@@ -284,26 +270,17 @@ fn main() -> ExitCode {
 
 /// The client's TLS settings, from `--tls`, `--tls-ca`, `--tls-name` and `--insecure`.
 fn client_tls(args: &ClientArgs, target: &str) -> Result<Option<ClientTls>, String> {
-    use clap::error::ErrorKind;
     if !args.tls {
         return Ok(None);
     }
-    if args.tls_ca.is_none() && !args.insecure {
-        usage_error(
-            Some("client"),
-            ErrorKind::MissingRequiredArgument,
-            coop_echo::tls::NO_TRUST,
-        );
-    }
-    let config = coop_echo::tls::client_config(args.tls_ca.as_deref())?;
-    let name = coop_echo::tls::server_name(args.tls_name.as_deref(), target)?;
+    let tls = ClientTls::new(args.tls_ca.as_deref(), args.tls_name.as_deref(), target)?;
     if args.insecure {
         eprintln!(
             "coop-echo: WARNING: --insecure: the server's certificate is not checked; \
              anyone between here and the server can read and change this connection"
         );
     }
-    Ok(Some(ClientTls { config, name }))
+    Ok(Some(tls))
 }
 
 /// Exits 2 with clap's `error: ...` message, as for any other bad argument, and the usage
@@ -378,7 +355,10 @@ fn serve(mut args: ServeArgs, subcommand: Option<&str>) -> ExitCode {
     let some_secs = |s: f64| (s > 0.0).then(|| Duration::from_secs_f64(s));
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => match coop_echo::tls::server_config(cert, key) {
-            Ok(config) => Some((config, Duration::from_secs_f64(args.tls_handshake_timeout))),
+            Ok(config) => Some(coop_echo::tls_echo::Tls {
+                acceptor: config.into(),
+                handshake_time: Duration::from_secs_f64(args.tls_handshake_timeout),
+            }),
             Err(e) => return service::fail(format_args!("{e}")),
         },
         _ => None,
@@ -403,6 +383,7 @@ fn serve(mut args: ServeArgs, subcommand: Option<&str>) -> ExitCode {
             limit: worker::Limit::Alone(usize::MAX),
             trace: None,
             udp_rate: args.udp.then_some(args.udp_rate),
+            hurry: Arc::default(),
         },
         max_connections: match args.max_connections {
             ConnectionLimit::Auto => None,

@@ -108,7 +108,8 @@ pub(crate) enum Ending {
     Closed,
     /// The client sent nothing for the idle timeout.
     Idle,
-    /// The server stopped, and closed the connection (over TLS: with a close_notify).
+    /// The server stopped, and closed the connection (the TLS echo's goodbye: a
+    /// close_notify).
     Stopped,
 }
 
@@ -240,9 +241,7 @@ impl Open {
                     "Connection closed {client}: idle for {} s ({bytes_in} bytes in, {bytes_out} bytes out)",
                     settings.idle_timeout.unwrap_or_default().as_secs_f64()
                 ),
-                Ok(Ending::Stopped) => tracing::info!(
-                    "Connection closed {client}: the server stopped ({bytes_in} bytes in, {bytes_out} bytes out)"
-                ),
+                Ok(Ending::Stopped) => self.log_stopped(),
                 Err(e) => tracing::info!(
                     "Connection closed {client}: {e} ({bytes_in} bytes in, {bytes_out} bytes out)"
                 ),
@@ -258,13 +257,9 @@ impl Open {
             }
         }
     }
-}
 
-impl Drop for Open {
-    fn drop(&mut self) {
-        if self.ended || self.quiet || std::thread::panicking() {
-            return;
-        }
+    /// The line of a connection the server's stop closed.
+    fn log_stopped(&self) {
         let Counts {
             bytes_in,
             bytes_out,
@@ -273,6 +268,14 @@ impl Drop for Open {
             "Connection closed {}: the server stopped ({bytes_in} bytes in, {bytes_out} bytes out)",
             self.peer
         );
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if !(self.ended || self.quiet || std::thread::panicking()) {
+            self.log_stopped();
+        }
     }
 }
 

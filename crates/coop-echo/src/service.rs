@@ -4,6 +4,7 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -325,6 +326,8 @@ async fn control(service: Service) -> Result<Served, ExitCode> {
     .await;
     if let Some(signal) = cut_short {
         tracing::warn!("{}: exiting at once", signal_name(signal));
+        // Before the stops: no thread waits for its TLS goodbyes.
+        config.hurry.store(true, Ordering::Relaxed);
         return Ok(finish(serving, serving_here, &remotes, Ending::CutShort(signal)).await);
     }
     Ok(finish(serving, serving_here, &remotes, Ending::Graceful).await)

@@ -1,9 +1,10 @@
 //! TLS for `serve`, `client` and `bench`: rustls with its `ring` provider, through
 //! futures-rustls over coop's `futures-io` traits.
 //!
-//! This file holds what the three share: reading certificates and keys, the configs,
-//! and saying in one line why a handshake failed. The server's handshake and echo are in
-//! [`crate::serve`]; the load generator drives rustls itself (see `bench`).
+//! This file holds the settings (certificates, keys, whom a client trusts), why a
+//! handshake failed in words, and what the server's handshake reads first. The server's
+//! handshake and echo are in [`crate::tls_echo`]; the load generator drives rustls itself
+//! (see `bench`).
 
 use std::io;
 use std::path::Path;
@@ -101,9 +102,31 @@ pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
     Ok(Arc::new(config))
 }
 
+/// What a client needs to speak TLS: whom to trust, and the name the server's certificate
+/// must carry.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    /// rustls' settings, with the certificates trusted (or none checked).
+    pub config: Arc<ClientConfig>,
+    /// The name the server's certificate must carry.
+    pub name: ServerName<'static>,
+}
+
+impl ClientTls {
+    /// Trusting the certificates in `ca` (none checked if `None`: see
+    /// [`client_config`]), for a server at `target` (`HOST:PORT`) whose certificate
+    /// carries `name`, or else that host.
+    pub fn new(ca: Option<&Path>, name: Option<&str>, target: &str) -> Result<Self, String> {
+        Ok(ClientTls {
+            config: client_config(ca)?,
+            name: server_name(name, target)?,
+        })
+    }
+}
+
 /// The name the server's certificate must carry: `name`, else the host the client
 /// connects to (`HOST:PORT`, `[IPV6]:PORT`), as a DNS name or an IP address.
-pub fn server_name(name: Option<&str>, target: &str) -> Result<ServerName<'static>, String> {
+fn server_name(name: Option<&str>, target: &str) -> Result<ServerName<'static>, String> {
     let host = match name {
         Some(name) => {
             return ServerName::try_from(name.to_string())
@@ -185,9 +208,11 @@ pub fn client_failure(e: &io::Error) -> String {
         Some(Error::InvalidMessage(InvalidMessage::InvalidContentType)) => {
             "the server does not speak TLS (is it run with --tls-cert?)".to_string()
         }
-        Some(Error::InvalidCertificate(CertificateError::UnknownIssuer)) => {
-            "the server's certificate is not signed by one in --tls-ca".to_string()
-        }
+        // No issuer of that name among the trusted, or one of that name whose key did
+        // not sign it.
+        Some(Error::InvalidCertificate(
+            CertificateError::UnknownIssuer | CertificateError::BadSignature,
+        )) => "the server's certificate is not signed by one in --tls-ca".to_string(),
         // webpki's reason, only in its text: a self-signed certificate made without
         // basicConstraints=CA:FALSE is a CA's, which no client takes as a server's.
         Some(Error::InvalidCertificate(CertificateError::Other(other)))
@@ -208,7 +233,7 @@ pub fn client_failure(e: &io::Error) -> String {
 }
 
 /// Why a handshake failed, in words for a log line.
-pub fn handshake_failure(e: &io::Error) -> String {
+pub(crate) fn handshake_failure(e: &io::Error) -> String {
     use rustls::{Error, InvalidMessage, PeerIncompatible};
     let tls = e.get_ref().and_then(|e| e.downcast_ref::<Error>());
     match (e.kind(), tls) {
@@ -234,7 +259,10 @@ pub fn handshake_failure(e: &io::Error) -> String {
             format!("nothing in common with the client: {why:?}")
         }
         (_, Some(e)) => e.to_string(),
-        (io::ErrorKind::UnexpectedEof, None) => "the client closed mid-handshake".to_string(),
+        // EOF on a read, or EPIPE on a write of the server's flight.
+        (io::ErrorKind::UnexpectedEof | io::ErrorKind::BrokenPipe, None) => {
+            "the client closed mid-handshake".to_string()
+        }
         (io::ErrorKind::ConnectionReset, None) => {
             "the client reset the connection mid-handshake".to_string()
         }
@@ -243,7 +271,7 @@ pub fn handshake_failure(e: &io::Error) -> String {
 }
 
 /// The TLS version a connection speaks, for its log line.
-pub fn version_name(version: Option<rustls::ProtocolVersion>) -> &'static str {
+pub(crate) fn version_name(version: Option<rustls::ProtocolVersion>) -> &'static str {
     match version {
         Some(rustls::ProtocolVersion::TLSv1_3) => "TLS 1.3",
         Some(rustls::ProtocolVersion::TLSv1_2) => "TLS 1.2",
@@ -254,7 +282,7 @@ pub fn version_name(version: Option<rustls::ProtocolVersion>) -> &'static str {
 /// A stream that first gives back bytes read already (what followed a PROXY header: the
 /// start of the handshake), then reads the socket.
 #[derive(Debug)]
-pub struct Rewound<S> {
+pub(crate) struct Rewound<S> {
     first: Vec<u8>,
     at: usize,
     inner: S,

@@ -4,8 +4,9 @@
 //! The plain echo writes straight from the thread's read buffer; here rustls encrypts
 //! into buffers of its own anyway, so the client's bytes are copied out of the thread's
 //! read buffer before the write waits, and the reply is rendered into a buffer of the
-//! connection's, `RENDER_SIZE` bytes at a time (a line more at most). Both buffers keep
-//! what an ordinary message needs, and are let go after a larger burst.
+//! connection's, `RENDER_SIZE` bytes at a time (a line more at most). Both are let go
+//! once the reply is out: a connection waiting for its client holds no buffer of ours
+//! (two allocations per message, beside rustls' own).
 //! Reading stops while a reply waits: a client that sends and never reads stalls itself,
 //! and holds at most one read's reply.
 
@@ -27,7 +28,8 @@ use crate::echo::Encoder;
 use crate::serve::{self, Counts, Ending, Open, RENDER_SIZE, Settings, Totals};
 use crate::tls::{self, Rewound};
 
-/// What a TLS server needs, shared by its connections.
+/// What a TLS server needs, shared by its connections (and its threads).
+#[derive(Clone)]
 pub struct Tls {
     /// The server's certificate and key, and rustls' settings.
     pub acceptor: TlsAcceptor,
@@ -48,7 +50,7 @@ type Session<'a> = TlsStream<Rewound<&'a TcpStream>>;
 /// Answers one TLS client until it closes (or falls silent, or fails), and logs the end:
 /// [`serve::handle`] with a handshake first. A handler of its own, rather than a branch in
 /// that one, so that the plain echo's code is what it was without TLS.
-pub fn handle(
+pub(crate) fn handle(
     stream: TcpStream,
     peer: SocketAddr,
     settings: Rc<Settings>,
@@ -83,7 +85,11 @@ async fn session(
     let handshake = until_stopped(tls.acceptor.accept(Rewound::new(first, stream)));
     let failed = match timeout(tls.handshake_time, handshake).await {
         Ok(None) => {
-            tracing::info!("TLS handshake with {peer} cut short: the server stopped");
+            if check {
+                tracing::debug!("TLS handshake with {peer} (a health check) cut short");
+            } else if !settings.quiet {
+                tracing::info!("TLS handshake with {peer} cut short: the server stopped");
+            }
             return None;
         }
         Ok(Some(Ok(mut session))) => {
@@ -115,47 +121,53 @@ async fn echo(
     // The runtime keeps the idle clock on the socket: a read or write of the socket that
     // moves bytes resets it; one that waits past it fails with `TimedOut`.
     stream.set_idle_timeout(settings.idle_timeout);
-    let mut input = Vec::new();
-    let mut reply = Vec::new();
     // Waited on only between replies: what was read is answered before the goodbye.
     let mut stop = std::pin::pin!(coop::stop_requested());
     loop {
+        let mut input = Vec::new();
         let read = std::future::poll_fn(|cx| {
             serve::with_read_buffer(|buf| match Pin::new(&mut *session).poll_read(cx, buf) {
+                Poll::Ready(Ok(0)) => Poll::Ready(Read::End),
                 Poll::Ready(Ok(n)) => {
                     input.extend_from_slice(&buf[..n]);
-                    Poll::Ready(Ok(Some(n)))
+                    Poll::Ready(Read::Some(n))
                 }
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Ready(Err(e)) => Poll::Ready(match e.kind() {
+                    io::ErrorKind::TimedOut => Read::Idle,
+                    // Closed without a `close_notify`: as good as a close for an echo,
+                    // whose client knows from the replies what got through.
+                    io::ErrorKind::UnexpectedEof => Read::End,
+                    _ => Read::Failed(e),
+                }),
                 // Records may have called for an answer that rustls queued (an alert
                 // refusing a renegotiation): it goes out now, not with the next reply,
                 // which the client may be waiting on it to send.
                 Poll::Pending => match Pin::new(&mut *session).poll_flush(cx) {
-                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                    _ if stop.as_mut().poll(cx).is_ready() => Poll::Ready(Ok(None)),
+                    Poll::Ready(Err(e)) => {
+                        Poll::Ready(Read::Failed(serve::took_no_reply(e, settings)))
+                    }
+                    _ if stop.as_mut().poll(cx).is_ready() => Poll::Ready(Read::Stopped),
                     _ => Poll::Pending,
                 },
             })
         })
         .await;
         match read {
-            // The server stops: a close_notify rather than a cut (the worker gives the
-            // goodbyes a moment before its runtime goes).
-            Ok(None) => {
-                close(session).await?;
-                return Ok(Ending::Stopped);
-            }
-            Ok(Some(0)) => break,
-            Ok(Some(n)) => serve::took_chunk(n, counts, &settings.totals, encoder),
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+            Read::Some(n) => serve::took_chunk(n, counts, &settings.totals, encoder),
+            Read::End => break,
+            Read::Idle => {
                 close(session).await?;
                 return Ok(Ending::Idle);
             }
-            // Closed without a `close_notify`: as good as a close for an echo, whose
-            // client knows from the replies what got through.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
-            Err(e) => return Err(e),
+            // A close_notify rather than a cut (the worker gives the goodbyes a moment
+            // before its runtime goes).
+            Read::Stopped => {
+                close(session).await?;
+                return Ok(Ending::Stopped);
+            }
+            Read::Failed(e) => return Err(e),
         }
+        let mut reply = Vec::new();
         let mut answered = 0;
         while answered < input.len() {
             reply.clear();
@@ -171,17 +183,23 @@ async fn echo(
             counts.bytes_out += reply.len() as u64;
             Totals::add(&settings.totals.bytes_out, reply.len() as u64);
         }
-        input.clear();
-        // Keep what an ordinary message needs, not what one large burst did.
-        if input.capacity() > RENDER_SIZE {
-            input = Vec::new();
-        }
-        if reply.capacity() > 2 * RENDER_SIZE {
-            reply = Vec::new();
-        }
     }
     close(session).await?;
     Ok(Ending::Closed)
+}
+
+/// What a wait for the client's next bytes came to.
+enum Read {
+    /// This many bytes, in `input`.
+    Some(usize),
+    /// The client closed its side.
+    End,
+    /// The client has sent nothing for the idle timeout.
+    Idle,
+    /// The server stops.
+    Stopped,
+    /// The connection failed (or a queued answer could not go out).
+    Failed(io::Error),
 }
 
 /// `future`'s output, or `None` if the server stops first.

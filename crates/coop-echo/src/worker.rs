@@ -10,6 +10,7 @@ use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use coop::{JoinHandle, Server, ServerHandle, SharedLimit, TcpListener, UdpSocket};
@@ -32,14 +33,16 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// Every connection begins with a PROXY protocol header.
     pub proxy_protocol: bool,
-    /// Speak TLS with this config; a handshake must be done within the duration.
-    pub tls: Option<(Arc<rustls::ServerConfig>, Duration)>,
+    /// Speak TLS.
+    pub tls: Option<Tls>,
     /// How many connections may be open at once.
     pub limit: Limit,
     /// Print scheduler events, naming the thread (`Some(index)`) if there are several.
     pub trace: Option<Option<usize>>,
     /// Answer UDP with at most this many replies per second per source (0: any).
     pub udp_rate: Option<u32>,
+    /// Set before a stop that must not wait (a second signal): no goodbyes.
+    pub hurry: Arc<AtomicBool>,
 }
 
 /// The connection limit: this thread's alone, or shared by every thread.
@@ -168,7 +171,7 @@ pub async fn run(
     let handle = server.handle();
     let handler_settings = Rc::clone(&settings);
     // One accept loop or the other: the plain one's handler has no TLS in it.
-    let tls = config.tls.is_some();
+    let speaks_tls = config.tls.is_some();
     let accepting = match config.tls {
         None => coop::spawn_named(
             "accept",
@@ -176,11 +179,8 @@ pub async fn run(
                 serve::handle(stream, peer, Rc::clone(&handler_settings))
             }),
         ),
-        Some((config, handshake_time)) => {
-            let tls = Rc::new(Tls {
-                acceptor: config.into(),
-                handshake_time,
-            });
+        Some(tls) => {
+            let tls = Rc::new(tls);
             coop::spawn_named(
                 "accept",
                 server.serve(move |stream, peer: SocketAddr| {
@@ -204,7 +204,7 @@ pub async fn run(
     })));
     coop::stop_requested().await;
     let last = snapshot();
-    if tls {
+    if speaks_tls && !config.hurry.load(Ordering::Relaxed) {
         // Each TLS connection still open sends its close_notify as it sees the stop: a
         // moment for them, bounded (a client that takes nothing must not hold the exit).
         let _ = coop::time::timeout(TLS_GOODBYE, drained()).await;

@@ -182,6 +182,7 @@ fn the_echo_path_on_two_threads_allocates_nothing_per_message() {
         limit: worker::Limit::Shared(coop::SharedLimit::new(1000)),
         trace: None,
         udp_rate: None,
+        hurry: Arc::default(),
     };
     let threads = coop::threads::Builder::new()
         .spawn(listeners.into_iter().zip(controls).enumerate().map(

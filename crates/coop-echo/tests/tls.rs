@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread;
 
 use common::{IO_TIMEOUT, Server};
@@ -195,6 +195,7 @@ fn client_tls_refuses_a_certificate_it_cannot_trust() {
     assert!(output.stdout.is_empty());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("TLS handshake with 127.0.0.1:"), "{stderr}");
+    assert!(stderr.contains("not signed by one in --tls-ca"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     server.wait_for_log("failed: the client ended it with the alert");
 
@@ -207,12 +208,15 @@ fn client_tls_refuses_a_certificate_it_cannot_trust() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("WARNING: --insecure"));
 
     // Neither: told what to give, before any connection; bench alike.
-    let output = common::run(&["client", "--tls", "127.0.0.1", &port], b"");
-    assert_eq!(output.status.code(), Some(2), "{output:?}");
-    assert!(String::from_utf8_lossy(&output.stderr).contains("--tls-ca PEM"));
-    let output = common::run(&["bench", "--port", &port, "--tls"], b"");
-    assert_eq!(output.status.code(), Some(2), "{output:?}");
-    assert!(String::from_utf8_lossy(&output.stderr).contains("--tls-ca PEM"));
+    for args in [
+        &["client", "--tls", "127.0.0.1", &port][..],
+        &["bench", "--port", &port, "--tls"],
+    ] {
+        let output = common::run(args, b"");
+        assert_eq!(output.status.code(), Some(2), "{output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("<--tls-ca <PEM>|--insecure>"), "{stderr}");
+    }
 }
 
 /// What a TLS client says when the handshake cannot work, in one line each: a server
@@ -269,19 +273,18 @@ fn hostile_clients_are_closed_with_a_line_each_and_the_server_goes_on() {
     let certs = Certs::new();
     let server = Arc::new(certs.serve(&["--tls-handshake-timeout", "1"]));
 
-    // The well-behaved client, round trips all along.
+    // A well-behaved client, round trips all along, counted.
     let done = Arc::new(AtomicBool::new(false));
+    let trips = Arc::new(AtomicU64::new(0));
     let good = {
-        let (server, done) = (Arc::clone(&server), Arc::clone(&done));
+        let (done, trips) = (Arc::clone(&done), Arc::clone(&trips));
         let mut client = tls_client(&server, &certs);
         thread::spawn(move || {
-            let mut trips = 0u64;
-            while !done.load(Ordering::Relaxed) || trips == 0 {
-                echo_once(&mut client, format!("line {trips}\n").as_bytes());
-                trips += 1;
+            while !done.load(Ordering::Relaxed) {
+                let trip = trips.load(Ordering::Relaxed);
+                echo_once(&mut client, format!("line {trip}\n").as_bytes());
+                trips.fetch_add(1, Ordering::Relaxed);
             }
-            echo_once(&mut client, b"still here\n");
-            trips
         })
     };
 
@@ -297,17 +300,24 @@ fn hostile_clients_are_closed_with_a_line_each_and_the_server_goes_on() {
     let mut stalled = server.connect();
     let hello = client_hello(&certs);
     stalled.write_all(&hello[..hello.len() / 2]).unwrap();
+    let before = trips.load(Ordering::Relaxed);
     assert!(closed_by_server(&mut stalled));
     let local = stalled.local_addr().unwrap();
     let line = server.wait_for_log(&format!("TLS handshake with {local} failed"));
     assert!(line.contains("not done within 1 s"), "{line}");
+    // The second the handshake hung, the good client was served.
+    assert!(trips.load(Ordering::Relaxed) > before);
 
-    // A ClientHello, then gone.
+    // A ClientHello, then gone; every hundred, a round trip of another good client.
+    let mut between = tls_client(&server, &certs);
     let mut vanished = Vec::with_capacity(VANISHING);
-    for _ in 0..VANISHING {
+    for i in 0..VANISHING {
         let mut stream = server.connect();
         stream.write_all(&hello).unwrap();
         vanished.push(stream.local_addr().unwrap());
+        if i % 100 == 0 {
+            echo_once(&mut between, format!("between {i}\n").as_bytes());
+        }
     }
     let failures = |log: &str| {
         log.lines()
@@ -317,15 +327,16 @@ fn hostile_clients_are_closed_with_a_line_each_and_the_server_goes_on() {
     let log = server.wait_until("a line for every vanished client", |log| {
         failures(log) >= VANISHING + 2
     });
+    // One line each (why: mostly that it closed; on a loaded machine the handshake
+    // timeout may come first).
     for client in &vanished {
-        let needle = format!("TLS handshake with {client} failed: the client");
+        let needle = format!("TLS handshake with {client} failed: ");
         assert_eq!(log.matches(&needle).count(), 1, "{client}");
     }
     assert_eq!(failures(&log), VANISHING + 2);
 
     done.store(true, Ordering::Relaxed);
-    let trips = good.join().expect("the good client was served throughout");
-    assert!(trips >= 1);
+    good.join().expect("the good client was served throughout");
     let mut after = tls_client(&server, &certs);
     echo_once(&mut after, b"Hello\n");
 }
@@ -385,9 +396,17 @@ fn a_tls_client_that_takes_no_reply_is_let_go() {
     }
     let line = server.wait_for_log("Connection closed 127.0.0.1");
     assert!(
-        line.contains("the client took no reply for 0.5 s") || line.contains("idle for 0.5 s"),
+        line.contains("the client took no reply for 0.5 s"),
         "{line}"
     );
+    // What the server read is what fits in the sockets' buffers, not what was sent.
+    let bytes_in: usize = line
+        .split("s (")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("a count of bytes in");
+    assert!(bytes_in < 64 << 20, "{line}");
 }
 
 /// What rustls answers to a record while the server only reads goes out at once: a TLS
@@ -441,16 +460,14 @@ fn a_refused_renegotiation_is_answered_at_once() {
 fn a_graceful_stop_says_goodbye_over_tls() {
     let certs = Certs::new();
     let mut server = certs.serve(&["--shutdown-timeout", "0.2"]);
-    let mut client = tls_client(&server, &certs);
-    echo_once(&mut client, b"Hello\n");
+    // Half a handshake first: the server accepts in order, so once the next client is
+    // answered, this one is accepted and mid-handshake.
     let mut halfway = server.connect();
     let hello = client_hello(&certs);
     halfway.write_all(&hello[..hello.len() / 2]).unwrap();
     let halfway_addr = halfway.local_addr().unwrap();
-    server.wait_for_log(&format!(
-        "Connection from {}",
-        client.sock.local_addr().unwrap()
-    ));
+    let mut client = tls_client(&server, &certs);
+    echo_once(&mut client, b"Hello\n");
 
     server.signal("TERM");
     // rustls says UnexpectedEof for an end without close_notify.

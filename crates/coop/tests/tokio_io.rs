@@ -1,7 +1,7 @@
 //! `--features tokio`: tokio's `AsyncRead` and `AsyncWrite` on coop's streams, driven by
-//! tokio's own io helpers on a coop runtime (no tokio runtime anywhere). CI runs it with
+//! tokio's own io helpers on a coop runtime (no tokio runtime anywhere). Built only with
+//! the feature (`required-features` in Cargo.toml); CI runs it with
 //! `cargo test -p coop --features tokio --test tokio_io`.
-#![cfg(feature = "tokio")]
 
 mod common;
 
@@ -49,6 +49,35 @@ fn tokio_io_copy_echoes_every_byte() {
             assert_eq!(echoed.len(), LEN);
             assert!(echoed == payload);
             assert_eq!(server.await.unwrap(), LEN as u64);
+        });
+    });
+}
+
+/// The owned stream's impls: a write, a shutdown, and a read to the end, through tokio's
+/// traits on a `TcpStream` itself.
+#[test]
+fn an_owned_stream_reads_and_writes_through_tokio_traits() {
+    common::bounded(common::LIMIT, || {
+        coop::block_on(async {
+            let (mut client, mut server) = common::pair().await.unwrap();
+            AsyncWriteExt::write_all(&mut client, b"ping")
+                .await
+                .unwrap();
+            AsyncWriteExt::shutdown(&mut client).await.unwrap();
+            let mut got = Vec::new();
+            AsyncReadExt::read_to_end(&mut server, &mut got)
+                .await
+                .unwrap();
+            assert_eq!(got, b"ping");
+            AsyncWriteExt::write_all(&mut server, b"pong")
+                .await
+                .unwrap();
+            drop(server);
+            let mut back = Vec::new();
+            AsyncReadExt::read_to_end(&mut client, &mut back)
+                .await
+                .unwrap();
+            assert_eq!(back, b"pong");
         });
     });
 }

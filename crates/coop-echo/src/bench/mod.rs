@@ -19,6 +19,7 @@ use std::io::{self, IsTerminal};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::sync::Barrier;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -33,6 +34,7 @@ use wire::{TlsWire, Wire};
 
 use crate::echo::Framing;
 use crate::proxy::{self, SendProxy};
+use crate::tls::ClientTls;
 
 /// Options of `coop-echo bench`.
 #[derive(Debug, Args)]
@@ -105,16 +107,11 @@ pub struct BenchArgs {
 
     /// Speak TLS (to a server run with --tls-cert): each connection's handshake is timed
     /// (handshakes per second), then the load runs over TLS. Give --tls-ca or --insecure.
-    #[arg(long)]
+    #[arg(long, requires = "trust")]
     pub tls: bool,
 
     /// Trust the certificates in this file (PEM) to sign the server's.
-    #[arg(
-        long,
-        value_name = "PEM",
-        requires = "tls",
-        conflicts_with = "insecure"
-    )]
+    #[arg(long, value_name = "PEM", requires = "tls", group = "trust")]
     pub tls_ca: Option<std::path::PathBuf>,
 
     /// The name the server's certificate must carry, if not HOST.
@@ -122,7 +119,7 @@ pub struct BenchArgs {
     pub tls_name: Option<String>,
 
     /// Accept any certificate: the connections are encrypted, but to whom is not checked.
-    #[arg(long, requires = "tls")]
+    #[arg(long, requires = "tls", group = "trust")]
     pub insecure: bool,
 
     /// Print the report as JSON.
@@ -320,12 +317,10 @@ pub fn measure(args: &BenchArgs) -> io::Result<Report> {
         (true, None) if !args.insecure => {
             return Err(invalid(crate::tls::NO_TRUST));
         }
-        (true, ca) => {
-            let config = crate::tls::client_config(ca.as_deref()).map_err(|e| invalid(&e))?;
-            let name = crate::tls::server_name(args.tls_name.as_deref(), &target)
-                .map_err(|e| invalid(&e))?;
-            Some((futures_rustls::TlsConnector::from(config), name))
-        }
+        (true, ca) => Some(
+            ClientTls::new(ca.as_deref(), args.tls_name.as_deref(), &target)
+                .map_err(|e| invalid(&e))?,
+        ),
     };
     let threads = args.threads.max(1) as u64;
     let connections = u64::from(args.connections);
@@ -507,13 +502,9 @@ struct PartOutcome {
 
 /// How a thread's connections speak TLS: the client's settings, and the name the
 /// server's certificate must carry.
-type TlsClient = (
-    futures_rustls::TlsConnector,
-    rustls::pki_types::ServerName<'static>,
-);
-
-/// Connections below which the handshakes are not timed.
-pub const HANDSHAKES_TIMED: u32 = 100;
+/// Connections below which no handshake rate is reported: over a few, one-off setup
+/// dominates it.
+pub(crate) const HANDSHAKES_TIMED: u32 = 100;
 
 /// Handshakes at once per thread, over TLS: enough to keep a server's core busy with
 /// them (its part and the client's alternate), few enough not to measure its SYN queue.
@@ -533,11 +524,12 @@ struct Run<'a> {
 impl Run<'_> {
     /// Runs the share on a runtime of its own. Every thread starts its load at once,
     /// after all have connected (`go`): connecting is not part of the load.
-    fn run(&self, tls: &Option<TlsClient>) -> io::Result<PartOutcome> {
+    fn run(&self, tls: &Option<ClientTls>) -> io::Result<PartOutcome> {
         match tls {
             None => self.connect_and_load(1, |stream| std::future::ready(Ok(stream))),
-            Some((connector, name)) => {
-                let (connector, name) = (connector.clone(), name.clone());
+            Some(ClientTls { config, name }) => {
+                let connector = futures_rustls::TlsConnector::from(Arc::clone(config));
+                let name = name.clone();
                 self.connect_and_load(HANDSHAKE_LANES, move |stream| {
                     let handshake = connector.connect(name.clone(), stream);
                     async move {

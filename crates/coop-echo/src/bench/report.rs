@@ -115,8 +115,8 @@ pub struct Report {
     /// The load ran over TLS.
     pub tls: bool,
     /// Over TLS: connections opened, handshake included, per second of the time it took
-    /// to open them all (handshakes run a few at a time per load thread); only with 100
-    /// connections or more.
+    /// to open them all (handshakes run a few at a time per load thread); given only for
+    /// `HANDSHAKES_TIMED` connections or more.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handshakes_per_sec: Option<f64>,
 }
@@ -168,7 +168,7 @@ impl fmt::Display for Report {
             Some(rate) => writeln!(f, "  handshakes {rate:.0}/s (opening the connections)")?,
             None if self.tls => writeln!(
                 f,
-                "  handshakes not timed: too few connections (-c {} or more)",
+                "  handshakes no rate over so few connections (-c {} or more gives one)",
                 super::HANDSHAKES_TIMED
             )?,
             None => {}
