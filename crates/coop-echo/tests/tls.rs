@@ -219,6 +219,21 @@ fn client_tls_refuses_a_certificate_it_cannot_trust() {
     }
 }
 
+/// A plain load against a TLS server is told that the server speaks TLS.
+#[test]
+fn a_plain_bench_against_tls_says_so() {
+    let certs = Certs::new();
+    let server = certs.serve(&[]);
+    let port = server.addr.port().to_string();
+    let output = common::run(&["bench", "--port", &port, "-c", "1", "-n", "1", "-q"], b"");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the server speaks TLS (give --tls)"),
+        "{stderr}"
+    );
+}
+
 /// What a TLS client says when the handshake cannot work, in one line each: a server
 /// that does not speak TLS, a certificate for another name, and a self-signed CA
 /// certificate used as a server's (as `openssl req -x509` makes by default).

@@ -823,7 +823,7 @@ async fn exchange(id: usize, wire: &mut impl Wire, load: &Load) -> io::Result<()
                 load.tally.borrow_mut().mismatches += 1;
                 io::Error::new(
                     io::ErrorKind::InvalidData,
-                    mismatch_message(m.message, load),
+                    mismatch_message(m.message, &buf[..n], load),
                 )
             })?;
             let mut tally = load.tally.borrow_mut();
@@ -905,9 +905,14 @@ async fn exchange(id: usize, wire: &mut impl Wire, load: &Load) -> io::Result<()
     }
 }
 
-/// What to say of a reply that is not the echo of message `message`. The first reply
-/// wrong is most often a server that frames its replies otherwise than bench was told.
-fn mismatch_message(message: u64, load: &Load) -> String {
+/// What to say of a reply (beginning `reply`) that is not the echo of message `message`.
+/// The first reply wrong is most often a server that frames its replies otherwise than
+/// bench was told, or one that speaks TLS.
+fn mismatch_message(message: u64, reply: &[u8], load: &Load) -> String {
+    // A TLS record's header: an alert (21) or a handshake (22), then version 3.x.
+    if message == 0 && matches!(reply, [21 | 22, 3, ..]) {
+        return "the first reply is a TLS record: the server speaks TLS (give --tls)".to_string();
+    }
     let prefix = String::from_utf8_lossy(&load.prefix);
     let framing = match load.framing {
         Framing::Chunk => "chunk",
