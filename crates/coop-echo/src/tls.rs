@@ -79,7 +79,9 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Strin
 /// check nothing (`--insecure`: the handshake still proves that the server holds the
 /// key of the certificate it sent, but not whose certificate that is).
 pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
-    let builder = ClientConfig::builder_with_provider(provider())
+    let provider = provider();
+    let algorithms = provider.signature_verification_algorithms;
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("cannot set up TLS: {e}"))?;
     let config = match ca {
@@ -94,9 +96,7 @@ pub fn client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
         }
         None => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(
-                provider().signature_verification_algorithms,
-            )))
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(algorithms)))
             .with_no_client_auth(),
     };
     Ok(Arc::new(config))

@@ -124,20 +124,8 @@ fn out_of_file_descriptors_it_waits_without_spinning() {
     first.read_exact(&mut reply).unwrap();
     server.wait_for_log("cannot accept connections");
 
-    let cpu = server.cpu();
-    let window = Instant::now();
     // The connections it has are served all along.
-    while window.elapsed() < Duration::from_secs(2) {
-        assert_eq!(round_trip(&mut first, b"ping\n", 9), b"GOT:ping\n");
-        thread::sleep(Duration::from_millis(100)); // the client's pace
-    }
-    let used = server.cpu() - cpu;
-    let share = used.as_secs_f64() / window.elapsed().as_secs_f64();
-    eprintln!(
-        "CPU while out of fds: {used:?} over {:?} ({:.2}%)",
-        window.elapsed(),
-        share * 100.0
-    );
+    let share = common::cpu_share_while_pinging(&server, &mut first);
     assert!(
         share < 0.05,
         "the server used {:.1}% of a core",
@@ -145,15 +133,7 @@ fn out_of_file_descriptors_it_waits_without_spinning() {
     );
 
     // Who was accepted: their answer has long arrived. The rest wait in the backlog.
-    let (mut served, mut queued) = (Vec::new(), Vec::new());
-    for mut client in clients {
-        client.set_nonblocking(true).unwrap();
-        match client.read(&mut reply) {
-            Ok(_) => served.push(client),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => queued.push(client),
-            Err(e) => panic!("{e}"),
-        }
-    }
+    let (mut served, mut queued) = common::answered_or_waiting(clients, &mut reply);
     eprintln!(
         "{} served, {} waiting for a descriptor",
         served.len() + 1,

@@ -4,13 +4,12 @@
 mod common;
 
 use std::future::Future;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream, UdpSocket};
 use std::pin::Pin;
 use std::sync::{Arc, mpsc};
 use std::task::Poll;
 use std::thread;
-use std::time::{Duration, Instant};
 
 use common::{IO_TIMEOUT, Server, clients_at_once, http, metric, pseudo_random, round_trip};
 
@@ -204,29 +203,14 @@ fn out_of_descriptors_on_two_threads_it_waits_without_spinning() {
     first.read_exact(&mut reply).unwrap();
     server.wait_for_log("cannot accept connections");
 
-    let cpu = server.cpu();
-    let window = Instant::now();
-    while window.elapsed() < Duration::from_secs(2) {
-        assert_eq!(round_trip(&mut first, b"ping\n", 9), b"GOT:ping\n");
-        thread::sleep(Duration::from_millis(100)); // the client's pace
-    }
-    let share = (server.cpu() - cpu).as_secs_f64() / window.elapsed().as_secs_f64();
-    eprintln!("CPU while out of fds: {:.2}% of a core", share * 100.0);
+    let share = common::cpu_share_while_pinging(&server, &mut first);
     assert!(
         share < 0.05,
         "the server used {:.1}% of a core",
         share * 100.0
     );
 
-    let (mut served, mut queued) = (Vec::new(), Vec::new());
-    for mut client in clients {
-        client.set_nonblocking(true).unwrap();
-        match client.read(&mut reply) {
-            Ok(_) => served.push(client),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => queued.push(client),
-            Err(e) => panic!("{e}"),
-        }
-    }
+    let (mut served, queued) = common::answered_or_waiting(clients, &mut reply);
     assert!(!queued.is_empty(), "the fd limit was reached");
 
     // Descriptors free: some waiting client (in either thread's queue) is answered.

@@ -100,8 +100,75 @@ fn client_hello(certs: &Certs) -> Vec<u8> {
     hello
 }
 
+/// `openssl s_client` against `server`, trusting the test CA, with `more` options; its
+/// stdout comes line by line through a channel. Killed on drop.
+struct SClient {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl SClient {
+    /// `None` if there is no openssl here (and not under CI, where that fails).
+    fn start(server: &Server, certs: &Certs, more: &[&str]) -> Option<SClient> {
+        if Command::new("openssl").arg("version").output().is_err() {
+            common::skip_without("openssl", "apt-get install openssl");
+            return None;
+        }
+        let mut child = Command::new("openssl")
+            .args(["s_client", "-connect", &server.addr.to_string()])
+            .args(["-servername", "localhost", "-CAfile", &certs.path("ca.pem")])
+            .args(more)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start openssl s_client");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            for line in std::io::BufRead::lines(stdout).map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Some(SClient {
+            child,
+            stdin,
+            lines,
+        })
+    }
+
+    /// Sends `line`.
+    fn send(&mut self, line: &[u8]) {
+        self.stdin.write_all(line).unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// The next line of its output, if one comes within `IO_TIMEOUT`.
+    fn next_line(&self) -> Option<String> {
+        self.lines.recv_timeout(IO_TIMEOUT).ok()
+    }
+
+    /// Whether a line `wanted` comes within `IO_TIMEOUT` of each line before it.
+    fn reads(&self, wanted: &str) -> bool {
+        (0..)
+            .map_while(|_| self.next_line())
+            .any(|line| line == wanted)
+    }
+}
+
+impl Drop for SClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Reads until the server closes: true if it did (EOF or reset) within `IO_TIMEOUT`.
-fn closed_by_server(stream: &mut TcpStream) -> bool {
+fn read_until_closed(stream: &mut TcpStream) -> bool {
     let mut buf = [0; 4096];
     loop {
         match stream.read(&mut buf) {
@@ -118,42 +185,19 @@ fn closed_by_server(stream: &mut TcpStream) -> bool {
 #[test]
 #[cfg_attr(missing_openssl, ignore = "needs openssl: apt-get install openssl")]
 fn openssl_s_client_and_client_tls_get_the_echo() {
-    if Command::new("openssl").arg("version").output().is_err() {
-        return common::skip_without("openssl", "apt-get install openssl");
-    }
     let certs = Certs::new();
     let server = certs.serve(&[]);
     let port = server.addr.port().to_string();
 
-    let mut s_client = Command::new("openssl")
-        .args([
-            "s_client",
-            "-quiet",
-            "-connect",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .args(["-servername", "localhost", "-verify_return_error"])
-        .args(["-CAfile", &certs.path("ca.pem")])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start openssl s_client");
-    let mut stdin = s_client.stdin.take().unwrap();
-    stdin.write_all(b"Hello\n").unwrap();
-    stdin.flush().unwrap();
-    // s_client -quiet goes on after its stdin ends: read the reply line, then stop it.
-    let stdout = s_client.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    thread::spawn(move || {
-        let mut line = String::new();
-        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(IO_TIMEOUT);
-    let _ = s_client.kill();
-    let _ = s_client.wait();
-    assert_eq!(line.as_deref(), Ok("GOT:Hello\n"), "log:\n{}", server.log());
+    let Some(mut s_client) = SClient::start(&server, &certs, &["-quiet", "-verify_return_error"])
+    else {
+        return;
+    };
+    // s_client -quiet goes on after its stdin ends: the reply line, then it is stopped.
+    s_client.send(b"Hello\n");
+    let line = s_client.next_line();
+    assert_eq!(line.as_deref(), Some("GOT:Hello"), "log:\n{}", server.log());
+    drop(s_client);
     server.wait_for_log("(TLS 1.3)");
 
     let output = common::run(
@@ -306,7 +350,7 @@ fn hostile_clients_are_closed_with_a_line_each_and_the_server_goes_on() {
     // Plain text: refused as such.
     let mut plain = server.connect();
     plain.write_all(b"Hello\n").unwrap();
-    assert!(closed_by_server(&mut plain));
+    assert!(read_until_closed(&mut plain));
     let local = plain.local_addr().unwrap();
     let line = server.wait_for_log(&format!("TLS handshake with {local} failed"));
     assert!(line.contains("does not speak TLS"), "{line}");
@@ -316,7 +360,7 @@ fn hostile_clients_are_closed_with_a_line_each_and_the_server_goes_on() {
     let hello = client_hello(&certs);
     stalled.write_all(&hello[..hello.len() / 2]).unwrap();
     let before = trips.load(Ordering::Relaxed);
-    assert!(closed_by_server(&mut stalled));
+    assert!(read_until_closed(&mut stalled));
     let local = stalled.local_addr().unwrap();
     let line = server.wait_for_log(&format!("TLS handshake with {local} failed"));
     assert!(line.contains("not done within 1 s"), "{line}");
@@ -431,40 +475,20 @@ fn a_tls_client_that_takes_no_reply_is_let_go() {
 #[test]
 #[cfg_attr(missing_openssl, ignore = "needs openssl: apt-get install openssl")]
 fn a_refused_renegotiation_is_answered_at_once() {
-    if Command::new("openssl").arg("version").output().is_err() {
-        return common::skip_without("openssl", "apt-get install openssl");
-    }
     let certs = Certs::new();
     let server = certs.serve(&["--idle-timeout", "60"]);
-    let mut s_client = Command::new("openssl")
-        .args(["s_client", "-tls1_2", "-connect", &server.addr.to_string()])
-        .args(["-servername", "localhost", "-CAfile", &certs.path("ca.pem")])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start openssl s_client");
-    let mut stdin = s_client.stdin.take().unwrap();
-    let stdout = std::io::BufReader::new(s_client.stdout.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    thread::spawn(move || {
-        for line in std::io::BufRead::lines(stdout) {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    stdin.write_all(b"first\n").unwrap();
-    let got = (0..)
-        .map_while(|_| rx.recv_timeout(IO_TIMEOUT).ok())
-        .any(|line| line == "GOT:first");
-    assert!(got, "no reply; log:\n{}", server.log());
+    let Some(mut s_client) = SClient::start(&server, &certs, &["-tls1_2"]) else {
+        return;
+    };
+    s_client.send(b"first\n");
+    assert!(
+        s_client.reads("GOT:first"),
+        "no reply; log:\n{}",
+        server.log()
+    );
     // s_client's command for a renegotiation: a line that is just `R`.
-    stdin.write_all(b"R\n").unwrap();
+    s_client.send(b"R\n");
     let line = server.wait_for_log("Connection closed 127.0.0.1");
-    let _ = s_client.kill();
-    let _ = s_client.wait();
     assert!(line.contains("alert"), "{line}");
 }
 
@@ -489,7 +513,7 @@ fn a_graceful_stop_says_goodbye_over_tls() {
     let mut rest = Vec::new();
     client.read_to_end(&mut rest).expect("a close_notify");
     assert!(rest.is_empty());
-    assert!(closed_by_server(&mut halfway));
+    assert!(read_until_closed(&mut halfway));
     assert!(server.wait_exit(IO_TIMEOUT).success());
     let log = server.log();
     assert!(

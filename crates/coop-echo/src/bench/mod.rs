@@ -935,17 +935,21 @@ fn mismatch_message(message: u64, reply: &[u8], load: &Load) -> String {
 /// CPU time (user + system) of every thread of process `pid`, from the scheduler's own
 /// nanosecond accounting.
 fn cpu_time_of(pid: u32) -> Option<Duration> {
-    let mut total = 0u64;
+    let mut total = Duration::ZERO;
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
-        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+        total += schedstat(&task.ok()?.path())?;
     }
-    Some(Duration::from_nanos(total))
+    Some(total)
 }
 
 /// CPU time (user + system) of the calling thread so far.
 fn thread_cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    schedstat(std::path::Path::new("/proc/thread-self"))
+}
+
+/// The CPU time in `schedstat` under a task's /proc directory.
+fn schedstat(task: &std::path::Path) -> Option<Duration> {
+    let stat = std::fs::read_to_string(task.join("schedstat")).ok()?;
     Some(Duration::from_nanos(
         stat.split_whitespace().next()?.parse().ok()?,
     ))

@@ -164,17 +164,10 @@ impl Server {
 
     /// Waits (at most `IO_TIMEOUT`) for a log line containing `needle`, and returns it.
     pub fn wait_for_log(&self, needle: &str) -> String {
-        let (text, changed) = &*self.log;
-        let deadline = Instant::now() + IO_TIMEOUT;
-        let mut text = text.lock().unwrap();
-        loop {
-            if let Some(line) = text.lines().find(|l| l.contains(needle)) {
-                return line.to_string();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "no log line with {needle:?}; log:\n{text}");
-            text = changed.wait_timeout(text, left).unwrap().0;
-        }
+        let has = |log: &str| log.lines().any(|l| l.contains(needle));
+        let log = self.wait_until(&format!("a log line with {needle:?}"), has);
+        let line = log.lines().find(|l| l.contains(needle));
+        line.unwrap_or_default().to_string()
     }
 
     /// Waits (at most `IO_TIMEOUT`) until the log so far satisfies `done`, and returns it;
@@ -297,6 +290,43 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
+}
+
+/// A client's pings for 2 s, each answered, at a client's pace (one every 100 ms); the
+/// server's CPU time over them, as a share of one core.
+pub fn cpu_share_while_pinging(server: &Server, client: &mut TcpStream) -> f64 {
+    let cpu = server.cpu();
+    let window = Instant::now();
+    while window.elapsed() < Duration::from_secs(2) {
+        assert_eq!(round_trip(client, b"ping\n", 9), b"GOT:ping\n");
+        thread::sleep(Duration::from_millis(100)); // the client's pace
+    }
+    let used = server.cpu() - cpu;
+    let share = used.as_secs_f64() / window.elapsed().as_secs_f64();
+    eprintln!(
+        "CPU while out of fds: {used:?} over {:?} ({:.2}%)",
+        window.elapsed(),
+        share * 100.0
+    );
+    share
+}
+
+/// Clients that each sent one message, split into those answered already (their reply
+/// read into `reply`) and those still waiting; all left non-blocking.
+pub fn answered_or_waiting(
+    clients: Vec<TcpStream>,
+    reply: &mut [u8],
+) -> (Vec<TcpStream>, Vec<TcpStream>) {
+    let (mut answered, mut waiting) = (Vec::new(), Vec::new());
+    for mut client in clients {
+        client.set_nonblocking(true).unwrap();
+        match client.read(reply) {
+            Ok(_) => answered.push(client),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => waiting.push(client),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    (answered, waiting)
 }
 
 /// Sends `payload`, then reads until `expected_len` bytes came back.
