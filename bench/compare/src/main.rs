@@ -63,7 +63,7 @@ fn run() -> io::Result<()> {
             .filter(|kind| only.is_empty() || named(kind))
             .chain([Kind::Plain].into_iter().filter(named))
         {
-            let per_echo = instructions_per_echo(kind, &bin, &scratch)?;
+            let per_echo = instructions_per_echo(kind, &bin, &scratch, &[])?;
             println!(
                 "{}: {per_echo:.0} user-space instructions per echo",
                 kind.name()
@@ -121,7 +121,7 @@ fn run() -> io::Result<()> {
     }
     for kind in Kind::ALL {
         eprintln!("callgrind: {}", kind.name());
-        let per_echo = instructions_per_echo(kind, &bin, &out)?;
+        let per_echo = instructions_per_echo(kind, &bin, &out, &[])?;
         samples.add(kind, "instructions", per_echo);
     }
     eprintln!("scale: coop holds {} connections", plan.scale);
@@ -218,7 +218,9 @@ pub fn closed_metric(metric: &str, connections: usize, load_threads: &str) -> St
 }
 
 /// The threads section, `plan.runs` times, interleaved: coop `--threads 1`, coop
-/// `--threads 2`, tokio `--workers 2`, with servers and load generator on every core.
+/// `--threads 2` (unpinned, then pinned), tokio `--workers 2`, with servers and load
+/// generator on every core. Then callgrind's instructions per echo for coop on one
+/// thread and on two: unlike CPU time, a count this machine's noise does not move.
 fn threads_section(bin: &Path, plan: &Plan, samples: &mut Samples) -> io::Result<()> {
     for run in 1..=plan.runs {
         for setup in Threaded::ALL {
@@ -226,12 +228,16 @@ fn threads_section(bin: &Path, plan: &Plan, samples: &mut Samples) -> io::Result
             measure_threaded(setup, bin, plan, samples)?;
         }
     }
+    for setup in [Threaded::Coop1, Threaded::Coop2] {
+        eprintln!("callgrind: {}", setup.label());
+        let per_echo = instructions_per_echo(Kind::Coop, bin, &std::env::temp_dir(), setup.args())?;
+        samples.add(Kind::Coop, &setup.metric("instructions"), per_echo);
+    }
     Ok(())
 }
 
-/// One threaded server, one run: CPU per echo at the fixed rate (coop only, both thread
-/// counts), and closed-loop throughput and latency at [`THREADS_CLOSED`] and `plan.many`
-/// connections (the two-thread servers) with the load on two threads.
+/// One threaded server, one run: CPU per echo at the fixed rate (coop's setups), and
+/// closed-loop throughput and latency of the two-thread servers (see [`closed_loops`]).
 fn measure_threaded(
     setup: Threaded,
     bin: &Path,
@@ -272,36 +278,43 @@ fn measure_threaded(
         samples.add(kind, &errors_key, errors(&report)?);
     }
 
-    if setup != Threaded::Coop1 {
-        for (connections, load_threads) in closed_loops(plan.many) {
-            let report = peer::load_on(
-                bin,
-                &server,
-                Placement::AllCores,
-                &strings(&[
-                    "--threads",
-                    load_threads,
-                    "-c",
-                    &connections.to_string(),
-                    "-s",
-                    "64",
-                    "-d",
-                    &plan.closed_secs.to_string(),
-                ]),
-            )?;
-            let at = |metric: &str| setup.metric(&closed_metric(metric, connections, load_threads));
-            samples.add(kind, &at("p50_us"), number(&report["latency_us"], "p50")?);
-            samples.add(kind, &at("p99_us"), number(&report["latency_us"], "p99")?);
-            samples.add(kind, &at("msgs"), number(&report, "messages_per_sec")?);
-            samples.add(kind, &errors_key, errors(&report)?);
-        }
+    // Pinned, only the tail at `many` connections, where pinning shows (measured by
+    // hand: the same throughput and tail as unpinned at 1,000).
+    let loops = match setup {
+        Threaded::Coop1 => Vec::new(),
+        Threaded::Coop2Pinned => vec![(plan.many, LOAD_THREADS)],
+        Threaded::Coop2 | Threaded::Tokio2 => closed_loops(plan.many),
+    };
+    for (connections, load_threads) in loops {
+        let report = peer::load_on(
+            bin,
+            &server,
+            Placement::AllCores,
+            &strings(&[
+                "--threads",
+                load_threads,
+                "-c",
+                &connections.to_string(),
+                "-s",
+                "64",
+                "-d",
+                &plan.closed_secs.to_string(),
+            ]),
+        )?;
+        let at = |metric: &str| setup.metric(&closed_metric(metric, connections, load_threads));
+        samples.add(kind, &at("p50_us"), number(&report["latency_us"], "p50")?);
+        samples.add(kind, &at("p99_us"), number(&report["latency_us"], "p99")?);
+        samples.add(kind, &at("msgs"), number(&report, "messages_per_sec")?);
+        samples.add(kind, &errors_key, errors(&report)?);
     }
     Ok(())
 }
 
 /// User-space instructions per echo, from two callgrind runs of 2 s and 5 s at 3,000
-/// msg/s: their difference cancels start-up and shutdown.
-fn instructions_per_echo(kind: Kind, bin: &Path, out: &Path) -> io::Result<f64> {
+/// msg/s: their difference cancels start-up and shutdown. `extra` is given to the server
+/// after its usual options (the threads section's `--threads N`); only the callgrind
+/// file of a run without them is kept in `out`.
+fn instructions_per_echo(kind: Kind, bin: &Path, out: &Path, extra: &[&str]) -> io::Result<f64> {
     let mut totals = Vec::new();
     for secs in [2, 5] {
         let file = std::env::temp_dir().join(format!("coop-callgrind-{}-{secs}.out", kind.name()));
@@ -310,7 +323,7 @@ fn instructions_per_echo(kind: Kind, bin: &Path, out: &Path) -> io::Result<f64> 
             "--tool=callgrind",
             &format!("--callgrind-out-file={}", file.display()),
         ]);
-        let server = Server::start(kind, bin, &valgrind)?;
+        let server = Server::start_with(kind, bin, &valgrind, Placement::Core(0), extra)?;
         peer::load(
             bin,
             &server,
@@ -325,7 +338,7 @@ fn instructions_per_echo(kind: Kind, bin: &Path, out: &Path) -> io::Result<f64> 
         )?;
         server.terminate()?;
         totals.push(peer::callgrind_total(&file)?);
-        if kind == Kind::Coop && secs == 5 {
+        if kind == Kind::Coop && secs == 5 && extra.is_empty() {
             // Kept for reading with callgrind_annotate.
             let _ = std::fs::copy(&file, out.join("callgrind.coop.out"));
         }

@@ -48,17 +48,24 @@ pub enum Threaded {
     Coop1,
     /// `coop-echo serve --threads 2`.
     Coop2,
+    /// `coop-echo serve --threads 2 --pin-threads`: serving thread `i` on core `i`.
+    Coop2Pinned,
     /// `tokio-echo --workers 2`: tokio's multi-thread runtime.
     Tokio2,
 }
 
 impl Threaded {
     /// In the order the runs interleave.
-    pub const ALL: [Threaded; 3] = [Threaded::Coop1, Threaded::Coop2, Threaded::Tokio2];
+    pub const ALL: [Threaded; 4] = [
+        Threaded::Coop1,
+        Threaded::Coop2,
+        Threaded::Coop2Pinned,
+        Threaded::Tokio2,
+    ];
 
     pub fn kind(self) -> Kind {
         match self {
-            Threaded::Coop1 | Threaded::Coop2 => Kind::Coop,
+            Threaded::Coop1 | Threaded::Coop2 | Threaded::Coop2Pinned => Kind::Coop,
             Threaded::Tokio2 => Kind::Tokio,
         }
     }
@@ -68,6 +75,7 @@ impl Threaded {
         match self {
             Threaded::Coop1 => &["--threads", "1"],
             Threaded::Coop2 => &["--threads", "2"],
+            Threaded::Coop2Pinned => &["--threads", "2", "--pin-threads"],
             Threaded::Tokio2 => &["--workers", "2"],
         }
     }

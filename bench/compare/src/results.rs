@@ -283,10 +283,11 @@ fn every_sample(samples: &Samples) -> String {
     md
 }
 
-/// A row of the Threads table: coop `--threads 2` against `peer`, and the target it
-/// must meet, a test of (coop's median, the peer's median).
+/// A row of the Threads table: coop `--threads 2` (`subject`: pinned or not) against
+/// `peer`, and the target it must meet, a test of (coop's median, the peer's median).
 struct ThreadsRow {
     label: String,
+    subject: Threaded,
     metric: String,
     digits: usize,
     peer: Threaded,
@@ -297,11 +298,12 @@ struct ThreadsRow {
 type Versus = fn(f64, f64) -> bool;
 
 /// The Threads section: coop on two threads against itself on one and against tokio's
-/// multi-thread runtime, nothing pinned.
+/// multi-thread runtime, nothing pinned but the rows that say `--pin-threads`.
 fn threads(samples: &Samples, many: usize) -> String {
     let coop = Threaded::Coop2;
     let row = |label: &str, metric: String, digits, peer, target| ThreadsRow {
         label: label.to_string(),
+        subject: coop,
         metric,
         digits,
         peer,
@@ -329,6 +331,23 @@ fn threads(samples: &Samples, many: usize) -> String {
             Threaded::Coop1,
             None,
         ),
+        row(
+            "user-space instructions per echo (callgrind, 3,000 msg/s, 100 conns, 64 B)",
+            "instructions".into(),
+            0,
+            Threaded::Coop1,
+            None,
+        ),
+        ThreadsRow {
+            subject: Threaded::Coop2Pinned,
+            ..row(
+                "server CPU per echo, µs, serving threads pinned (`--pin-threads`; 30,000 msg/s as above)",
+                "cpu_us".into(),
+                2,
+                Threaded::Coop1,
+                Some(("≤ 1.05×", |c, p| c / p <= 1.05)),
+            )
+        },
     ];
     for (n, load) in crate::closed_loops(many) {
         let at = |m: &str| crate::closed_metric(m, n, load);
@@ -370,13 +389,33 @@ fn threads(samples: &Samples, many: usize) -> String {
                 Some(tail_target),
             ),
         ]);
+        if (n, load) == (many, crate::LOAD_THREADS) {
+            let pinned = |label: &str, metric, digits, target| ThreadsRow {
+                subject: Threaded::Coop2Pinned,
+                ..row(label, metric, digits, Threaded::Tokio2, target)
+            };
+            rows.extend([
+                pinned(
+                    "throughput, msg/s, serving threads pinned (`--pin-threads`; same load)",
+                    at("msgs"),
+                    0,
+                    None,
+                ),
+                pinned(
+                    "p99 / p50, serving threads pinned (`--pin-threads`; same load)",
+                    at("tail"),
+                    2,
+                    Some(tail_target),
+                ),
+            ]);
+        }
     }
 
     // p99/p50 per run, so its median is the median of ratios.
     let mut s = Samples {
         values: samples.values.clone(),
     };
-    for setup in [Threaded::Coop2, Threaded::Tokio2] {
+    for setup in [Threaded::Coop2, Threaded::Coop2Pinned, Threaded::Tokio2] {
         for row in rows.iter().filter(|r| r.metric.starts_with("tail@")) {
             let n = &row.metric["tail@".len()..]; // `10000`, or `10000/1`
             let kind = setup.kind();
@@ -401,11 +440,16 @@ fn threads(samples: &Samples, many: usize) -> String {
          `coop-echo serve --threads 2` (two runtimes on two threads, one SO_REUSEPORT \
          listener each) against `--threads 1` for CPU per echo at the main table's fixed \
          rate, and against tokio's multi-thread runtime (`tokio-echo --workers 2`) in \
-         closed loop. Nothing here is pinned: **this machine has {cores} cores, and the \
-         server and the load generator share them**, so the server's threads compete with \
-         the load generator's for the same cores. Runs interleaved (coop `--threads 1`, \
-         coop `--threads 2`, tokio `--workers 2`, ...); figures are medians over {runs} \
-         runs. At {many} connections the load also runs on one thread: two load threads \
+         closed loop. Nothing here is pinned but the rows that say `--pin-threads`, where \
+         coop's serving thread `i` is pinned to core `i` (the load generator still runs \
+         anywhere): **this machine has {cores} cores, and the server and the load \
+         generator share them**, so the server's threads compete with the load \
+         generator's for the same cores. Runs interleaved (coop `--threads 1`, coop \
+         `--threads 2`, coop `--threads 2 --pin-threads`, tokio `--workers 2`, ...); \
+         figures are medians over {runs} runs. The instructions per echo are counted \
+         once, by callgrind, which runs a program's threads one at a time: a count, \
+         which this machine's noise does not move, where CPU time per echo moves by \
+         ±10% from one run to the next. At {many} connections the load also runs on one thread: two load threads \
          on the two cores the server's two threads use add an unfairness of their own \
          (whichever load thread the OS scheduler favours moves its connections faster), \
          so the one-thread figure is the server's own fairness.\n",
@@ -418,7 +462,10 @@ fn threads(samples: &Samples, many: usize) -> String {
     );
     for row in &rows {
         let fig = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.*}", row.digits));
-        let (c, p) = (median(coop, &row.metric), median(row.peer, &row.metric));
+        let (c, p) = (
+            median(row.subject, &row.metric),
+            median(row.peer, &row.metric),
+        );
         let ratio = c
             .zip(p)
             .map_or("–".to_string(), |(c, p)| format!("{:.2}", c / p));
