@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: coop-echo, a tokio echo server and a bare epoll loop.
 #
-#   bench/compare.sh           # 5 interleaved runs, ~15 minutes; writes bench/RESULTS.md
+#   bench/compare.sh           # 5 interleaved runs, ~30 minutes; writes bench/RESULTS.md
 #   bench/compare.sh --quick   # one short run, to see that everything works
 #   bench/compare.sh --instructions [coop|tokio|floor|plain]...   # only instructions per echo
 #                              (plain: coop's plain read/write_all echo, bench/plain-echo;
 #                              measured only when named)
 #   bench/compare.sh --threads-section [--quick]   # only the threads section (5 interleaved
-#                              runs, a few minutes): coop-echo serve --threads 2 against
-#                              --threads 1 and tokio-echo --workers 2; prints its table,
-#                              leaves RESULTS.md as it is
+#                              runs, ~15 minutes): coop-echo serve --threads 2, unpinned
+#                              and --pin-threads, against --threads 1 and tokio-echo
+#                              --workers 2; prints its table, leaves RESULTS.md as it is
 #   bench/compare.sh --tls-section [--quick]   # only the TLS section (5 interleaved runs, a
 #                              few minutes): coop-echo serve --tls-cert against itself
 #                              without TLS; prints its table, leaves RESULTS.md as it is
