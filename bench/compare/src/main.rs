@@ -278,12 +278,9 @@ fn measure_threaded(
         samples.add(kind, &errors_key, errors(&report)?);
     }
 
-    // Pinned, only the tail at `many` connections, where pinning shows (measured by
-    // hand: the same throughput and tail as unpinned at 1,000).
     let loops = match setup {
         Threaded::Coop1 => Vec::new(),
-        Threaded::Coop2Pinned => vec![(plan.many, LOAD_THREADS)],
-        Threaded::Coop2 | Threaded::Tokio2 => closed_loops(plan.many),
+        Threaded::Coop2 | Threaded::Coop2Pinned | Threaded::Tokio2 => closed_loops(plan.many),
     };
     for (connections, load_threads) in loops {
         let report = peer::load_on(

@@ -283,11 +283,10 @@ fn every_sample(samples: &Samples) -> String {
     md
 }
 
-/// A row of the Threads table: coop `--threads 2` (`subject`: pinned or not) against
-/// `peer`, and the target it must meet, a test of (coop's median, the peer's median).
+/// A row of the Threads table: coop `--threads 2`, unpinned and pinned, against `peer`,
+/// and the target each must meet, a test of (coop's median, the peer's median).
 struct ThreadsRow {
     label: String,
-    subject: Threaded,
     metric: String,
     digits: usize,
     peer: Threaded,
@@ -297,13 +296,14 @@ struct ThreadsRow {
 /// Whether coop meets a Threads row's target, given its median and the peer's.
 type Versus = fn(f64, f64) -> bool;
 
-/// The Threads section: coop on two threads against itself on one and against tokio's
-/// multi-thread runtime, nothing pinned but the rows that say `--pin-threads`.
+/// The two columns of the Threads table.
+const SUBJECTS: [Threaded; 2] = [Threaded::Coop2, Threaded::Coop2Pinned];
+
+/// The Threads section: coop on two threads, unpinned and pinned, against itself on one
+/// and against tokio's multi-thread runtime.
 fn threads(samples: &Samples, many: usize) -> String {
-    let coop = Threaded::Coop2;
     let row = |label: &str, metric: String, digits, peer, target| ThreadsRow {
         label: label.to_string(),
-        subject: coop,
         metric,
         digits,
         peer,
@@ -338,16 +338,6 @@ fn threads(samples: &Samples, many: usize) -> String {
             Threaded::Coop1,
             None,
         ),
-        ThreadsRow {
-            subject: Threaded::Coop2Pinned,
-            ..row(
-                "server CPU per echo, µs, serving threads pinned (`--pin-threads`; 30,000 msg/s as above)",
-                "cpu_us".into(),
-                2,
-                Threaded::Coop1,
-                Some(("≤ 1.05×", |c, p| c / p <= 1.05)),
-            )
-        },
     ];
     for (n, load) in crate::closed_loops(many) {
         let at = |m: &str| crate::closed_metric(m, n, load);
@@ -389,26 +379,6 @@ fn threads(samples: &Samples, many: usize) -> String {
                 Some(tail_target),
             ),
         ]);
-        if (n, load) == (many, crate::LOAD_THREADS) {
-            let pinned = |label: &str, metric, digits, target| ThreadsRow {
-                subject: Threaded::Coop2Pinned,
-                ..row(label, metric, digits, Threaded::Tokio2, target)
-            };
-            rows.extend([
-                pinned(
-                    "throughput, msg/s, serving threads pinned (`--pin-threads`; same load)",
-                    at("msgs"),
-                    0,
-                    None,
-                ),
-                pinned(
-                    "p99 / p50, serving threads pinned (`--pin-threads`; same load)",
-                    at("tail"),
-                    2,
-                    Some(tail_target),
-                ),
-            ]);
-        }
     }
 
     // p99/p50 per run, so its median is the median of ratios.
@@ -430,7 +400,10 @@ fn threads(samples: &Samples, many: usize) -> String {
     }
     let median = |setup: Threaded, metric: &str| s.median(setup.kind(), &setup.metric(metric));
     let runs = s
-        .all(Kind::Coop, &coop.metric(&format!("msgs@{THREADS_CLOSED}")))
+        .all(
+            Kind::Coop,
+            &Threaded::Coop2.metric(&format!("msgs@{THREADS_CLOSED}")),
+        )
         .len();
 
     let mut md = String::new();
@@ -440,63 +413,74 @@ fn threads(samples: &Samples, many: usize) -> String {
          `coop-echo serve --threads 2` (two runtimes on two threads, one SO_REUSEPORT \
          listener each) against `--threads 1` for CPU per echo at the main table's fixed \
          rate, and against tokio's multi-thread runtime (`tokio-echo --workers 2`) in \
-         closed loop. Nothing here is pinned but the rows that say `--pin-threads`, where \
-         coop's serving thread `i` is pinned to core `i` (the load generator still runs \
-         anywhere): **this machine has {cores} cores, and the server and the load \
-         generator share them**, so the server's threads compete with the load \
-         generator's for the same cores. Runs interleaved (coop `--threads 1`, coop \
-         `--threads 2`, coop `--threads 2 --pin-threads`, tokio `--workers 2`, ...); \
-         figures are medians over {runs} runs. The instructions per echo are counted \
-         once, by callgrind, which runs a program's threads one at a time: a count, \
-         which this machine's noise does not move, where CPU time per echo moves by \
-         ±10% from one run to the next. At {many} connections the load also runs on one thread: two load threads \
-         on the two cores the server's two threads use add an unfairness of their own \
-         (whichever load thread the OS scheduler favours moves its connections faster), \
-         so the one-thread figure is the server's own fairness.\n",
+         closed loop; coop's two threads unpinned, and pinned (`--pin-threads`: serving \
+         thread `i` on core `i`). Nothing else is pinned: **this machine has {cores} \
+         cores, and the server and the load generator share them**, so the server's \
+         threads compete with the load generator's for the same cores. Runs interleaved \
+         (coop `--threads 1`, coop `--threads 2`, coop `--threads 2 --pin-threads`, tokio \
+         `--workers 2`, ...); figures are medians over {runs} runs. callgrind counts the \
+         instructions per echo once (it runs a program's threads one at a time): a count \
+         that this machine's noise does not move, where CPU time per echo moves by ±10% \
+         from one run to the next. At {many} connections the load also runs on one \
+         thread: two load threads on the two cores the server's two threads use add an \
+         unfairness of their own (whichever load thread the OS scheduler favours moves \
+         its connections faster), so the one-thread figure is the server's own \
+         fairness.\n",
         cores = cores(),
     );
     let _ = writeln!(
         md,
-        "| | coop `--threads 2` | against | its figure | coop / it | target | met |\n\
-         |---|---:|---|---:|---:|---|---|"
+        "| | coop `--threads 2` | pinned | against | its figure | coop / it | pinned / it | target | met (coop, pinned) |\n\
+         |---|---:|---:|---|---:|---:|---:|---|---|"
     );
     for row in &rows {
         let fig = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.*}", row.digits));
-        let (c, p) = (
-            median(row.subject, &row.metric),
-            median(row.peer, &row.metric),
-        );
-        let ratio = c
-            .zip(p)
-            .map_or("–".to_string(), |(c, p)| format!("{:.2}", c / p));
+        let p = median(row.peer, &row.metric);
+        let c = SUBJECTS.map(|subject| median(subject, &row.metric));
+        let ratio = |c: Option<f64>| {
+            c.zip(p)
+                .map_or("–".to_string(), |(c, p)| format!("{:.2}", c / p))
+        };
         let (target, met) = match row.target {
-            Some((text, check)) => (
-                text,
-                match c.zip(p) {
+            Some((text, check)) => {
+                let met = c.map(|c| match c.zip(p) {
                     Some((c, p)) if check(c, p) => "yes",
                     Some(_) => "**no**",
                     None => "–",
-                },
-            ),
-            None => ("", ""),
+                });
+                (text, met.join(", "))
+            }
+            None => ("", String::new()),
         };
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {ratio} | {target} | {met} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {target} | {met} |",
             row.label,
-            fig(c),
+            fig(c[0]),
+            fig(c[1]),
             row.peer.label(),
             fig(p),
+            ratio(c[0]),
+            ratio(c[1]),
         );
     }
     let errors = |setup: Threaded| s.sum(setup.kind(), &setup.metric("errors"));
+    let none = |setup: Threaded| {
+        if errors(setup) == 0.0 {
+            "yes"
+        } else {
+            "**no**"
+        }
+    };
     let _ = writeln!(
         md,
-        "| errors, mismatched replies, failed connects (all runs) | {:.0} | {} | {:.0} | | 0 | {} |",
-        errors(coop),
+        "| errors, mismatched replies, failed connects (all runs) | {:.0} | {:.0} | {} | {:.0} | | | 0 | {}, {} |",
+        errors(Threaded::Coop2),
+        errors(Threaded::Coop2Pinned),
         Threaded::Tokio2.label(),
         errors(Threaded::Tokio2),
-        if errors(coop) == 0.0 { "yes" } else { "**no**" }
+        none(Threaded::Coop2),
+        none(Threaded::Coop2Pinned),
     );
     let _ = writeln!(
         md,
