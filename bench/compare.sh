@@ -8,15 +8,17 @@
 #                              measured only when named)
 #   bench/compare.sh --threads-section [--quick]   # only the threads section (5 interleaved
 #                              runs, ~15 minutes): coop-echo serve --threads 2, unpinned
-#                              and --pin-threads, against --threads 1 and tokio-echo
-#                              --workers 2; prints its table, leaves RESULTS.md as it is
+#                              and --pin-threads, against --threads 1 (costs per echo,
+#                              instructions too) and tokio-echo --workers 2; prints its
+#                              table, leaves RESULTS.md as it is
 #   bench/compare.sh --tls-section [--quick]   # only the TLS section (5 interleaved runs, a
 #                              few minutes): coop-echo serve --tls-cert against itself
 #                              without TLS; prints its table, leaves RESULTS.md as it is
 #
-# Needs 2 cores (server on core 0, load generator on core 1; in the threads section both
-# share both cores), perf (system calls), valgrind (instructions) and a font for the
-# chart; installs what is missing.
+# Needs 2 cores (server on core 0, load generator on core 1; in the threads section's
+# runs each process may use both, and only --pin-threads pins a serving thread to each),
+# perf (system calls), valgrind (instructions) and a font for the chart; installs what
+# is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

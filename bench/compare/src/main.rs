@@ -2,10 +2,11 @@
 //! interleaved, with each server pinned to core 0 and the load generator to core 1, and
 //! writes `bench/RESULTS.md` and `bench/results.png`.
 //!
-//! Then the threads section: `coop-echo serve --threads 2` against `--threads 1` and
-//! against `tokio-echo --workers 2`, with nothing pinned (servers and load generator
-//! share every core). `--threads-section` runs only that, and prints its table instead
-//! of writing `RESULTS.md`.
+//! Then the threads section: `coop-echo serve --threads 2`, unpinned and with
+//! `--pin-threads`, against `--threads 1` (costs per echo, instructions among them) and
+//! against `tokio-echo --workers 2` (closed loop); every process may run on every core,
+//! so servers and load generator share them. `--threads-section` runs only that, and
+//! prints its table instead of writing `RESULTS.md`.
 //!
 //! `bench/compare.sh` builds everything and runs this; see its header for what it needs.
 
@@ -63,7 +64,7 @@ fn run() -> io::Result<()> {
             .filter(|kind| only.is_empty() || named(kind))
             .chain([Kind::Plain].into_iter().filter(named))
         {
-            let per_echo = instructions_per_echo(kind, &bin, &scratch, &[])?;
+            let per_echo = instructions_per_echo(kind, &bin, &[], Some(&scratch))?;
             println!(
                 "{}: {per_echo:.0} user-space instructions per echo",
                 kind.name()
@@ -121,7 +122,7 @@ fn run() -> io::Result<()> {
     }
     for kind in Kind::ALL {
         eprintln!("callgrind: {}", kind.name());
-        let per_echo = instructions_per_echo(kind, &bin, &out, &[])?;
+        let per_echo = instructions_per_echo(kind, &bin, &[], Some(&out))?;
         samples.add(kind, "instructions", per_echo);
     }
     eprintln!("scale: coop holds {} connections", plan.scale);
@@ -194,9 +195,9 @@ fn measure_one(kind: Kind, bin: &Path, plan: &Plan, samples: &mut Samples) -> io
 
 /// The closed loops of the threads section: (connections, load generator threads).
 /// At `many` connections the load runs on one thread too: two load threads, sharing the
-/// two cores with the server's two, add an unfairness of their own to the tail (measured:
-/// p99/p50 1.56 to 1.63 with two, 1.26 to 1.46 with one, at the same msg/s), and the
-/// one-thread figure is the server's own.
+/// two cores with the server's two, add an unfairness of their own to the tail (measured
+/// with the server unpinned: p99/p50 1.56 to 1.63 with two, 1.26 to 1.46 with one, at
+/// the same msg/s), and the one-thread figure is the unpinned server's own.
 pub fn closed_loops(many: usize) -> Vec<(usize, &'static str)> {
     let mut loops = vec![
         (THREADS_CLOSED, LOAD_THREADS),
@@ -218,9 +219,10 @@ pub fn closed_metric(metric: &str, connections: usize, load_threads: &str) -> St
 }
 
 /// The threads section, `plan.runs` times, interleaved: coop `--threads 1`, coop
-/// `--threads 2` (unpinned, then pinned), tokio `--workers 2`, with servers and load
-/// generator on every core. Then callgrind's instructions per echo for coop on one
-/// thread and on two: unlike CPU time, a count this machine's noise does not move.
+/// `--threads 2` (unpinned, then pinned), tokio `--workers 2`, each process free to run
+/// on every core. Then callgrind's instructions per echo for coop on one thread and on
+/// two, placed as the main table's: a count repeats where CPU time moves from run to
+/// run, so it shows whether a second thread adds work to each echo.
 fn threads_section(bin: &Path, plan: &Plan, samples: &mut Samples) -> io::Result<()> {
     for run in 1..=plan.runs {
         for setup in Threaded::ALL {
@@ -230,7 +232,7 @@ fn threads_section(bin: &Path, plan: &Plan, samples: &mut Samples) -> io::Result
     }
     for setup in [Threaded::Coop1, Threaded::Coop2] {
         eprintln!("callgrind: {}", setup.label());
-        let per_echo = instructions_per_echo(Kind::Coop, bin, &std::env::temp_dir(), setup.args())?;
+        let per_echo = instructions_per_echo(Kind::Coop, bin, setup.args(), None)?;
         samples.add(Kind::Coop, &setup.metric("instructions"), per_echo);
     }
     Ok(())
@@ -279,6 +281,7 @@ fn measure_threaded(
     }
 
     let loops = match setup {
+        // One thread is only the baseline of the costs per echo.
         Threaded::Coop1 => Vec::new(),
         Threaded::Coop2 | Threaded::Coop2Pinned | Threaded::Tokio2 => closed_loops(plan.many),
     };
@@ -308,10 +311,16 @@ fn measure_threaded(
 }
 
 /// User-space instructions per echo, from two callgrind runs of 2 s and 5 s at 3,000
-/// msg/s: their difference cancels start-up and shutdown. `extra` is given to the server
-/// after its usual options (the threads section's `--threads N`); only the callgrind
-/// file of a run without them is kept in `out`.
-fn instructions_per_echo(kind: Kind, bin: &Path, out: &Path, extra: &[&str]) -> io::Result<f64> {
+/// msg/s: their difference cancels start-up and shutdown. `extra` goes to the server after
+/// its usual options (`--threads N`). coop's longer profile is copied into `keep`, if
+/// given, as `callgrind.coop.out`: the main table keeps the one behind its figure there,
+/// for callgrind_annotate, and another run must not overwrite it.
+fn instructions_per_echo(
+    kind: Kind,
+    bin: &Path,
+    extra: &[&str],
+    keep: Option<&Path>,
+) -> io::Result<f64> {
     let mut totals = Vec::new();
     for secs in [2, 5] {
         let file = std::env::temp_dir().join(format!("coop-callgrind-{}-{secs}.out", kind.name()));
@@ -335,9 +344,8 @@ fn instructions_per_echo(kind: Kind, bin: &Path, out: &Path, extra: &[&str]) -> 
         )?;
         server.terminate()?;
         totals.push(peer::callgrind_total(&file)?);
-        if kind == Kind::Coop && secs == 5 && extra.is_empty() {
-            // Kept for reading with callgrind_annotate.
-            let _ = std::fs::copy(&file, out.join("callgrind.coop.out"));
+        if let (Kind::Coop, 5, Some(dir)) = (kind, secs, keep) {
+            let _ = std::fs::copy(&file, dir.join("callgrind.coop.out"));
         }
         let _ = std::fs::remove_file(&file);
     }

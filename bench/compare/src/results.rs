@@ -164,14 +164,7 @@ pub fn markdown(
         let ratio =
             |k: Kind| coop_vs(s, &row.metric, k).map_or("–".to_string(), |r| format!("{r:.2}"));
         let (target, met) = match &row.target {
-            Some((text, check)) => (
-                text.to_string(),
-                match check(s, &row.metric) {
-                    Some(true) => "yes",
-                    Some(false) => "**no**",
-                    None => "–",
-                },
-            ),
+            Some((text, check)) => (text.to_string(), verdict(check(s, &row.metric))),
             None => (String::new(), ""),
         };
         let _ = writeln!(
@@ -191,11 +184,7 @@ pub fn markdown(
         s.sum(Kind::Coop, "errors"),
         s.sum(Kind::Tokio, "errors"),
         s.sum(Kind::Floor, "errors"),
-        if s.sum(Kind::Coop, "errors") == 0.0 {
-            "yes"
-        } else {
-            "**no**"
-        }
+        verdict(Some(s.sum(Kind::Coop, "errors") == 0.0))
     );
 
     let scale_errors = ["errors", "mismatches", "connect_failures"]
@@ -291,12 +280,17 @@ struct ThreadsRow {
     digits: usize,
     peer: Threaded,
     target: Option<(&'static str, Versus)>,
+    /// Whether the pinned server has this figure: callgrind runs a program's threads
+    /// one at a time, so pinning cannot change an instruction count, and it is not
+    /// counted twice.
+    pinned: bool,
 }
 
 /// Whether coop meets a Threads row's target, given its median and the peer's.
 type Versus = fn(f64, f64) -> bool;
 
-/// The two columns of the Threads table.
+/// The two ways to run coop on two threads that the Threads table holds up to each
+/// row's peer and target: pinning is the one choice left to a user of `--threads 2`.
 const SUBJECTS: [Threaded; 2] = [Threaded::Coop2, Threaded::Coop2Pinned];
 
 /// The Threads section: coop on two threads, unpinned and pinned, against itself on one
@@ -308,6 +302,7 @@ fn threads(samples: &Samples, many: usize) -> String {
         digits,
         peer,
         target,
+        pinned: true,
     };
     let mut rows = vec![
         row(
@@ -331,13 +326,17 @@ fn threads(samples: &Samples, many: usize) -> String {
             Threaded::Coop1,
             None,
         ),
-        row(
-            "user-space instructions per echo (callgrind, 3,000 msg/s, 100 conns, 64 B)",
-            "instructions".into(),
-            0,
-            Threaded::Coop1,
-            None,
-        ),
+        ThreadsRow {
+            pinned: false,
+            ..row(
+                "user-space instructions per echo (callgrind; 100 conns, 64 B, 3,000 msg/s; \
+                 server on core 0, load on core 1, as in the main table)",
+                "instructions".into(),
+                0,
+                Threaded::Coop1,
+                None,
+            )
+        },
     ];
     for (n, load) in crate::closed_loops(many) {
         let at = |m: &str| crate::closed_metric(m, n, load);
@@ -385,7 +384,7 @@ fn threads(samples: &Samples, many: usize) -> String {
     let mut s = Samples {
         values: samples.values.clone(),
     };
-    for setup in [Threaded::Coop2, Threaded::Coop2Pinned, Threaded::Tokio2] {
+    for setup in SUBJECTS.into_iter().chain([Threaded::Tokio2]) {
         for row in rows.iter().filter(|r| r.metric.starts_with("tail@")) {
             let n = &row.metric["tail@".len()..]; // `10000`, or `10000/1`
             let kind = setup.kind();
@@ -411,43 +410,46 @@ fn threads(samples: &Samples, many: usize) -> String {
         md,
         "## Threads\n\n\
          `coop-echo serve --threads 2` (two runtimes on two threads, one SO_REUSEPORT \
-         listener each) against `--threads 1` for CPU per echo at the main table's fixed \
-         rate, and against tokio's multi-thread runtime (`tokio-echo --workers 2`) in \
-         closed loop; coop's two threads unpinned, and pinned (`--pin-threads`: serving \
-         thread `i` on core `i`). Nothing else is pinned: **this machine has {cores} \
-         cores, and the server and the load generator share them**, so the server's \
-         threads compete with the load generator's for the same cores. Runs interleaved \
-         (coop `--threads 1`, coop `--threads 2`, coop `--threads 2 --pin-threads`, tokio \
-         `--workers 2`, ...); figures are medians over {runs} runs. callgrind counts the \
-         instructions per echo once (it runs a program's threads one at a time): a count \
-         that this machine's noise does not move, where CPU time per echo moves by ±10% \
-         from one run to the next. At {many} connections the load also runs on one \
-         thread: two load threads on the two cores the server's two threads use add an \
-         unfairness of their own (whichever load thread the OS scheduler favours moves \
-         its connections faster), so the one-thread figure is the server's own \
-         fairness.\n",
+         listener each) against `--threads 1` for the costs per echo at the main table's \
+         fixed rate, and against tokio's multi-thread runtime (`tokio-echo --workers 2`) \
+         in closed loop; coop's two threads unpinned, and pinned (`--pin-threads`: serving \
+         thread `i` on core `i`). Every process may run on every core: **this machine has \
+         {cores} cores, and the server and the load generator share them**, so the \
+         server's threads compete with the load generator's for the same cores. Runs \
+         interleaved ({order}, ...); figures are medians over {runs} runs (every sample is \
+         below). The instructions per echo are counted once, as the main table counts \
+         them (server on core 0, load on core 1): a count repeats where CPU time moves \
+         from run to run. At {many} connections the load also runs on one thread: two \
+         load threads on the two cores the server's two threads use add an unfairness of \
+         their own (whichever load thread the OS scheduler favours moves its connections \
+         faster), so, unpinned, the one-thread figure is the server's own fairness. \
+         Pinned, that lone load thread shares a core with a serving thread that cannot \
+         move away from it.\n",
+        order = Threaded::ALL.map(Threaded::label).join(", "),
         cores = cores(),
     );
     let _ = writeln!(
         md,
-        "| | coop `--threads 2` | pinned | against | its figure | coop / it | pinned / it | target | met (coop, pinned) |\n\
+        "| | coop `--threads 2`, unpinned | pinned | against | its figure | unpinned / it | pinned / it | target | met (unpinned, pinned) |\n\
          |---|---:|---:|---|---:|---:|---:|---|---|"
     );
     for row in &rows {
         let fig = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.*}", row.digits));
         let p = median(row.peer, &row.metric);
-        let c = SUBJECTS.map(|subject| median(subject, &row.metric));
-        let ratio = |c: Option<f64>| {
-            c.zip(p)
-                .map_or("–".to_string(), |(c, p)| format!("{:.2}", c / p))
+        // `None`: a figure the column does not measure (see `ThreadsRow::pinned`).
+        let c = SUBJECTS.map(|subject| {
+            (subject == Threaded::Coop2 || row.pinned).then(|| median(subject, &row.metric))
+        });
+        let cell = |c: Option<Option<f64>>| c.map_or("n/a".to_string(), fig);
+        let ratio = |c: Option<Option<f64>>| {
+            c.map_or("n/a".to_string(), |c| {
+                c.zip(p)
+                    .map_or("–".to_string(), |(c, p)| format!("{:.2}", c / p))
+            })
         };
         let (target, met) = match row.target {
             Some((text, check)) => {
-                let met = c.map(|c| match c.zip(p) {
-                    Some((c, p)) if check(c, p) => "yes",
-                    Some(_) => "**no**",
-                    None => "–",
-                });
+                let met = c.map(|c| verdict(c.flatten().zip(p).map(|(c, p)| check(c, p))));
                 (text, met.join(", "))
             }
             None => ("", String::new()),
@@ -456,8 +458,8 @@ fn threads(samples: &Samples, many: usize) -> String {
             md,
             "| {} | {} | {} | {} | {} | {} | {} | {target} | {met} |",
             row.label,
-            fig(c[0]),
-            fig(c[1]),
+            cell(c[0]),
+            cell(c[1]),
             row.peer.label(),
             fig(p),
             ratio(c[0]),
@@ -465,22 +467,17 @@ fn threads(samples: &Samples, many: usize) -> String {
         );
     }
     let errors = |setup: Threaded| s.sum(setup.kind(), &setup.metric("errors"));
-    let none = |setup: Threaded| {
-        if errors(setup) == 0.0 {
-            "yes"
-        } else {
-            "**no**"
-        }
-    };
+    let [unpinned, pinned] =
+        SUBJECTS.map(|subject| (errors(subject), verdict(Some(errors(subject) == 0.0))));
     let _ = writeln!(
         md,
         "| errors, mismatched replies, failed connects (all runs) | {:.0} | {:.0} | {} | {:.0} | | | 0 | {}, {} |",
-        errors(Threaded::Coop2),
-        errors(Threaded::Coop2Pinned),
+        unpinned.0,
+        pinned.0,
         Threaded::Tokio2.label(),
         errors(Threaded::Tokio2),
-        none(Threaded::Coop2),
-        none(Threaded::Coop2Pinned),
+        unpinned.1,
+        pinned.1,
     );
     let _ = writeln!(
         md,
@@ -488,6 +485,15 @@ fn threads(samples: &Samples, many: usize) -> String {
         errors(Threaded::Coop1)
     );
     md
+}
+
+/// A target's cell: met, not met, or no figure to judge.
+fn verdict(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "yes",
+        Some(false) => "**no**",
+        None => "–",
+    }
 }
 
 /// The machine's cores (not available_parallelism: this runs pinned to one core).
