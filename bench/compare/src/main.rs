@@ -115,7 +115,7 @@ fn run() -> io::Result<()> {
     }
 
     for run in 1..=plan.runs {
-        for kind in Kind::ALL {
+        for kind in in_turn(Kind::ALL, run) {
             eprintln!("run {run}/{}: {}", plan.runs, kind.name());
             measure_one(kind, &bin, &plan, &mut samples)?;
         }
@@ -193,6 +193,16 @@ fn measure_one(kind: Kind, bin: &Path, plan: &Plan, samples: &mut Samples) -> io
     Ok(())
 }
 
+/// The servers of run `run` (from 1), in the order they are measured: each run starts
+/// one server later than the run before. With one fixed order, each server always
+/// follows the same one, and whatever a run leaves behind (sockets closing after 10,000
+/// connections, caches, the OS scheduler's placement) would count for the one after it,
+/// every time; in turn, it counts for each of them.
+pub fn in_turn<T, const N: usize>(mut servers: [T; N], run: usize) -> [T; N] {
+    servers.rotate_left((run - 1) % N);
+    servers
+}
+
 /// The closed loops of the threads section: (connections, load generator threads).
 /// At `many` connections the load runs on one thread too: two load threads, sharing the
 /// two cores with the server's two, add an unfairness of their own to the tail (measured
@@ -218,14 +228,14 @@ pub fn closed_metric(metric: &str, connections: usize, load_threads: &str) -> St
     }
 }
 
-/// The threads section, `plan.runs` times, interleaved: coop `--threads 1`, coop
-/// `--threads 2` (unpinned, then pinned), tokio `--workers 2`, each process free to run
-/// on every core. Then callgrind's instructions per echo for coop on one thread and on
+/// The threads section, `plan.runs` times, interleaved ([`in_turn`]): coop `--threads 1`,
+/// coop `--threads 2` (unpinned, then pinned), tokio `--workers 2`, each process free to
+/// run on every core. Then callgrind's instructions per echo for coop on one thread and on
 /// two, placed as the main table's: a count repeats where CPU time moves from run to
 /// run, so it shows whether a second thread adds work to each echo.
 fn threads_section(bin: &Path, plan: &Plan, samples: &mut Samples) -> io::Result<()> {
     for run in 1..=plan.runs {
-        for setup in Threaded::ALL {
+        for setup in in_turn(Threaded::ALL, run) {
             eprintln!("threads run {run}/{}: {}", plan.runs, setup.label());
             measure_threaded(setup, bin, plan, samples)?;
         }
@@ -373,4 +383,23 @@ fn errors(report: &serde_json::Value) -> io::Result<f64> {
     Ok(number(report, "errors")?
         + number(report, "mismatches")?
         + number(report, "connect_failures")?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_turn;
+
+    #[test]
+    fn each_server_takes_each_place_in_turn() {
+        let runs: Vec<[char; 3]> = (1..=4).map(|run| in_turn(['a', 'b', 'c'], run)).collect();
+        assert_eq!(
+            runs,
+            [
+                ['a', 'b', 'c'],
+                ['b', 'c', 'a'],
+                ['c', 'a', 'b'],
+                ['a', 'b', 'c']
+            ]
+        );
+    }
 }

@@ -55,7 +55,7 @@ pub enum Threaded {
 }
 
 impl Threaded {
-    /// In the order the runs interleave.
+    /// In the order the first run measures them ([`crate::in_turn`]).
     pub const ALL: [Threaded; 4] = [
         Threaded::Coop1,
         Threaded::Coop2,

@@ -144,8 +144,9 @@ pub fn markdown(
     let _ = writeln!(
         md,
         "Each server runs pinned to core 0, the load generator (`coop-echo bench`, which \
-         checks every reply byte for byte) to core 1 (except under Threads, below). Servers are measured interleaved \
-         (coop, tokio, floor, coop, ...); figures are medians over the runs, with \
+         checks every reply byte for byte) to core 1 (except under Threads, below). Servers are measured interleaved, \
+         each run starting one server later than the one before (coop, tokio, floor; \
+         tokio, floor, coop; ...), so that none always follows the same one; figures are medians over the runs, with \
          {many} connections where the row says \"closed loop\". callgrind counts \
          instructions, which repeat, so it runs once per server. *tokio* is tokio's \
          current-thread runtime with the echo loop of its own example; *floor* is one \
@@ -416,7 +417,7 @@ fn threads(samples: &Samples, many: usize) -> String {
          thread `i` on core `i`). Every process may run on every core: **this machine has \
          {cores} cores, and the server and the load generator share them**, so the \
          server's threads compete with the load generator's for the same cores. Runs \
-         interleaved ({order}, ...); figures are medians over {runs} runs (every sample is \
+         interleaved ({order}; the next run starts one server later, and so on); figures are medians over {runs} runs (every sample is \
          below). The instructions per echo are counted once, as the main table counts \
          them (server on core 0, load on core 1): a count repeats where CPU time moves \
          from run to run. At {many} connections the load also runs on one thread: two \

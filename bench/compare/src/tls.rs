@@ -72,11 +72,11 @@ impl Setup {
     }
 }
 
-/// The section, `plan.runs` times, plain and TLS interleaved.
+/// The section, `plan.runs` times, plain and TLS interleaved ([`crate::in_turn`]).
 pub fn section(bin: &Path, plan: &Plan, samples: &mut Samples) -> io::Result<()> {
     let certs = Certs::new()?;
     for run in 1..=plan.runs {
-        for setup in [Setup::Plain, Setup::Tls] {
+        for setup in crate::in_turn([Setup::Plain, Setup::Tls], run) {
             let name = if setup == Setup::Tls { "tls" } else { "plain" };
             eprintln!("tls run {run}/{}: {name}", plan.runs);
             measure(setup, bin, plan, &certs, samples)?;
@@ -156,7 +156,7 @@ pub fn table(samples: &Samples) -> String {
         "## TLS\n\n\
          `coop-echo serve --tls-cert --tls-key` (rustls 0.23, ring provider, TLS 1.3, an \
          ECDSA P-256 certificate made for the run) against the same server without TLS, \
-         runs interleaved, medians; server on core 0, `coop-echo bench --tls` on core 1.\n\n\
+         runs interleaved (plain first, then TLS first, and so on), medians; server on core 0, `coop-echo bench --tls` on core 1.\n\n\
          | | over TLS | plain TCP | TLS / plain |\n|---|---:|---:|---:|"
     );
     let rows: [(&str, &str, usize); 6] = [
