@@ -204,10 +204,10 @@ pub fn in_turn<T, const N: usize>(mut servers: [T; N], run: usize) -> [T; N] {
 }
 
 /// The closed loops of the threads section: (connections, load generator threads).
-/// At `many` connections the load runs on one thread too: two load threads, sharing the
-/// two cores with the server's two, add an unfairness of their own to the tail (measured
-/// with the server unpinned: p99/p50 1.56 to 1.63 with two, 1.26 to 1.46 with one, at
-/// the same msg/s), and the one-thread figure is the unpinned server's own.
+/// At `many` connections the load runs on one thread too: with two, the server's and the
+/// load generator's four busy threads take turns on two cores, and the tail moves from
+/// run to run whatever the server (by hand, against `--threads 1`: p99/p50 1.25 to 1.73
+/// with two load threads, 1.26 to 1.44 with one).
 pub fn closed_loops(many: usize) -> Vec<(usize, &'static str)> {
     let mut loops = vec![
         (THREADS_CLOSED, LOAD_THREADS),

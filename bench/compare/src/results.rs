@@ -420,12 +420,11 @@ fn threads(samples: &Samples, many: usize) -> String {
          interleaved ({order}; the next run starts one server later, and so on); figures are medians over {runs} runs (every sample is \
          below). The instructions per echo are counted once, as the main table counts \
          them (server on core 0, load on core 1): a count repeats where CPU time moves \
-         from run to run. At {many} connections the load also runs on one thread: two \
-         load threads on the two cores the server's two threads use add an unfairness of \
-         their own (whichever load thread the OS scheduler favours moves its connections \
-         faster), so, unpinned, the one-thread figure is the server's own fairness. \
-         Pinned, that lone load thread shares a core with a serving thread that cannot \
-         move away from it.\n",
+         from run to run. At {many} connections the load also runs on one thread: with \
+         two, four busy threads take turns on the two cores, and the tail moves from run \
+         to run even against coop on one thread (docs/ARCHITECTURE.md, \"Every core\"). \
+         Pinned, a lone load thread shares a core with a serving thread that cannot move \
+         away from it.\n",
         order = Threaded::ALL.map(Threaded::label).join(", "),
         cores = cores(),
     );
