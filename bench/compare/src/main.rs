@@ -193,21 +193,32 @@ fn measure_one(kind: Kind, bin: &Path, plan: &Plan, samples: &mut Samples) -> io
     Ok(())
 }
 
-/// The servers of run `run` (from 1), in the order they are measured: each run starts
-/// one server later than the run before. With one fixed order, each server always
-/// follows the same one, and whatever a run leaves behind (sockets closing after 10,000
-/// connections, caches, the OS scheduler's placement) would count for the one after it,
-/// every time; in turn, it counts for each of them.
-pub fn in_turn<T, const N: usize>(mut servers: [T; N], run: usize) -> [T; N] {
-    servers.rotate_left((run - 1) % N);
-    servers
+/// The servers of run `run` (from 1), in the order they are measured. With one fixed
+/// order each server always follows the same one, and whatever a run leaves behind
+/// (sockets closing after 10,000 connections, caches, where the OS scheduler last put
+/// the threads) would fall on the same server every time. So the runs follow a Williams
+/// design: over `N` runs (`2N` for an odd `N`), each server takes each place in a run
+/// once and comes right after each other server once (twice, for an odd `N`).
+pub fn in_turn<T: Copy, const N: usize>(servers: [T; N], run: usize) -> [T; N] {
+    // The first run's order, by index: 0, 1, N-1, 2, N-2, ...; the others add to it.
+    let first = |place: usize| match place {
+        0 => 0,
+        p if p % 2 == 1 => p.div_ceil(2),
+        p => N - p / 2,
+    };
+    let shift = (run - 1) % N;
+    let mut order = std::array::from_fn(|place| servers[(first(place) + shift) % N]);
+    if N % 2 == 1 && (run - 1) / N % 2 == 1 {
+        // For an odd N the shifts alone give each pair in one direction only.
+        order.reverse();
+    }
+    order
 }
 
 /// The closed loops of the threads section: (connections, load generator threads).
-/// At `many` connections the load runs on one thread too: with two, the server's and the
-/// load generator's four busy threads take turns on two cores, and the tail moves from
-/// run to run whatever the server (by hand, against `--threads 1`: p99/p50 1.25 to 1.73
-/// with two load threads, 1.26 to 1.44 with one).
+/// At `many` connections the load runs on one thread too: with two, the tail moves from
+/// run to run even against one serving thread (by hand, against `--threads 1`: p99/p50
+/// 1.25, 1.35 and 1.73 with two load threads; 1.44, 1.26 and 1.26 with one).
 pub fn closed_loops(many: usize) -> Vec<(usize, &'static str)> {
     let mut loops = vec![
         (THREADS_CLOSED, LOAD_THREADS),
@@ -389,17 +400,40 @@ fn errors(report: &serde_json::Value) -> io::Result<f64> {
 mod tests {
     use super::in_turn;
 
+    /// Over the runs of one design, how often each server takes each place, and how
+    /// often each comes right after each other.
+    fn counts<const N: usize>(runs: usize) -> ([[usize; N]; N], [[usize; N]; N]) {
+        let servers: [usize; N] = std::array::from_fn(|i| i);
+        let (mut places, mut after) = ([[0; N]; N], [[0; N]; N]);
+        for run in 1..=runs {
+            let order = in_turn(servers, run);
+            for (place, &server) in order.iter().enumerate() {
+                places[server][place] += 1;
+            }
+            for pair in order.windows(2) {
+                after[pair[1]][pair[0]] += 1;
+            }
+        }
+        (places, after)
+    }
+
     #[test]
-    fn each_server_takes_each_place_in_turn() {
-        let runs: Vec<[char; 3]> = (1..=4).map(|run| in_turn(['a', 'b', 'c'], run)).collect();
+    fn each_server_takes_each_place_and_follows_each_other_alike() {
+        assert_eq!(in_turn(['a', 'b', 'c', 'd'], 1), ['a', 'b', 'd', 'c']);
+        assert_eq!(in_turn(['a', 'b', 'c', 'd'], 5), ['a', 'b', 'd', 'c']);
+        let (places, after) = counts::<4>(4);
+        assert_eq!(places, [[1; 4]; 4]);
         assert_eq!(
-            runs,
-            [
-                ['a', 'b', 'c'],
-                ['b', 'c', 'a'],
-                ['c', 'a', 'b'],
-                ['a', 'b', 'c']
-            ]
+            after,
+            [[0, 1, 1, 1], [1, 0, 1, 1], [1, 1, 0, 1], [1, 1, 1, 0]]
         );
+
+        let (places, after) = counts::<3>(6);
+        assert_eq!(places, [[2; 3]; 3]);
+        assert_eq!(after, [[0, 2, 2], [2, 0, 2], [2, 2, 0]]);
+
+        let (places, after) = counts::<2>(2);
+        assert_eq!(places, [[1; 2]; 2]);
+        assert_eq!(after, [[0, 1], [1, 0]]);
     }
 }

@@ -145,8 +145,9 @@ pub fn markdown(
         md,
         "Each server runs pinned to core 0, the load generator (`coop-echo bench`, which \
          checks every reply byte for byte) to core 1 (except under Threads, below). Servers are measured interleaved, \
-         each run starting one server later than the one before (coop, tokio, floor; \
-         tokio, floor, coop; ...), so that none always follows the same one; figures are medians over the runs, with \
+         in an order that changes from run to run so that each takes each place and \
+         comes after each other one alike (coop, tokio, floor; tokio, floor, coop; ...); \
+         figures are medians over the runs, with \
          {many} connections where the row says \"closed loop\". callgrind counts \
          instructions, which repeat, so it runs once per server. *tokio* is tokio's \
          current-thread runtime with the echo loop of its own example; *floor* is one \
@@ -417,13 +418,13 @@ fn threads(samples: &Samples, many: usize) -> String {
          thread `i` on core `i`). Every process may run on every core: **this machine has \
          {cores} cores, and the server and the load generator share them**, so the \
          server's threads compete with the load generator's for the same cores. Runs \
-         interleaved ({order}; the next run starts one server later, and so on); figures are medians over {runs} runs (every sample is \
+         interleaved ({order}; then in orders that give each server each place and each \
+         predecessor alike); figures are medians over {runs} runs (every sample is \
          below). The instructions per echo are counted once, as the main table counts \
          them (server on core 0, load on core 1): a count repeats where CPU time moves \
          from run to run. At {many} connections the load also runs on one thread: with \
-         two, four busy threads take turns on the two cores, and the tail moves from run \
-         to run even against coop on one thread (docs/ARCHITECTURE.md, \"Every core\"). \
-         Pinned, a lone load thread shares a core with a serving thread that cannot move \
+         two, the tail moves from run to run even against coop on one thread \
+         (docs/ARCHITECTURE.md, \"Every core\"). Pinned, a lone load thread shares a core with a serving thread that cannot move \
          away from it.\n",
         order = Threaded::ALL.map(Threaded::label).join(", "),
         cores = cores(),
