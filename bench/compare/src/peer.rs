@@ -55,7 +55,7 @@ pub enum Threaded {
 }
 
 impl Threaded {
-    /// In the order the first run measures them ([`crate::in_turn`]).
+    /// Every server of the section; [`crate::in_turn`] gives each run its order.
     pub const ALL: [Threaded; 4] = [
         Threaded::Coop1,
         Threaded::Coop2,

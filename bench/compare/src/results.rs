@@ -426,7 +426,9 @@ fn threads(samples: &Samples, many: usize) -> String {
          two, the tail moves from run to run even against coop on one thread \
          (docs/ARCHITECTURE.md, \"Every core\"). Pinned, a lone load thread shares a core with a serving thread that cannot move \
          away from it.\n",
-        order = Threaded::ALL.map(Threaded::label).join(", "),
+        order = crate::in_turn(Threaded::ALL, 1)
+            .map(Threaded::label)
+            .join(", "),
         cores = cores(),
     );
     let _ = writeln!(
