@@ -240,7 +240,7 @@ pub fn closed_metric(metric: &str, connections: usize, load_threads: &str) -> St
 }
 
 /// The threads section, `plan.runs` times, interleaved ([`in_turn`]): coop `--threads 1`,
-/// coop `--threads 2` (unpinned, then pinned), tokio `--workers 2`, each process free to
+/// coop `--threads 2` unpinned and pinned, and tokio `--workers 2`, each process free to
 /// run on every core. Then callgrind's instructions per echo for coop on one thread and on
 /// two, placed as the main table's: a count repeats where CPU time moves from run to
 /// run, so it shows whether a second thread adds work to each echo.
