@@ -144,10 +144,10 @@ pub fn markdown(
     let _ = writeln!(
         md,
         "Each server runs pinned to core 0, the load generator (`coop-echo bench`, which \
-         checks every reply byte for byte) to core 1 (except under Threads, below). Servers are measured interleaved, \
-         in an order that changes from run to run so that each takes each place and \
-         comes after each other one alike (coop, tokio, floor; tokio, floor, coop; ...); \
-         figures are medians over the runs, with \
+         checks every reply byte for byte) to core 1 (except under Threads, below). \
+         Servers are measured interleaved, in an order that changes from run to run so \
+         that none always comes right after the same one (coop, tokio, floor; tokio, \
+         floor, coop; ...); figures are medians over the runs, with \
          {many} connections where the row says \"closed loop\". callgrind counts \
          instructions, which repeat, so it runs once per server. *tokio* is tokio's \
          current-thread runtime with the echo loop of its own example; *floor* is one \
@@ -418,14 +418,14 @@ fn threads(samples: &Samples, many: usize) -> String {
          thread `i` on core `i`). Every process may run on every core: **this machine has \
          {cores} cores, and the server and the load generator share them**, so the \
          server's threads compete with the load generator's for the same cores. Runs \
-         interleaved ({order}; then in orders that give each server each place and each \
-         predecessor alike); figures are medians over {runs} runs (every sample is \
+         interleaved ({order}; then in orders that change so that none always comes \
+         right after the same one); figures are medians over {runs} runs (every sample is \
          below). The instructions per echo are counted once, as the main table counts \
          them (server on core 0, load on core 1): a count repeats where CPU time moves \
          from run to run. At {many} connections the load also runs on one thread: with \
          two, the tail moves from run to run even against coop on one thread \
-         (docs/ARCHITECTURE.md, \"Every core\"). Pinned, a lone load thread shares a core with a serving thread that cannot move \
-         away from it.\n",
+         (docs/ARCHITECTURE.md, \"Every core\"). Pinned, a lone load thread shares a \
+         core with a serving thread that cannot move away from it.\n",
         order = crate::in_turn(Threaded::ALL, 1)
             .map(Threaded::label)
             .join(", "),

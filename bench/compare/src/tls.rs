@@ -156,7 +156,8 @@ pub fn table(samples: &Samples) -> String {
         "## TLS\n\n\
          `coop-echo serve --tls-cert --tls-key` (rustls 0.23, ring provider, TLS 1.3, an \
          ECDSA P-256 certificate made for the run) against the same server without TLS, \
-         runs interleaved (plain first, then TLS first, and so on), medians; server on core 0, `coop-echo bench --tls` on core 1.\n\n\
+         runs interleaved (plain first, then TLS first, and so on), medians; server on \
+         core 0, `coop-echo bench --tls` on core 1.\n\n\
          | | over TLS | plain TCP | TLS / plain |\n|---|---:|---:|---:|"
     );
     let rows: [(&str, &str, usize); 6] = [
