@@ -56,6 +56,9 @@ pub(crate) type Job = Box<dyn FnOnce() + Send>;
 struct Queue {
     headers: Vec<Arc<Header>>,
     jobs: Vec<Job>,
+    /// The runtime is gone: nothing is taken any more. Kept under the lock, so that a
+    /// push either lands before the runtime's last look or is refused.
+    closed: bool,
 }
 
 /// Wakes, jobs and a stop request from other threads, waiting for the runtime's thread
@@ -105,14 +108,46 @@ impl Inbox {
     }
 
     fn push(&self, header: Arc<Header>) {
-        self.lock().headers.push(header);
+        {
+            let mut queue = self.lock();
+            if queue.closed {
+                return;
+            }
+            queue.headers.push(header);
+        }
         self.notify();
     }
 
-    /// Queues `job` to run on the runtime's thread, at its next OS poll.
-    pub(crate) fn push_job(&self, job: Job) {
-        self.lock().jobs.push(job);
+    /// Queues `job` to run on the runtime's thread, at its next OS poll. Gives it back
+    /// if the runtime is gone.
+    pub(crate) fn push_job(&self, job: Job) -> Result<(), Job> {
+        {
+            let mut queue = self.lock();
+            if queue.closed {
+                return Err(job);
+            }
+            queue.jobs.push(job);
+        }
         self.notify();
+        Ok(())
+    }
+
+    /// The runtime is gone (whoever still holds a socket or a timer of it, which keep
+    /// this inbox alive): every later push is refused, and what was queued is dropped
+    /// unrun, here, with no lock held.
+    pub(crate) fn close(&self) {
+        let queue = {
+            let mut queue = self.lock();
+            queue.closed = true;
+            std::mem::take(&mut queue.headers);
+            std::mem::take(&mut queue.jobs)
+        };
+        drop(queue);
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
     }
 
     /// Asks the runtime to stop: [`stop_requested`](Self::stop_requested) says so from
@@ -132,7 +167,10 @@ impl Inbox {
         if !self.pending.swap(false, Ordering::AcqRel) {
             return;
         }
-        let Queue { headers, jobs } = std::mem::take(&mut *self.lock());
+        let (headers, jobs) = {
+            let mut queue = self.lock();
+            (std::mem::take(&mut queue.headers), std::mem::take(&mut queue.jobs))
+        };
         for header in headers {
             header.in_inbox.store(false, Ordering::Release);
             wake(header.key);

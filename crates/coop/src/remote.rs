@@ -21,7 +21,8 @@ use crate::task::JoinError;
 /// (one reference count).
 ///
 /// It does not keep the runtime alive. Once the runtime is dropped, [`spawn`] gives a
-/// handle that reports [`JoinError::Cancelled`], and [`stop`] does nothing.
+/// handle that reports [`JoinError::Cancelled`], and [`stop`] does nothing, whatever of
+/// the runtime (a socket, a `Sleep`) is still held elsewhere.
 ///
 /// [`spawn`]: Remote::spawn
 /// [`stop`]: Remote::stop
@@ -73,18 +74,19 @@ impl Remote {
             reply: Arc::clone(&reply),
         };
         let sender = Sender { reply };
-        let Some(inbox) = self.inbox.upgrade() else {
-            drop(sender); // cancelled: the runtime is gone
-            return handle;
-        };
-        inbox.push_job(Box::new(move || {
+        let job = Box::new(move || {
             // The task is started inside a second one, whose handle reports a panic
             // of `make` or of its future as that task's own.
             drop(crate::spawn(async move {
                 let outcome = crate::spawn(async move { make().await }).await;
                 sender.send(outcome);
             }));
-        }));
+        });
+        // Refused (the runtime is gone), the job is dropped unrun, and with it the
+        // sender: the handle reports the task cancelled.
+        if let Some(inbox) = self.inbox.upgrade() {
+            let _ = inbox.push_job(job);
+        }
         handle
     }
 
@@ -102,7 +104,10 @@ impl Remote {
 impl fmt::Debug for Remote {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Remote")
-            .field("alive", &(self.inbox.strong_count() > 0))
+            .field(
+                "alive",
+                &self.inbox.upgrade().is_some_and(|inbox| !inbox.is_closed()),
+            )
             .finish()
     }
 }

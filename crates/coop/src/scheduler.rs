@@ -482,8 +482,10 @@ impl Drop for Runtime {
         drop(tasks);
         core.ready.borrow_mut().clear();
         core.root_scheduled.set(false);
-        // Jobs from other threads go unrun: their tasks would be cancelled at once.
-        core.inbox.drain(|_| {}, drop);
+        // Jobs from other threads go unrun: their tasks would be cancelled at once. From
+        // now on the inbox refuses them, though a socket or a `Sleep` kept past the
+        // runtime keeps it (and the rest of the core) alive.
+        core.inbox.close();
         let waiting: Vec<Waker> = core.stop_waiters.borrow_mut().drain().collect();
         drop(waiting);
         drop(core.timers.clear());

@@ -29,8 +29,10 @@ pub fn now() -> Instant {
 /// A future that completes at a deadline. Made by [`sleep`] and [`sleep_until`].
 ///
 /// Once polled, it belongs to the runtime it was polled in, and holds that runtime's
-/// core: kept after the runtime is dropped, it keeps the runtime's OS poll (two
-/// descriptors) open until it is dropped too. Sockets do the same.
+/// core: kept after the runtime is dropped, it keeps three of the runtime's descriptors
+/// open (its epoll, the timerfd that wakes it for timers, and the eventfd that other
+/// threads wake it by) until it is dropped too. Sockets do the same. The runtime is gone
+/// all the same: nothing of it runs again, and a [`Remote`](crate::Remote) to it says so.
 #[must_use = "a Sleep does nothing unless awaited"]
 pub struct Sleep {
     /// `None`: a deadline too far to represent, which is never reached.

@@ -8,6 +8,7 @@
 mod common;
 
 use std::sync::mpsc;
+use std::future::Future;
 use std::task::{Poll, Waker};
 use std::thread;
 
@@ -15,8 +16,14 @@ use common::{LIMIT, bounded};
 use coop::Runtime;
 use coop::net::TcpListener;
 
+/// Fails rather than count nothing: with `/proc` unreadable, every comparison would
+/// be 0 against 0.
 fn open_descriptors() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count)
+    let count = std::fs::read_dir("/proc/self/fd")
+        .unwrap_or_else(|e| panic!("cannot list /proc/self/fd: {e}"))
+        .count();
+    assert!(count >= 3, "only {count} descriptors listed (stdin, stdout, stderr?)");
+    count
 }
 
 /// 100 runtimes, each dropped with a task parked on a socket and a wake from another
@@ -47,5 +54,23 @@ fn dropped_runtimes_leave_no_descriptors() {
             drop(runtime);
         }
         assert_eq!(open_descriptors(), before, "descriptors leaked");
+
+        // A `Sleep` kept past its runtime holds what its docs say: the poll, the alarm's
+        // timerfd and the inbox's eventfd; all three go with it.
+        let runtime = Runtime::new().unwrap();
+        let mut sleep = Box::pin(coop::time::sleep(std::time::Duration::from_secs(3600)));
+        runtime.block_on(async {
+            std::future::poll_fn(|cx| {
+                assert!(sleep.as_mut().poll(cx).is_pending());
+                Poll::Ready(())
+            })
+            .await;
+            // The runtime waits for a timer once: its alarm is made.
+            coop::time::sleep(std::time::Duration::from_millis(1)).await;
+        });
+        drop(runtime);
+        assert_eq!(open_descriptors(), before + 3, "what a kept Sleep holds");
+        drop(sleep);
+        assert_eq!(open_descriptors(), before, "descriptors leaked by a kept Sleep");
     });
 }

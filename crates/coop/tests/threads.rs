@@ -94,6 +94,38 @@ fn a_runtime_that_is_gone_cancels_what_was_asked_of_it() {
     });
 }
 
+/// A socket or a `Sleep` kept past its runtime keeps the runtime's internals alive; the
+/// runtime is gone all the same, and a spawn asked of it then is cancelled at once.
+#[test]
+fn a_runtime_is_gone_whatever_of_it_is_still_held() {
+    bounded(LIMIT, || {
+        let runtime = Runtime::new().unwrap();
+        let remote = runtime.remote();
+        let (listener, sleep) = runtime.block_on(async {
+            let mut sleep = Box::pin(coop::time::sleep(Duration::from_secs(3600)));
+            // Polled once: registered in the runtime's timers.
+            let _ = futures_poll_once(&mut sleep).await;
+            (TcpListener::bind("127.0.0.1:0").unwrap(), sleep)
+        });
+        drop(runtime);
+        let handles: Vec<_> = (0..3).map(|i| remote.spawn(move || async move { i })).collect();
+        coop::block_on(async {
+            for handle in handles {
+                assert!(matches!(handle.await, Err(JoinError::Cancelled)));
+            }
+        });
+        assert!(format!("{remote:?}").contains("alive: false"), "{remote:?}");
+        drop(listener);
+        drop(sleep);
+    });
+}
+
+/// Polls `future` once, whatever it gives.
+async fn futures_poll_once<F: Future + Unpin>(future: &mut F) -> std::task::Poll<F::Output> {
+    std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *future).poll(cx)))
+        .await
+}
+
 #[test]
 fn stop_requested_wakes_every_waiter_and_answers_at_once_after() {
     bounded(LIMIT, || {
