@@ -13,7 +13,7 @@
 //!   already there. Here readiness is cached: an operation is tried first, and the task
 //!   parks only when the OS says `WouldBlock`, which is also the only thing that clears
 //!   the cache (besides a short read or write, which proves the same without one more
-//!   system call).
+//!   system call; a short read proves nothing while urgent data is pending).
 //!
 //! The reactor knows sockets and waiters, not tasks: when a socket turns ready it
 //! *reports* the keys of the tasks parked there, and the runtime runs them.
@@ -173,6 +173,20 @@ impl Source {
     #[inline]
     pub(crate) fn clear(&self, dir: Direction) {
         self.readiness.set(self.readiness.get() & !dir.clear_mask());
+    }
+
+    /// A read took less than it asked for, which proves the receive queue empty (data
+    /// that comes later brings a new edge) unless urgent data is pending: TCP stops a
+    /// read at the urgent mark with ordinary data queued behind it, and that data brings
+    /// no new edge. epoll reports urgent data as `PRI`; with it, readiness stays, and the
+    /// next read's `WouldBlock` clears both.
+    #[inline]
+    pub(crate) fn read_short(&self) {
+        let readiness = self.readiness.get();
+        if readiness & PRI == 0 {
+            self.readiness
+                .set(readiness & !Direction::Read.clear_mask());
+        }
     }
 
     /// Runs `op` if the socket may be ready; clears readiness when it would block.
@@ -626,7 +640,12 @@ impl Reactor {
             .sources
             .borrow_mut()
             .insert_with(|_| Rc::clone(&source));
-        let flags = EventFlags::IN | EventFlags::OUT | EventFlags::RDHUP | EventFlags::ET;
+        // PRI: urgent data, which a short read must not be taken past (`read_short`).
+        let flags = EventFlags::IN
+            | EventFlags::PRI
+            | EventFlags::OUT
+            | EventFlags::RDHUP
+            | EventFlags::ET;
         let data = EventData::new_u64(key.to_token() as u64);
         let registered = match epoll::add(&self.epoll, io, data, flags) {
             // This number once held a duplicate of the same socket, closed since: epoll

@@ -301,3 +301,39 @@ fn a_socket_dropped_after_its_block_on_future_ended_queues_nothing() -> io::Resu
         Ok(())
     })
 }
+
+/// TCP urgent data stops a read at its mark with ordinary data already queued behind it,
+/// and that data brings no new edge: a short read there must not be taken for an empty
+/// socket, or the next read waits for good.
+#[test]
+fn data_queued_behind_an_urgent_mark_is_read() -> io::Result<()> {
+    coop::block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let client = socket2::Socket::from(std::net::TcpStream::connect(listener.local_addr()?)?);
+        // Each send goes out at once (no Nagle), so all of it is queued before the
+        // server's first read.
+        client.set_tcp_nodelay(true)?;
+        client.send(b"hello")?;
+        client.send_out_of_band(b"!")?;
+        client.send(b"world")?;
+        let (server, _) = listener.accept().await?;
+        let mut got = Vec::new();
+        let mut buf = [0; 64];
+        while got.len() < b"helloworld".len() {
+            let read = timeout(Duration::from_secs(10), server.read(&mut buf)).await;
+            let n = read.map_err(|_| {
+                io::Error::other(format!(
+                    "read {:?}, then nothing more within 10 s",
+                    String::from_utf8_lossy(&got)
+                ))
+            })??;
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        // The urgent byte is out of band (no SO_OOBINLINE): the stream is the rest.
+        assert_eq!(String::from_utf8_lossy(&got), "helloworld");
+        Ok(())
+    })
+}

@@ -40,6 +40,12 @@ impl Registration {
         self.source.clear(dir);
     }
 
+    /// A read returned less than it asked for: see [`Source::read_short`].
+    #[inline]
+    pub(crate) fn read_short(&self) {
+        self.source.read_short();
+    }
+
     /// Notes progress for the idle clock.
     #[inline]
     pub(crate) fn heard(&self) {

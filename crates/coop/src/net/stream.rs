@@ -161,9 +161,10 @@ impl TcpStream {
         if n > 0 {
             self.registration.heard();
             if n < room {
-                // A short read emptied the socket's queue; new data brings a new edge.
-                // Saves the read that would only have said WouldBlock.
-                self.registration.clear(Direction::Read);
+                // A short read emptied the socket's queue (unless urgent data stopped it);
+                // new data brings a new edge. Saves the read that would only have said
+                // WouldBlock.
+                self.registration.read_short();
             }
         }
         Ok(n)
