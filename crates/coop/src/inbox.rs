@@ -169,7 +169,10 @@ impl Inbox {
         }
         let (headers, jobs) = {
             let mut queue = self.lock();
-            (std::mem::take(&mut queue.headers), std::mem::take(&mut queue.jobs))
+            (
+                std::mem::take(&mut queue.headers),
+                std::mem::take(&mut queue.jobs),
+            )
         };
         for header in headers {
             header.in_inbox.store(false, Ordering::Release);

@@ -641,11 +641,8 @@ impl Reactor {
             .borrow_mut()
             .insert_with(|_| Rc::clone(&source));
         // PRI: urgent data, which a short read must not be taken past (`read_short`).
-        let flags = EventFlags::IN
-            | EventFlags::PRI
-            | EventFlags::OUT
-            | EventFlags::RDHUP
-            | EventFlags::ET;
+        let flags =
+            EventFlags::IN | EventFlags::PRI | EventFlags::OUT | EventFlags::RDHUP | EventFlags::ET;
         let data = EventData::new_u64(key.to_token() as u64);
         let registered = match epoll::add(&self.epoll, io, data, flags) {
             // This number once held a duplicate of the same socket, closed since: epoll

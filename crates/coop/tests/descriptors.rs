@@ -7,8 +7,8 @@
 
 mod common;
 
-use std::sync::mpsc;
 use std::future::Future;
+use std::sync::mpsc;
 use std::task::{Poll, Waker};
 use std::thread;
 
@@ -22,7 +22,10 @@ fn open_descriptors() -> usize {
     let count = std::fs::read_dir("/proc/self/fd")
         .unwrap_or_else(|e| panic!("cannot list /proc/self/fd: {e}"))
         .count();
-    assert!(count >= 3, "only {count} descriptors listed (stdin, stdout, stderr?)");
+    assert!(
+        count >= 3,
+        "only {count} descriptors listed (stdin, stdout, stderr?)"
+    );
     count
 }
 
@@ -71,6 +74,10 @@ fn dropped_runtimes_leave_no_descriptors() {
         drop(runtime);
         assert_eq!(open_descriptors(), before + 3, "what a kept Sleep holds");
         drop(sleep);
-        assert_eq!(open_descriptors(), before, "descriptors leaked by a kept Sleep");
+        assert_eq!(
+            open_descriptors(),
+            before,
+            "descriptors leaked by a kept Sleep"
+        );
     });
 }

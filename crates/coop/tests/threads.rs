@@ -108,7 +108,9 @@ fn a_runtime_is_gone_whatever_of_it_is_still_held() {
             (TcpListener::bind("127.0.0.1:0").unwrap(), sleep)
         });
         drop(runtime);
-        let handles: Vec<_> = (0..3).map(|i| remote.spawn(move || async move { i })).collect();
+        let handles: Vec<_> = (0..3)
+            .map(|i| remote.spawn(move || async move { i }))
+            .collect();
         coop::block_on(async {
             for handle in handles {
                 assert!(matches!(handle.await, Err(JoinError::Cancelled)));
