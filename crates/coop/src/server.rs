@@ -5,6 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use pin_project_lite::pin_project;
 
 use crate::net::{TcpListener, TcpStream};
+use crate::task::panic_message;
 use crate::time::{Sleep, sleep};
 use crate::{spawn, spawn_named, trace};
 
@@ -194,6 +196,9 @@ impl Server {
     /// Accepts clients, starting `handler(stream, peer)` as a detached task for each,
     /// until [`ServerHandle::stop`]; then closes the listener and returns (the handlers
     /// run on).
+    ///
+    /// A handler that panics, in its future or in the call that makes it, ends its own
+    /// connection (logged at error, with the peer's address); the server goes on.
     pub async fn serve<H, F>(self, mut handler: H)
     where
         H: FnMut(TcpStream, SocketAddr) -> F,
@@ -242,8 +247,21 @@ impl Server {
                         tracing::debug!("accepting connections again");
                     }
                     let connection = Connection::open(&control, shared.clone());
+                    // A panic in the handler's own call (before its future exists) is
+                    // that connection's, as a panic in its future is: the stream and the
+                    // count go, the loop goes on.
+                    let future = match catch_unwind(AssertUnwindSafe(|| handler(stream, peer))) {
+                        Ok(future) => future,
+                        Err(payload) => {
+                            let message = panic_message(payload.as_ref()).unwrap_or("...");
+                            tracing::error!(
+                                "Connection {peer}: the handler panicked: {message}; the server goes on"
+                            );
+                            continue;
+                        }
+                    };
                     let counted = Counted {
-                        future: handler(stream, peer),
+                        future,
                         peer,
                         connection: Some(connection),
                     };

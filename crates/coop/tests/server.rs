@@ -98,3 +98,45 @@ fn a_stopped_server_says_so_and_refuses_new_clients() {
     })
     .unwrap();
 }
+
+/// A handler that panics before it makes its future (in the closure itself) costs that
+/// client its connection, as a panic inside the future does: the accept loop goes on,
+/// the connection is not counted, and the next client is served.
+#[test]
+fn a_panic_in_the_handlers_closure_ends_that_connection_only() {
+    bounded(LIMIT, || {
+        coop::block_on(async {
+            let server = Server::new(TcpListener::bind("127.0.0.1:0")?).max_connections(1);
+            let addr = server.local_addr()?;
+            let handle = server.handle();
+            let mut first = true;
+            let serving = spawn(server.serve(move |stream, _| {
+                if std::mem::take(&mut first) {
+                    panic!("a bug before the handler's future");
+                }
+                async move {
+                    let mut buf = [0; 16];
+                    while let Ok(n @ 1..) = stream.read(&mut buf).await {
+                        let _ = stream.write_all(&buf[..n]).await;
+                    }
+                }
+            }));
+            let doomed = TcpStream::connect(addr).await?;
+            let mut buf = [0; 4];
+            // Closed by the server: EOF, or a reset.
+            let read = coop::time::timeout(LIMIT, doomed.read(&mut buf)).await?;
+            assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+            assert!(!serving.is_finished(), "the accept loop ended");
+            assert_eq!(handle.open_connections(), 0);
+            let next = TcpStream::connect(addr).await?;
+            next.write_all(b"ping").await?;
+            let n = coop::time::timeout(LIMIT, next.read(&mut buf)).await??;
+            assert_eq!(&buf[..n], b"ping");
+            assert_eq!(handle.total_connections(), 2);
+            handle.stop();
+            coop::time::timeout(LIMIT, serving).await?.unwrap();
+            io::Result::Ok(())
+        })
+        .unwrap();
+    });
+}
