@@ -184,9 +184,11 @@
 #![deny(unsafe_code)]
 
 mod alarm;
+mod blocking;
 mod context;
 mod inbox;
 pub mod net;
+mod oneshot;
 mod reactor;
 mod remote;
 mod scheduler;
@@ -201,6 +203,7 @@ pub mod trace;
 mod waiter;
 mod waker;
 
+pub use blocking::{MAX_BLOCKING_THREADS, spawn_blocking};
 pub use net::{TcpListener, TcpStream, UdpSocket};
 pub use remote::{Remote, RemoteHandle, StopRequested, remote, stop_requested};
 pub use scheduler::{Runtime, Stats, block_on, spawn, spawn_named, stats, yield_now};

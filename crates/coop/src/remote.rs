@@ -9,11 +9,12 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::task::{Context, Poll, Waker};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
 
 use crate::context::{self, Core};
 use crate::inbox::Inbox;
+use crate::oneshot;
 use crate::slab::Key;
 use crate::task::JoinError;
 
@@ -65,15 +66,8 @@ impl Remote {
         F: Future + 'static,
         F::Output: Send + 'static,
     {
-        let reply = Arc::new(Mutex::new(Reply {
-            outcome: None,
-            settled: false,
-            waker: None,
-        }));
-        let handle = RemoteHandle {
-            reply: Arc::clone(&reply),
-        };
-        let sender = Sender { reply };
+        let (sender, receiver) = oneshot::channel();
+        let handle = RemoteHandle { receiver };
         let job = Box::new(move || {
             // The task is started inside a second one, whose handle reports a panic
             // of `make` or of its future as that task's own.
@@ -207,73 +201,19 @@ impl Drop for StopRequested {
 ///
 /// Resolves to the task's output, or to a [`JoinError`]. Dropping it detaches the task.
 pub struct RemoteHandle<T> {
-    reply: Arc<Mutex<Reply<T>>>,
-}
-
-struct Reply<T> {
-    /// `Some` once the task is over: its outcome, or `Cancelled` if it never ran.
-    outcome: Option<Result<T, JoinError>>,
-    /// The outcome was set (and may have been taken since): it is set once.
-    settled: bool,
-    waker: Option<Waker>,
+    receiver: oneshot::Receiver<T>,
 }
 
 impl<T> Future for RemoteHandle<T> {
     type Output = Result<T, JoinError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // Nothing panics while the lock is held: a poisoned reply is whole.
-        let mut reply = self.reply.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(outcome) = reply.outcome.take() {
-            return Poll::Ready(outcome);
-        }
-        if !reply
-            .waker
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()))
-        {
-            reply.waker = Some(cx.waker().clone());
-        }
-        Poll::Pending
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.receiver).poll(cx)
     }
 }
 
 impl<T> fmt::Debug for RemoteHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RemoteHandle").finish_non_exhaustive()
-    }
-}
-
-/// The task's end of a [`RemoteHandle`]. Dropped unsent (the runtime dropped the task,
-/// or never started it), it reports the task cancelled.
-struct Sender<T> {
-    reply: Arc<Mutex<Reply<T>>>,
-}
-
-impl<T> Sender<T> {
-    fn send(self, outcome: Result<T, JoinError>) {
-        self.settle(outcome);
-    }
-
-    fn settle(&self, outcome: Result<T, JoinError>) {
-        let waker = {
-            let mut reply = self.reply.lock().unwrap_or_else(PoisonError::into_inner);
-            if reply.settled {
-                return;
-            }
-            reply.settled = true;
-            reply.outcome = Some(outcome);
-            reply.waker.take()
-        };
-        // Woken with no lock held: the waker may run anything.
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-    }
-}
-
-impl<T> Drop for Sender<T> {
-    fn drop(&mut self) {
-        self.settle(Err(JoinError::Cancelled));
     }
 }

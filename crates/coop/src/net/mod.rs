@@ -9,6 +9,7 @@
 mod io_traits;
 mod listener;
 mod registration;
+mod resolve;
 mod reuse_port;
 mod stream;
 mod udp;
@@ -16,16 +17,17 @@ mod udp;
 pub(crate) use registration::Registration;
 
 pub use listener::TcpListener;
+pub use resolve::ToSocketAddrs;
 pub use reuse_port::{bind_reuse_port, bind_udp_reuse_port};
 pub use stream::TcpStream;
 pub use udp::UdpSocket;
 
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs as StdToSocketAddrs};
 
 /// Tries `op` on each address `addr` resolves to, returning the first success or the last
 /// error.
-fn each_addr<A: ToSocketAddrs, T>(
+fn each_addr<A: StdToSocketAddrs, T>(
     addr: A,
     mut op: impl FnMut(SocketAddr) -> io::Result<T>,
 ) -> io::Result<T> {

@@ -1,6 +1,6 @@
 use std::fmt;
 use std::io::{self, IoSlice};
-use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -8,6 +8,7 @@ use std::time::Duration;
 use rustix::net::{self, RecvFlags, SendAncillaryBuffer, SendFlags};
 
 use super::Registration;
+use super::resolve::{ToSocketAddrs, resolve};
 use crate::reactor::Direction;
 
 /// A TCP connection, registered with the runtime that created it.
@@ -56,13 +57,17 @@ impl TcpStream {
         Ok(TcpStream { registration, io })
     }
 
-    /// Opens a connection to `addr`, trying each address it resolves to in turn.
+    /// Opens a connection to `addr`, trying each address it resolves to in turn, and
+    /// returns the first that connects, or the last error.
     ///
-    /// Resolving a host name blocks the thread (it is the system resolver's call); pass a
-    /// `SocketAddr` to avoid it.
+    /// A host name is looked up on the blocking pool ([`spawn_blocking`]): the
+    /// runtime's other tasks run on meanwhile. A name that does not resolve is an error
+    /// that names it. Cancel safe: dropped midway, it leaves no connection behind.
+    ///
+    /// [`spawn_blocking`]: crate::spawn_blocking
     pub async fn connect<A: ToSocketAddrs>(addr: A) -> io::Result<TcpStream> {
         let mut last = None;
-        for addr in addr.to_socket_addrs()? {
+        for addr in resolve(&addr).await? {
             match Self::connect_one(addr).await {
                 Ok(stream) => return Ok(stream),
                 Err(e) => last = Some(e),
