@@ -1,4 +1,5 @@
-//! Timers: [`sleep`], [`sleep_until`], [`timeout`], and the runtime's idea of [`now`].
+//! Timers: [`sleep`], [`sleep_until`], [`interval`], [`timeout`], [`timeout_at`], and
+//! the runtime's idea of [`now`].
 //!
 //! The seed has no timers; its `select()` waits forever. Here the run loop wakes the OS
 //! poll when the earliest deadline passes, so a sleeping runtime wakes exactly when a
@@ -192,7 +193,8 @@ impl From<Elapsed> for std::io::Error {
 }
 
 /// Runs `future` for at most `duration`: its output, or [`Elapsed`] if time ran out first
-/// (the future is then dropped, and with it whatever it was waiting for).
+/// (the future is then dropped, and with it whatever it was waiting for). The future is
+/// polled first: one that is ready at once wins even with a zero duration.
 ///
 /// # Examples
 ///
@@ -208,8 +210,32 @@ impl From<Elapsed> for std::io::Error {
 /// });
 /// ```
 pub async fn timeout<F: Future>(duration: Duration, future: F) -> Result<F::Output, Elapsed> {
+    within(sleep(duration), future).await
+}
+
+/// [`timeout`] with a deadline instead of a duration: several steps can share one
+/// deadline.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use coop::time::{sleep, timeout_at};
+///
+/// coop::block_on(async {
+///     let deadline = Instant::now() + Duration::from_millis(20);
+///     assert_eq!(timeout_at(deadline, async { 1 }).await, Ok(1));
+///     let late = timeout_at(deadline, sleep(Duration::from_secs(60))).await;
+///     assert!(late.is_err());
+///     assert!(Instant::now() >= deadline);
+/// });
+/// ```
+pub async fn timeout_at<F: Future>(deadline: Instant, future: F) -> Result<F::Output, Elapsed> {
+    within(sleep_until(deadline), future).await
+}
+
+async fn within<F: Future>(mut deadline: Sleep, future: F) -> Result<F::Output, Elapsed> {
     let mut future = pin!(future);
-    let mut deadline = sleep(duration);
     std::future::poll_fn(|cx| {
         if let Poll::Ready(output) = future.as_mut().poll(cx) {
             return Poll::Ready(Ok(output));
@@ -217,4 +243,101 @@ pub async fn timeout<F: Future>(duration: Duration, future: F) -> Result<F::Outp
         Pin::new(&mut deadline).poll(cx).map(|()| Err(Elapsed(())))
     })
     .await
+}
+
+/// A clock that ticks every `period`, the first tick at once: see [`Interval`].
+///
+/// # Panics
+///
+/// When `period` is zero.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, Instant};
+///
+/// coop::block_on(async {
+///     let start = Instant::now();
+///     let mut every = coop::time::interval(Duration::from_millis(5));
+///     for _ in 0..3 {
+///         every.tick().await;
+///     }
+///     // Ticks at 0, 5 and 10 ms.
+///     assert!(start.elapsed() >= Duration::from_millis(10));
+/// });
+/// ```
+pub fn interval(period: Duration) -> Interval {
+    interval_at(Instant::now(), period)
+}
+
+/// A clock whose first tick is at `start`, then one every `period`: see [`Interval`].
+///
+/// # Panics
+///
+/// When `period` is zero.
+pub fn interval_at(start: Instant, period: Duration) -> Interval {
+    assert!(
+        !period.is_zero(),
+        "coop::time::interval: the period must not be zero"
+    );
+    Interval {
+        next: start,
+        period,
+        sleep: sleep_until(start),
+    }
+}
+
+/// Ticks on a fixed schedule: `start`, `start + period`, `start + 2 × period`, ...
+///
+/// **Missed ticks are skipped.** A tick taken late (the task was busy, the machine
+/// paused) is still given once, at once; the ticks that fell due meanwhile are not made
+/// up in a burst: the next is the first one of the schedule that is still ahead. So a
+/// periodic job never runs twice in a row to catch up, and keeps its phase.
+///
+/// Cancel safe: a [`tick`](Self::tick) dropped before it completes takes no tick.
+#[derive(Debug)]
+pub struct Interval {
+    /// The tick the clock waits for.
+    next: Instant,
+    period: Duration,
+    sleep: Sleep,
+}
+
+impl Interval {
+    /// Waits for the next tick, and returns the instant it was due.
+    pub async fn tick(&mut self) -> Instant {
+        std::future::poll_fn(|cx| self.poll_tick(cx)).await
+    }
+
+    /// The poll behind [`tick`](Self::tick), for hand-written futures.
+    pub fn poll_tick(&mut self, cx: &mut Context<'_>) -> Poll<Instant> {
+        if Pin::new(&mut self.sleep).poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let due = self.next;
+        let now = Instant::now();
+        let mut next = due + self.period;
+        if next <= now {
+            // Skip what was missed: the first tick of the schedule still ahead.
+            let behind = (now - due).as_nanos() / self.period.as_nanos();
+            let periods = u32::try_from(behind).unwrap_or(u32::MAX);
+            next = due
+                .checked_add(self.period.saturating_mul(periods.saturating_add(1)))
+                .unwrap_or(now + self.period);
+        }
+        self.next = next;
+        self.sleep.reset(next);
+        Poll::Ready(due)
+    }
+
+    /// Starts the schedule again from now: the next tick is one period away.
+    pub fn reset(&mut self) {
+        self.next = Instant::now() + self.period;
+        self.sleep.reset(self.next);
+    }
+
+    /// The time between ticks.
+    pub fn period(&self) -> Duration {
+        self.period
+    }
 }

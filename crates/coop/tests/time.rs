@@ -232,3 +232,75 @@ fn a_timer_fires_after_the_earlier_one_is_dropped() {
     });
     assert!(waited >= Duration::from_millis(30));
 }
+
+/// Ticks keep the schedule's phase; a late tick is given once, and the ticks missed
+/// meanwhile are skipped, not made up in a burst.
+#[test]
+#[cfg_attr(miri, ignore = "Miri has no timerfd")]
+fn an_interval_skips_missed_ticks_and_keeps_its_phase() {
+    let period = Duration::from_millis(10);
+    coop::block_on(async {
+        let start = Instant::now();
+        let mut ticks = coop::time::interval_at(start, period);
+        assert_eq!(ticks.tick().await, start);
+        let second = ticks.tick().await;
+        assert_eq!(second, start + period);
+        assert!(Instant::now() >= second, "ticked early");
+        // The task is busy (blocks its thread) for over three periods.
+        std::thread::sleep(period * 7 / 2);
+        let late = ticks.tick().await;
+        let given_at = Instant::now();
+        assert_eq!(late, start + 2 * period, "the late tick is given once");
+        let next = ticks.tick().await;
+        assert!(
+            next > given_at,
+            "a missed tick was made up: due {next:?}, late one given at {given_at:?}"
+        );
+        assert_eq!(
+            (next - start).as_nanos() % period.as_nanos(),
+            0,
+            "the phase moved"
+        );
+        assert!(Instant::now() >= next, "ticked early");
+    });
+}
+
+/// A tick dropped before it is due takes no tick: the next `tick` gets it.
+#[test]
+#[cfg_attr(miri, ignore = "Miri has no timerfd")]
+fn a_dropped_tick_takes_no_tick() {
+    coop::block_on(async {
+        let start = Instant::now() + Duration::from_millis(30);
+        let mut ticks = coop::time::interval_at(start, Duration::from_secs(3600));
+        assert!(
+            timeout(Duration::from_millis(1), ticks.tick())
+                .await
+                .is_err()
+        );
+        assert_eq!(ticks.tick().await, start);
+        assert_eq!(ticks.period(), Duration::from_secs(3600));
+    });
+}
+
+#[test]
+#[should_panic(expected = "the period must not be zero")]
+fn an_interval_of_zero_is_refused() {
+    let _ = coop::time::interval(Duration::ZERO);
+}
+
+/// `timeout_at`: a ready future wins even past the deadline; a pending one loses once
+/// it passes.
+#[test]
+#[cfg_attr(miri, ignore = "Miri has no timerfd")]
+fn timeout_at_shares_one_deadline() {
+    coop::block_on(async {
+        let deadline = Instant::now() + Duration::from_millis(20);
+        let first = coop::time::timeout_at(deadline, sleep(Duration::from_millis(1))).await;
+        assert_eq!(first, Ok(()));
+        let second = coop::time::timeout_at(deadline, std::future::pending::<()>()).await;
+        assert!(second.is_err());
+        assert!(Instant::now() >= deadline);
+        let past = coop::time::timeout_at(deadline, async { 3 }).await;
+        assert_eq!(past, Ok(3));
+    });
+}
