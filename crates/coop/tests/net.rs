@@ -337,3 +337,79 @@ fn data_queued_behind_an_urgent_mark_is_read() -> io::Result<()> {
         Ok(())
     })
 }
+
+/// `peek` sees what `read` then takes; after a short peek the next peek still finds
+/// the data (nothing was taken, so nothing waits for a new edge).
+#[test]
+fn peek_leaves_the_data_for_read() -> io::Result<()> {
+    coop::block_on(async {
+        let (client, server) = pair().await?;
+        client.write_all(b"ping").await?;
+        let mut buf = [0; 64];
+        let n = timeout(Duration::from_secs(10), server.peek(&mut buf)).await??;
+        assert_eq!(&buf[..n], b"ping");
+        let n = timeout(Duration::from_secs(10), server.peek(&mut buf)).await??;
+        assert_eq!(&buf[..n], b"ping");
+        let n = timeout(Duration::from_secs(10), server.read(&mut buf)).await??;
+        assert_eq!(&buf[..n], b"ping");
+        drop(client);
+        assert_eq!(
+            timeout(Duration::from_secs(10), server.peek(&mut buf)).await??,
+            0
+        );
+        Ok(())
+    })
+}
+
+/// Keepalive and linger as set; a linger of zero resets the connection at close.
+#[test]
+fn keepalive_and_linger_are_set_and_a_zero_linger_resets() -> io::Result<()> {
+    coop::block_on(async {
+        let (client, server) = pair().await?;
+        assert!(!server.keepalive()?);
+        server.set_keepalive(Some(Duration::from_secs(60)))?;
+        assert!(server.keepalive()?);
+        server.set_keepalive(None)?;
+        assert!(!server.keepalive()?);
+        assert_eq!(server.linger()?, None);
+        server.set_linger(Some(Duration::ZERO))?;
+        assert_eq!(server.linger()?, Some(Duration::ZERO));
+        drop(server);
+        let mut buf = [0; 8];
+        let read = timeout(Duration::from_secs(10), client.read(&mut buf)).await?;
+        assert_eq!(
+            read.map_err(|e| e.kind()),
+            Err(io::ErrorKind::ConnectionReset)
+        );
+        Ok(())
+    })
+}
+
+/// A connected UDP socket sends to its peer and receives only from it.
+#[test]
+fn a_connected_udp_socket_talks_to_its_peer_only() -> io::Result<()> {
+    use coop::net::UdpSocket;
+    coop::block_on(async {
+        let peer = UdpSocket::bind("127.0.0.1:0")?;
+        let stranger = UdpSocket::bind("127.0.0.1:0")?;
+        let socket = UdpSocket::bind("127.0.0.1:0")?;
+        socket.connect(peer.local_addr()?).await?;
+        assert_eq!(socket.peer_addr()?, peer.local_addr()?);
+        socket.send(b"hello").await?;
+        let mut buf = [0; 16];
+        let (n, from) = timeout(Duration::from_secs(10), peer.recv_from(&mut buf)).await??;
+        assert_eq!((&buf[..n], from), (&b"hello"[..], socket.local_addr()?));
+        // The kernel drops what comes from anyone else.
+        stranger.send_to(b"intruder", socket.local_addr()?).await?;
+        peer.send_to(b"reply", socket.local_addr()?).await?;
+        let n = timeout(Duration::from_secs(10), socket.recv(&mut buf)).await??;
+        assert_eq!(&buf[..n], b"reply");
+        assert_eq!(
+            socket.try_recv(&mut buf).map_err(|e| e.kind()),
+            Err(io::ErrorKind::WouldBlock)
+        );
+        // Unconnected: send has nowhere to go.
+        assert!(stranger.send(b"x").await.is_err());
+        Ok(())
+    })
+}

@@ -175,6 +175,22 @@ impl TcpStream {
         Ok(n)
     }
 
+    /// Reads what has arrived into `buf` without taking it from the stream: the next
+    /// read gets the same bytes. Waits for data if there is none; `Ok(0)` means the peer
+    /// has closed its side (or `buf` is empty). Cancel safe.
+    pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        // A short peek proves nothing about the queue (nothing was taken), so only
+        // WouldBlock clears the readiness.
+        self.registration
+            .io(Direction::Read, || {
+                Ok(net::recv(&self.io, &mut *buf, RecvFlags::PEEK)?.1)
+            })
+            .await
+    }
+
     /// Writes some of `buf`, waiting for room if there is none. Returns how much was
     /// written.
     pub async fn write(&self, buf: &[u8]) -> io::Result<usize> {
@@ -279,6 +295,39 @@ impl TcpStream {
     /// Whether `TCP_NODELAY` is set.
     pub fn nodelay(&self) -> io::Result<bool> {
         self.io.nodelay()
+    }
+
+    /// TCP keepalive: with `Some(idle)`, once the connection has been silent for `idle`
+    /// the kernel probes the peer, and a peer that is gone (powered off, cut off) makes
+    /// the connection fail with an error instead of staying open for good. `None` turns
+    /// probing off (the default). The probes' interval and count are the system's
+    /// (`net.ipv4.tcp_keepalive_intvl`, `_probes`).
+    pub fn set_keepalive(&self, idle: Option<Duration>) -> io::Result<()> {
+        let socket = socket2::SockRef::from(&self.io);
+        match idle {
+            Some(idle) => socket.set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(idle)),
+            None => socket.set_keepalive(false),
+        }
+    }
+
+    /// Whether TCP keepalive is on.
+    pub fn keepalive(&self) -> io::Result<bool> {
+        socket2::SockRef::from(&self.io).keepalive()
+    }
+
+    /// `SO_LINGER`: what closing the stream does with data not yet sent. `None` (the
+    /// default): the close returns at once and the kernel sends the rest in the
+    /// background. `Some(Duration::ZERO)`: the close discards it and *resets* the
+    /// connection (the peer sees `ECONNRESET`), with no TIME_WAIT. A longer time makes
+    /// the closing `drop` block the thread up to that long: avoid it on a runtime's
+    /// thread.
+    pub fn set_linger(&self, linger: Option<Duration>) -> io::Result<()> {
+        socket2::SockRef::from(&self.io).set_linger(linger)
+    }
+
+    /// The `SO_LINGER` setting.
+    pub fn linger(&self) -> io::Result<Option<Duration>> {
+        socket2::SockRef::from(&self.io).linger()
     }
 
     /// Takes the socket's pending error (`SO_ERROR`), if any.

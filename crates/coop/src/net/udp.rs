@@ -5,6 +5,7 @@ use std::os::fd::{AsFd, AsRawFd};
 
 use super::Registration;
 use super::each_addr;
+use super::resolve::{ToSocketAddrs as ConnectAddrs, resolve};
 use crate::reactor::Direction;
 
 /// A UDP socket, registered with the runtime that created it.
@@ -70,6 +71,56 @@ impl UdpSocket {
     pub fn try_send_to(&self, buf: &[u8], target: SocketAddr) -> io::Result<usize> {
         self.registration
             .try_io(Direction::Write, || self.io.send_to(buf, target))
+    }
+
+    /// Connects the socket to `addr` (the first address it resolves to that connects;
+    /// a host name is looked up off the runtime's thread, as for
+    /// [`TcpStream::connect`](super::TcpStream::connect)): from then on
+    /// [`send`](Self::send) goes there, and [`recv`](Self::recv) receives only what
+    /// comes from there (the kernel drops the rest). Connecting again replaces it.
+    pub async fn connect<A: ConnectAddrs>(&self, addr: A) -> io::Result<()> {
+        let mut last = None;
+        for addr in resolve(&addr).await? {
+            match self.io.connect(addr) {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::from(io::ErrorKind::InvalidInput)))
+    }
+
+    /// Sends `buf` as one datagram to the connected peer, waiting for room if there is
+    /// none. Fails if the socket is not [connected](Self::connect).
+    pub async fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        self.registration
+            .io(Direction::Write, || self.io.send(buf))
+            .await
+    }
+
+    /// [`send`](Self::send) without waiting: `WouldBlock` when there is no room.
+    pub fn try_send(&self, buf: &[u8]) -> io::Result<usize> {
+        self.registration
+            .try_io(Direction::Write, || self.io.send(buf))
+    }
+
+    /// Waits for a datagram from the connected peer; returns its length (cut to
+    /// `buf`'s). An error the peer's host reported (`ECONNREFUSED`: nothing listens
+    /// there) comes back here.
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.registration
+            .io(Direction::Read, || self.io.recv(buf))
+            .await
+    }
+
+    /// [`recv`](Self::recv) without waiting: `WouldBlock` when none is queued.
+    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.registration
+            .try_io(Direction::Read, || self.io.recv(buf))
+    }
+
+    /// The connected peer's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.io.peer_addr()
     }
 
     /// The address the socket is bound to.
