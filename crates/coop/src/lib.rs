@@ -187,6 +187,7 @@ mod alarm;
 mod blocking;
 mod context;
 mod inbox;
+mod join_set;
 pub mod net;
 mod oneshot;
 mod reactor;
@@ -204,6 +205,7 @@ mod waiter;
 mod waker;
 
 pub use blocking::{MAX_BLOCKING_THREADS, spawn_blocking};
+pub use join_set::JoinSet;
 pub use net::{TcpListener, TcpStream, UdpSocket};
 pub use remote::{Remote, RemoteHandle, StopRequested, remote, stop_requested};
 pub use scheduler::{Runtime, Stats, block_on, spawn, spawn_named, stats, yield_now};
