@@ -4,10 +4,11 @@
 //! socket (`AsFd`, `AsRawFd`), for any socket option coop does not wrap; and `into_std`,
 //! to give a socket back.
 //!
-//! Implemented for `TcpStream` and for `&TcpStream`, as async-io does: a task may read
-//! through one reference while another writes through a second. Each direction has one
-//! poll waiter (see [`TcpStream::poll_read_ready`]): two tasks reading the same stream
-//! through these traits wake only the later one.
+//! Implemented for `TcpStream`, `UnixStream` and references to them, as async-io does: a
+//! task may read through one reference while another writes through a second. Each
+//! direction has one poll waiter (see [`TcpStream::poll_read_ready`]): two tasks reading
+//! the same stream through these traits wake only the later one (the stream's docs say
+//! so).
 
 use std::io::{self, IoSlice};
 use std::net::Shutdown;
@@ -17,9 +18,16 @@ use std::task::{Context, Poll, ready};
 
 use futures_io::{AsyncRead, AsyncWrite};
 
-use super::{TcpListener, TcpStream, UdpSocket};
+use super::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
 
-impl TcpStream {
+/// What the traits need of a stream; both kinds of stream give it.
+trait Duplex {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+    fn shutdown(&self, how: Shutdown) -> io::Result<()>;
+
     /// Reads what has arrived, or parks the caller until something does.
     fn poll_read_some(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         if buf.is_empty() {
@@ -59,6 +67,30 @@ impl TcpStream {
         }
     }
 }
+
+macro_rules! duplex {
+    ($($stream:ty),*) => {$(
+        impl Duplex for $stream {
+            fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                <$stream>::poll_read_ready(self, cx)
+            }
+            fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+                <$stream>::try_read(self, buf)
+            }
+            fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                <$stream>::poll_write_ready(self, cx)
+            }
+            fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+                <$stream>::try_write_vectored(self, bufs)
+            }
+            fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+                <$stream>::shutdown(self, how)
+            }
+        }
+    )*};
+}
+
+duplex!(TcpStream, UnixStream);
 
 /// The stream's own traits, through a shared reference.
 macro_rules! io_traits {
@@ -102,7 +134,7 @@ macro_rules! io_traits {
     )*};
 }
 
-io_traits!(TcpStream, &TcpStream);
+io_traits!(TcpStream, &TcpStream, UnixStream, &UnixStream);
 
 /// tokio's traits, for crates written against them, with `--features tokio`: the same
 /// reads and writes; `poll_shutdown` is `poll_close`.
@@ -157,7 +189,7 @@ macro_rules! tokio_traits {
 }
 
 #[cfg(feature = "tokio")]
-tokio_traits!(TcpStream, &TcpStream);
+tokio_traits!(TcpStream, &TcpStream, UnixStream, &UnixStream);
 
 /// The descriptor under each socket. Doing I/O on it directly bypasses the runtime's
 /// readiness cache (a read that empties the socket is not seen, and the next coop read
@@ -178,7 +210,7 @@ macro_rules! descriptor {
     )*};
 }
 
-descriptor!(TcpStream, TcpListener, UdpSocket);
+descriptor!(TcpStream, TcpListener, UdpSocket, UnixStream, UnixListener);
 
 /// Back to the standard library's socket, out of the runtime.
 macro_rules! into_std {
@@ -200,5 +232,7 @@ macro_rules! into_std {
 into_std!(
     TcpStream => std::net::TcpStream,
     TcpListener => std::net::TcpListener,
-    UdpSocket => std::net::UdpSocket
+    UdpSocket => std::net::UdpSocket,
+    UnixStream => std::os::unix::net::UnixStream,
+    UnixListener => std::os::unix::net::UnixListener
 );

@@ -1,4 +1,5 @@
-//! TCP sockets whose operations park the task instead of blocking the thread.
+//! TCP, UDP and Unix sockets whose operations park the task instead of blocking the
+//! thread.
 //!
 //! Each operation is tried at once; only when the OS answers `WouldBlock` does the task
 //! wait, in the socket's read or write waiting area (the seed's `yield 'recv', sock` and
@@ -13,6 +14,7 @@ mod resolve;
 mod reuse_port;
 mod stream;
 mod udp;
+mod unix;
 
 pub(crate) use registration::Registration;
 
@@ -21,6 +23,7 @@ pub use resolve::ToSocketAddrs;
 pub use reuse_port::{bind_reuse_port, bind_udp_reuse_port};
 pub use stream::TcpStream;
 pub use udp::UdpSocket;
+pub use unix::{UnixListener, UnixStream};
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs as StdToSocketAddrs};

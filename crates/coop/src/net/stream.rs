@@ -29,6 +29,11 @@ use crate::reactor::Direction;
 ///   waiter per direction: the most recent caller's.
 /// * A wake is a hint: the next `try_*` may still say `WouldBlock`, and the waiter must
 ///   poll again to wait again.
+/// * Through the futures-io traits (`AsyncRead`, `AsyncWrite`, and tokio's with the
+///   `tokio` feature), a stream waits as the `poll_*` methods do: one waiter per
+///   direction. A reading task and a writing task may share a stream through them; two
+///   tasks *reading* one stream through `AsyncRead` at once wake only the later one (the
+///   earlier waits until it polls again). Give such readers the futures above instead.
 ///
 /// # Examples
 ///
