@@ -51,12 +51,14 @@ fn a_unix_listener_echoes_four_mebibytes_through_futures_io() {
                 let sent = sent.clone();
                 let client = std::rc::Rc::clone(&client);
                 async move {
-                    (&*client).write_all(&sent).await?;
-                    (&*client).close().await
+                    let mut writing: &UnixStream = &client;
+                    AsyncWriteExt::write_all(&mut writing, &sent).await?;
+                    writing.close().await
                 }
             });
             let mut echoed = Vec::new();
-            (&*client).read_to_end(&mut echoed).await?;
+            let mut reading: &UnixStream = &client;
+            reading.read_to_end(&mut echoed).await?;
             writer.await??;
             assert!(
                 echoed == sent,
