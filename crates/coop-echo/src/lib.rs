@@ -11,6 +11,7 @@ pub mod echo;
 pub mod proxy;
 pub mod serve;
 pub mod service;
+pub mod socket_file;
 pub mod tls;
 pub mod tls_echo;
 pub mod top;

@@ -172,6 +172,12 @@ struct ServeArgs {
     )]
     udp_rate: u32,
 
+    /// Also serve the echo on a Unix socket at PATH (on serving thread 0; no PROXY
+    /// header, no TLS). The file is removed at exit; a stale one left by a crashed run is
+    /// replaced, and one a live server listens on is an error.
+    #[arg(long, value_name = "PATH")]
+    unix: Option<std::path::PathBuf>,
+
     /// Serve on N threads, each with its own runtime and listener on the port (the kernel
     /// spreads the clients); 0: one per available core. --max-connections is a total.
     #[arg(long, value_name = "N", default_value_t = 1,
@@ -385,6 +391,7 @@ fn serve(mut args: ServeArgs, subcommand: Option<&str>) -> ExitCode {
             udp_rate: args.udp.then_some(args.udp_rate),
             hurry: Arc::default(),
         },
+        unix: args.unix,
         max_connections: match args.max_connections {
             ConnectionLimit::Auto => None,
             ConnectionLimit::At(n) => Some(n),

@@ -5,9 +5,10 @@ use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr};
 use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use coop::net::{TcpListener, TcpStream};
+use coop::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use crate::echo::{CHUNK_SLICES, Encoder, Framing};
 use crate::proxy::{self, Origin, Refusal};
@@ -93,6 +94,108 @@ pub async fn run(listener: TcpListener, settings: Settings) {
         handle(stream, peer, Rc::clone(&settings))
     })
     .await;
+}
+
+/// What the echo needs of a connection: a TCP stream, or a Unix one (`--unix`). The
+/// echo is compiled once for each, so the TCP path is as it was.
+pub(crate) trait Conn {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+    fn writable(&self) -> impl Future<Output = io::Result<()>>;
+    fn shutdown(&self, how: Shutdown) -> io::Result<()>;
+    fn set_idle_timeout(&self, timeout: Option<Duration>);
+}
+
+macro_rules! conn {
+    ($($stream:ty),*) => {$(
+        impl Conn for $stream {
+            #[inline(always)]
+            fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                <$stream>::poll_read_ready(self, cx)
+            }
+            #[inline(always)]
+            fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+                <$stream>::try_read(self, buf)
+            }
+            #[inline(always)]
+            fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+                <$stream>::try_write(self, buf)
+            }
+            #[inline(always)]
+            fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+                <$stream>::try_write_vectored(self, bufs)
+            }
+            fn writable(&self) -> impl Future<Output = io::Result<()>> {
+                <$stream>::writable(self)
+            }
+            fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+                <$stream>::shutdown(self, how)
+            }
+            fn set_idle_timeout(&self, timeout: Option<Duration>) {
+                <$stream>::set_idle_timeout(self, timeout)
+            }
+        }
+    )*};
+}
+
+conn!(TcpStream, UnixStream);
+
+/// Serves the Unix socket `listener` (at `path`) until the task is aborted: the echo
+/// as on TCP (prefix, framing, idle timeout), with no PROXY header and no TLS.
+pub async fn run_unix(listener: UnixListener, path: Rc<str>, settings: Rc<Settings>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                drop(coop::spawn(handle_unix(
+                    stream,
+                    Rc::clone(&path),
+                    Rc::clone(&settings),
+                )));
+            }
+            Err(e) => {
+                // Out of descriptors or memory: the TCP port's server rides it out the
+                // same way.
+                tracing::warn!("cannot accept on {path}: {e}; retrying in 100 ms");
+                coop::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Answers one client of the Unix socket until it closes (or falls silent, or fails).
+async fn handle_unix(stream: UnixStream, path: Rc<str>, settings: Rc<Settings>) {
+    if !settings.quiet {
+        tracing::info!("Connection on {path}");
+    }
+    let mut encoder = Encoder::new(Rc::clone(&settings.prefix), settings.framing);
+    let mut counts = Counts::default();
+    let outcome = Box::pin(echo(
+        &stream,
+        &mut encoder,
+        &mut counts,
+        &settings,
+        Vec::new(),
+    ))
+    .await;
+    if !settings.quiet {
+        let Counts {
+            bytes_in,
+            bytes_out,
+        } = counts;
+        match outcome {
+            Ok(Ending::Idle) => tracing::info!(
+                "Connection closed on {path}: idle ({bytes_in} bytes in, {bytes_out} bytes out)"
+            ),
+            Ok(_) => tracing::info!(
+                "Connection closed on {path} ({bytes_in} bytes in, {bytes_out} bytes out)"
+            ),
+            Err(e) => tracing::info!(
+                "Connection closed on {path}: {e} ({bytes_in} bytes in, {bytes_out} bytes out)"
+            ),
+        }
+    }
 }
 
 /// Bytes a connection read and wrote, for its closing line.
@@ -301,8 +404,8 @@ enum Turn {
     clippy::manual_async_fn,
     reason = "an async fn would keep its arguments twice in every connection's state"
 )]
-fn echo<'a>(
-    stream: &'a TcpStream,
+fn echo<'a, S: Conn>(
+    stream: &'a S,
     encoder: &'a mut Encoder,
     counts: &'a mut Counts,
     settings: &'a Settings,
@@ -377,8 +480,8 @@ pub(crate) fn took_chunk(n: usize, counts: &mut Counts, totals: &Totals, encoder
 /// out. Called boxed: only a client that takes no replies (or the bytes after a PROXY
 /// header) comes here, and the waiting would otherwise size every connection's state for
 /// good.
-async fn flush(
-    stream: &TcpStream,
+async fn flush<S: Conn>(
+    stream: &S,
     encoder: &mut Encoder,
     pending: &mut Vec<u8>,
     counts: &mut Counts,
@@ -405,8 +508,8 @@ pub(crate) fn took_no_reply(e: io::Error, settings: &Settings) -> io::Error {
 /// Writes as much of the reply to the `n` bytes just read (at `PREFIX_ROOM` in
 /// `scratch`) as the socket takes without waiting; returns how many of them it answered.
 #[inline]
-fn answer_now(
-    stream: &TcpStream,
+fn answer_now<S: Conn>(
+    stream: &S,
     encoder: &mut Encoder,
     scratch: &mut Scratch,
     n: usize,
@@ -443,7 +546,7 @@ fn answer_now(
         if answered == n {
             return Ok(answered);
         }
-        let rest = answer_in::<CHUNK_SLICES>(stream, encoder, &input[answered..], counts);
+        let rest = answer_in::<CHUNK_SLICES, S>(stream, encoder, &input[answered..], counts);
         return Ok(answered + full_if_idle(rest)?);
     }
     full_if_idle(answer(
@@ -473,22 +576,22 @@ fn full_if_idle(written: io::Result<usize>) -> io::Result<usize> {
 
 /// Writes as much of the reply to `input` as the socket takes without waiting; returns how
 /// many input bytes that answered.
-fn answer(
-    stream: &TcpStream,
+fn answer<S: Conn>(
+    stream: &S,
     encoder: &mut Encoder,
     input: &[u8],
     counts: &mut Counts,
 ) -> io::Result<usize> {
     match encoder.framing() {
-        Framing::Chunk => answer_in::<CHUNK_SLICES>(stream, encoder, input, counts),
+        Framing::Chunk => answer_in::<CHUNK_SLICES, S>(stream, encoder, input, counts),
         Framing::Line => answer_rendered(stream, encoder, input, counts),
     }
 }
 
 /// Chunk framing, the general case: the reply as slices, in `writev`s.
 #[inline(never)]
-fn answer_in<const SLICES: usize>(
-    stream: &TcpStream,
+fn answer_in<const SLICES: usize, S: Conn>(
+    stream: &S,
     encoder: &mut Encoder,
     input: &[u8],
     counts: &mut Counts,
@@ -502,8 +605,8 @@ fn answer_in<const SLICES: usize>(
 
 /// Line framing: renders the reply into the shared buffer and writes it in one call.
 #[inline(never)]
-fn answer_rendered(
-    stream: &TcpStream,
+fn answer_rendered<S: Conn>(
+    stream: &S,
     encoder: &mut Encoder,
     input: &[u8],
     counts: &mut Counts,
@@ -546,8 +649,8 @@ fn answer_by(
 }
 
 /// Waits for the client to accept the rest of the reply, then lets the buffer go.
-async fn answer_pending(
-    stream: &TcpStream,
+async fn answer_pending<S: Conn>(
+    stream: &S,
     encoder: &mut Encoder,
     pending: &mut Vec<u8>,
     counts: &mut Counts,

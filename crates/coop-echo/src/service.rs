@@ -11,9 +11,11 @@ use std::time::{Duration, Instant};
 use coop::signal::{SIGINT, SIGTERM, Signals};
 use coop::threads::Threads;
 use coop::time::{sleep, sleep_until};
+
 use coop::{Remote, SharedLimit, TcpListener};
 
 use crate::admin;
+use crate::socket_file;
 use crate::worker::{self, Snapshot};
 
 /// File descriptors kept for the server's own needs (epoll, its timer and signal pipe,
@@ -40,6 +42,8 @@ pub struct Service {
     /// What each connection needs (its `limit` and `trace` are set here, from
     /// `max_connections` and `trace`).
     pub config: worker::Config,
+    /// Also serve on a Unix socket at this path (on thread 0).
+    pub unix: Option<std::path::PathBuf>,
     /// At most this many connections at once, across threads; `None`: what the fd limit
     /// allows.
     pub max_connections: Option<usize>,
@@ -161,6 +165,7 @@ async fn control(service: Service) -> Result<Served, ExitCode> {
         threads,
         pin_threads,
         mut config,
+        unix,
         max_connections,
         shutdown_timeout,
         stats,
@@ -184,6 +189,11 @@ async fn control(service: Service) -> Result<Served, ExitCode> {
             Err(e) => return Err(fail(format_args!("cannot listen on {bound} (udp): {e}"))),
         },
         None => (0..threads).map(|_| None).collect(),
+    };
+    let unix_path = unix.as_ref().map(|path| path.display().to_string());
+    let unix = match unix.as_deref().map(socket_file::bind).transpose() {
+        Ok(unix) => unix,
+        Err(line) => return Err(fail(format_args!("{line}"))),
     };
     let admin_listener = match admin {
         Some((addr, public)) => {
@@ -224,7 +234,9 @@ async fn control(service: Service) -> Result<Served, ExitCode> {
         return Err(fail(format_args!("cannot listen on {address}: no socket")));
     };
     let factories = (1..).zip(listeners.zip(udp_sockets).zip(configs)).map(
-        |(index, ((listener, udp), config))| move || worker::run(index, listener, udp, config),
+        |(index, ((listener, udp), config))| {
+            move || worker::run(index, listener, udp, None, config)
+        },
     );
     let builder = coop::threads::Builder::new()
         .name("serve")
@@ -240,8 +252,10 @@ async fn control(service: Service) -> Result<Served, ExitCode> {
             return Err(fail(format_args!("cannot pin the serving threads: {e}")));
         }
     }
-    let serving_here =
-        coop::spawn_named("serve", worker::run(0, listener, udp_socket, first_config));
+    let serving_here = coop::spawn_named(
+        "serve",
+        worker::run(0, listener, udp_socket, unix, first_config),
+    );
     let remotes: Rc<[Remote]> = std::iter::once(coop::remote())
         .chain((0..serving.len()).filter_map(|index| serving.remote(index).cloned()))
         .collect();
@@ -252,6 +266,9 @@ async fn control(service: Service) -> Result<Served, ExitCode> {
     tracing::debug!("at most {} at once", count(limit as u64, "connection"));
     if udp {
         tracing::info!("Listening on {bound} (udp)");
+    }
+    if let Some(path) = unix_path {
+        tracing::info!("Listening on {path} (unix)");
     }
     let stopping = Rc::new(Cell::new(false));
     if let Some((admin_bound, listener)) = admin_listener {

@@ -17,6 +17,7 @@ use coop::{JoinHandle, Server, ServerHandle, SharedLimit, TcpListener, UdpSocket
 
 use crate::echo::Framing;
 use crate::serve::{self, Settings, Totals};
+use crate::socket_file::SocketFile;
 use crate::tls_echo::{self, Tls};
 use crate::udp;
 
@@ -117,6 +118,8 @@ struct Worker {
     settings: Rc<Settings>,
     /// The accept loop, until it is told to stop.
     accepting: RefCell<Option<JoinHandle<()>>>,
+    /// The Unix socket's accept loop (`--unix`, thread 0), until it is told to stop.
+    unix_accepting: RefCell<Option<JoinHandle<()>>>,
 }
 
 /// How long, at a stop, TLS connections have to send their close_notify.
@@ -136,6 +139,7 @@ pub async fn run(
     index: usize,
     listener: std::net::TcpListener,
     udp: Option<std::net::UdpSocket>,
+    unix: Option<(std::os::unix::net::UnixListener, SocketFile)>,
     config: Config,
 ) -> Snapshot {
     if let Some(name) = config.trace {
@@ -197,10 +201,35 @@ pub async fn run(
             udp::serve(socket, Rc::clone(&settings), limiter),
         ));
     }
+    // The socket file goes when this returns (or is dropped with the runtime).
+    let (unix_accepting, _socket_file) = match unix {
+        Some((listener, file)) => match coop::net::UnixListener::from_std(listener) {
+            Ok(listener) => {
+                let path: Rc<str> = Rc::from(
+                    listener
+                        .local_addr()
+                        .ok()
+                        .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+                        .unwrap_or_default(),
+                );
+                let accepting = coop::spawn_named(
+                    "unix accept",
+                    serve::run_unix(listener, path, Rc::clone(&settings)),
+                );
+                (Some(accepting), Some(file))
+            }
+            Err(e) => {
+                tracing::error!("thread {index} cannot serve the Unix socket: {e}");
+                (None, Some(file))
+            }
+        },
+        None => (None, None),
+    };
     WORKER.set(Some(Rc::new(Worker {
         server: handle,
         settings,
         accepting: RefCell::new(Some(accepting)),
+        unix_accepting: RefCell::new(unix_accepting),
     })));
     coop::stop_requested().await;
     let last = snapshot();
@@ -219,6 +248,10 @@ pub async fn run(
 pub async fn stop_accepting() -> u64 {
     let Some(worker) = current() else { return 0 };
     worker.server.stop();
+    // The Unix socket's clients are not waited for: they go with the runtime.
+    if let Some(unix) = worker.unix_accepting.borrow_mut().take() {
+        unix.abort();
+    }
     let accepting = worker.accepting.borrow_mut().take();
     if let Some(accepting) = accepting {
         if let Err(e) = accepting.await {

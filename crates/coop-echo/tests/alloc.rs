@@ -190,7 +190,7 @@ fn the_echo_path_on_two_threads_allocates_nothing_per_message() {
                 let config = config.clone();
                 move || async move {
                     drop(coop::spawn(answer_counts(control)));
-                    worker::run(index, listener, None, config).await
+                    worker::run(index, listener, None, None, config).await
                 }
             },
         ))
