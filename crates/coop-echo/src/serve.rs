@@ -186,7 +186,8 @@ async fn handle_unix(stream: UnixStream, path: Rc<str>, settings: Rc<Settings>) 
         } = counts;
         match outcome {
             Ok(Ending::Idle) => tracing::info!(
-                "Connection closed on {path}: idle ({bytes_in} bytes in, {bytes_out} bytes out)"
+                "Connection closed on {path}: idle for {} s ({bytes_in} bytes in, {bytes_out} bytes out)",
+                settings.idle_timeout.unwrap_or_default().as_secs_f64()
             ),
             Ok(_) => tracing::info!(
                 "Connection closed on {path} ({bytes_in} bytes in, {bytes_out} bytes out)"

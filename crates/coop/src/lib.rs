@@ -153,6 +153,12 @@
 //!   `tokio` feature (`coop = { features = ["tokio"] }`: tokio's `AsyncRead` and
 //!   `AsyncWrite` for [`TcpStream`] and `&TcpStream`, from tokio's traits alone, no tokio
 //!   runtime), or through an adapter such as `tokio-util`'s `compat` module.
+//! * **Blocking work** (a library that blocks, a file, a host name's lookup) goes to
+//!   [`spawn_blocking`]'s few helper threads; [`TcpStream::connect`] looks names up there
+//!   by itself, so the runtime's thread never waits for DNS.
+//! * **Many tasks as one**: a [`JoinSet`] joins them as they end and aborts the rest when
+//!   dropped; [`time::interval`] ticks on a schedule; [`signal::ctrl_c`] waits for Ctrl-C;
+//!   [`net::UnixStream`] and [`net::UnixListener`] serve a path as TCP serves a port.
 //! * **What does not work:** a crate that calls `tokio::spawn` or tokio's timers needs a
 //!   tokio runtime on its thread; coop is not one.
 //!
