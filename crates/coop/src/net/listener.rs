@@ -78,25 +78,12 @@ impl TcpListener {
     /// several things at once. Only the most recent caller waits: for several accepting
     /// tasks, use [`accept`](Self::accept).
     pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(TcpStream, SocketAddr)>> {
-        loop {
-            if self
-                .registration
-                .poll_ready(Direction::Read, cx)
-                .is_pending()
-            {
-                return Poll::Pending;
-            }
-            match self
-                .registration
-                .try_io(Direction::Read, || self.io.accept())
-            {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-                Ok((stream, peer)) => {
-                    return Poll::Ready(TcpStream::new(stream).map(|s| (s, peer)));
-                }
-            }
-        }
+        self.registration
+            .poll_io(Direction::Read, cx, || self.io.accept())
+            .map(|accepted| {
+                let (stream, peer) = accepted?;
+                Ok((TcpStream::new(stream)?, peer))
+            })
     }
 
     /// The address the listener is bound to.

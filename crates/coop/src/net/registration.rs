@@ -122,6 +122,23 @@ impl Registration {
         }
     }
 
+    /// The poll of [`io`](Self::io), for the `poll_*` methods: tries `op` whenever the
+    /// socket may be ready; parks the caller as the one `poll_*` waiter when it is not.
+    pub(crate) fn poll_io<R>(
+        &self,
+        dir: Direction,
+        cx: &mut Context<'_>,
+        mut op: impl FnMut() -> io::Result<R>,
+    ) -> Poll<io::Result<R>> {
+        loop {
+            ready!(self.poll_ready(dir, cx));
+            match self.try_io(dir, &mut op) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
     #[inline(always)]
     fn trace_park(&self, dir: Direction) {
         if trace::enabled() {

@@ -88,25 +88,12 @@ impl UnixListener {
     /// The poll behind [`accept`](Self::accept), for hand-written futures. Only the
     /// most recent caller waits.
     pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(UnixStream, SocketAddr)>> {
-        loop {
-            if self
-                .registration
-                .poll_ready(Direction::Read, cx)
-                .is_pending()
-            {
-                return Poll::Pending;
-            }
-            match self
-                .registration
-                .try_io(Direction::Read, || self.io.accept())
-            {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-                Ok((stream, peer)) => {
-                    return Poll::Ready(UnixStream::new(stream).map(|s| (s, peer)));
-                }
-            }
-        }
+        self.registration
+            .poll_io(Direction::Read, cx, || self.io.accept())
+            .map(|accepted| {
+                let (stream, peer) = accepted?;
+                Ok((UnixStream::new(stream)?, peer))
+            })
     }
 
     /// The address (path) the listener is bound to.
