@@ -145,6 +145,7 @@ conn!(TcpStream, UnixStream);
 /// Serves the Unix socket `listener` (at `path`) until the task is aborted: the echo
 /// as on TCP (prefix, framing, idle timeout), with no PROXY header and no TLS.
 pub async fn run_unix(listener: UnixListener, path: Rc<str>, settings: Rc<Settings>) {
+    let mut last_warning: Option<std::time::Instant> = None;
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
@@ -156,8 +157,12 @@ pub async fn run_unix(listener: UnixListener, path: Rc<str>, settings: Rc<Settin
             }
             Err(e) => {
                 // Out of descriptors or memory: the TCP port's server rides it out the
-                // same way.
-                tracing::warn!("cannot accept on {path}: {e}; retrying in 100 ms");
+                // same way, and says so at most once a minute.
+                let now = coop::time::now();
+                if last_warning.is_none_or(|at| now - at >= Duration::from_secs(60)) {
+                    tracing::warn!("cannot accept on {path}: {e}; retrying in 100 ms");
+                    last_warning = Some(now);
+                }
                 coop::time::sleep(Duration::from_millis(100)).await;
             }
         }
