@@ -68,28 +68,24 @@ fn a_stale_socket_file_is_replaced() {
     assert_eq!(hello(&path), "GOT:Hello\n");
 }
 
+/// `coop-echo serve --unix PATH` that cannot start: its one line of stderr (exit 1).
+fn refused(path: &Path) -> String {
+    let args = ["serve", "--host", "127.0.0.1", "--port", "0", "--unix"];
+    let output = run(&[&args[..], &[path.to_str().unwrap()]].concat(), b"");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    stderr
+}
+
 /// A live server's socket, or a file that is no socket, is left alone: one line, exit 1.
 #[test]
 fn a_live_socket_or_another_file_is_refused() {
     let dir = TempDir::new("live");
     let path = dir.0.join("echo.sock");
     let _first = Server::start(&["--unix", path.to_str().unwrap()]);
-    let second = run(
-        &[
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--unix",
-            path.to_str().unwrap(),
-        ],
-        b"",
-    );
-    let stderr = String::from_utf8_lossy(&second.stderr);
-    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    let stderr = refused(&path);
     assert!(stderr.contains("a server is listening there"), "{stderr}");
-    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert_eq!(
         hello(&path),
         "GOT:Hello\n",
@@ -98,20 +94,41 @@ fn a_live_socket_or_another_file_is_refused() {
 
     let file = dir.0.join("notes.txt");
     std::fs::write(&file, "keep me").unwrap();
-    let refused = run(
-        &[
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--unix",
-            file.to_str().unwrap(),
-        ],
-        b"",
-    );
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    let stderr = refused(&file);
     assert!(stderr.contains("it exists and is not a socket"), "{stderr}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+}
+
+/// The seed's session through a real client of Unix sockets: `nc -U`.
+#[test]
+#[cfg_attr(missing_nc, ignore = "needs nc: apt-get install netcat-openbsd")]
+fn the_seed_session_through_nc_on_the_unix_socket() {
+    let dir = TempDir::new("nc");
+    let path = dir.0.join("echo.sock");
+    let _server = Server::start(&["--unix", path.to_str().unwrap()]);
+    // -N: shut the socket down when stdin ends, then print what comes back until the
+    // server closes.
+    let mut nc = std::process::Command::new("nc")
+        .args(["-N", "-U", path.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start nc");
+    nc.stdin.take().unwrap().write_all(b"Hello\n").unwrap();
+    let pid = nc.id().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(nc.wait_with_output()));
+    let output = match rx.recv_timeout(IO_TIMEOUT) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid])
+                .status();
+            panic!("nc -U did not finish within {IO_TIMEOUT:?}");
+        }
+    };
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "nc: {stderr}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "GOT:Hello\n");
 }

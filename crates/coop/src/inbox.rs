@@ -61,6 +61,16 @@ struct Queue {
     closed: bool,
 }
 
+impl Queue {
+    /// What waits, taken out (to be handled, or dropped, with the lock released).
+    fn take(&mut self) -> (Vec<Arc<Header>>, Vec<Job>) {
+        (
+            std::mem::take(&mut self.headers),
+            std::mem::take(&mut self.jobs),
+        )
+    }
+}
+
 /// Wakes, jobs and a stop request from other threads, waiting for the runtime's thread
 /// to take them.
 pub(crate) struct Inbox {
@@ -136,13 +146,12 @@ impl Inbox {
     /// this inbox alive): every later push is refused, and what was queued is dropped
     /// unrun, here, with no lock held.
     pub(crate) fn close(&self) {
-        let queue = {
+        let queued = {
             let mut queue = self.lock();
             queue.closed = true;
-            std::mem::take(&mut queue.headers);
-            std::mem::take(&mut queue.jobs)
+            queue.take()
         };
-        drop(queue);
+        drop(queued);
     }
 
     /// Whether [`close`](Self::close) was called.
@@ -167,13 +176,7 @@ impl Inbox {
         if !self.pending.swap(false, Ordering::AcqRel) {
             return;
         }
-        let (headers, jobs) = {
-            let mut queue = self.lock();
-            (
-                std::mem::take(&mut queue.headers),
-                std::mem::take(&mut queue.jobs),
-            )
-        };
+        let (headers, jobs) = self.lock().take();
         for header in headers {
             header.in_inbox.store(false, Ordering::Release);
             wake(header.key);
