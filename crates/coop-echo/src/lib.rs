@@ -8,6 +8,7 @@ pub mod admin;
 pub mod bench;
 pub mod client;
 pub mod echo;
+pub mod http;
 pub mod proxy;
 pub mod serve;
 pub mod service;

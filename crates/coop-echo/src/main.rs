@@ -197,6 +197,31 @@ struct ServeArgs {
     /// Allow --admin on an address other than loopback.
     #[arg(long, requires = "admin")]
     admin_public: bool,
+
+    /// Also serve HTTP/1.1, HTTP/2 and WebSocket echo at ADDR (HOST:PORT, or a port on
+    /// 127.0.0.1; 0.0.0.0:8080 for every interface): /echo sends the body back, a
+    /// WebSocket echoes each message, any other path describes the request in JSON. With
+    /// --tls-cert it speaks HTTPS and WSS; with --proxy-protocol it expects the header.
+    #[arg(long, value_name = "ADDR", value_parser = admin_address)]
+    http: Option<SocketAddr>,
+
+    /// The name --http's descriptions give for this instance [default: the host name].
+    #[arg(long, value_name = "NAME", requires = "http")]
+    instance: Option<String>,
+
+    /// The largest WebSocket message (and frame) --http takes; a larger one is closed with
+    /// code 1009. Bytes, or with KiB or MiB.
+    #[arg(long, value_name = "BYTES", default_value = "16MiB", requires = "http",
+          value_parser = message_size)]
+    ws_max_message: usize,
+}
+
+fn message_size(s: &str) -> Result<usize, String> {
+    match coop_echo::http::parse_size(s) {
+        Ok(n) if (1..=1 << 30).contains(&n) => Ok(n as usize),
+        Ok(_) => Err(format!("'{s}': give 1 byte to 1GiB")),
+        Err(e) => Err(e),
+    }
 }
 
 fn admin_address(s: &str) -> Result<SocketAddr, String> {
@@ -359,16 +384,31 @@ fn serve(mut args: ServeArgs, subcommand: Option<&str>) -> ExitCode {
         format!("{}:{}", args.host, args.port)
     };
     let some_secs = |s: f64| (s > 0.0).then(|| Duration::from_secs_f64(s));
-    let tls = match (&args.tls_cert, &args.tls_key) {
+    let handshake_time = Duration::from_secs_f64(args.tls_handshake_timeout);
+    let server_config = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => match coop_echo::tls::server_config(cert, key) {
-            Ok(config) => Some(coop_echo::tls_echo::Tls {
-                acceptor: config.into(),
-                handshake_time: Duration::from_secs_f64(args.tls_handshake_timeout),
-            }),
+            Ok(config) => Some(config),
             Err(e) => return service::fail(format_args!("{e}")),
         },
         _ => None,
     };
+    let http = args.http.map(|_| {
+        let host = coop_echo::http::host_name();
+        coop_echo::http::Config {
+            tls: server_config
+                .as_deref()
+                .map(|config| coop_echo::http::Config::tls_from(config, handshake_time)),
+            ws_max_message: args.ws_max_message,
+            instance: Arc::from(args.instance.clone().unwrap_or_else(|| host.clone())),
+            host: Arc::from(host),
+            // Set by the service, once it has bound.
+            listening: Arc::new([]),
+        }
+    });
+    let tls = server_config.map(|config| coop_echo::tls_echo::Tls {
+        acceptor: config.into(),
+        handshake_time,
+    });
     service::run(Service {
         address,
         host: args.host,
@@ -390,6 +430,7 @@ fn serve(mut args: ServeArgs, subcommand: Option<&str>) -> ExitCode {
             trace: None,
             udp_rate: args.udp.then_some(args.udp_rate),
             hurry: Arc::default(),
+            http,
         },
         unix: args.unix,
         max_connections: match args.max_connections {
@@ -400,5 +441,6 @@ fn serve(mut args: ServeArgs, subcommand: Option<&str>) -> ExitCode {
         stats: args.stats.and_then(some_secs),
         trace: args.trace,
         admin: args.admin.map(|addr| (addr, args.admin_public)),
+        http: args.http,
     })
 }

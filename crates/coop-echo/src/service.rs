@@ -55,6 +55,8 @@ pub struct Service {
     pub trace: bool,
     /// Serve metrics here; `true`: even if it is not a loopback address.
     pub admin: Option<(SocketAddr, bool)>,
+    /// Serve HTTP, HTTP/2 and WebSocket here too (`config.http` says how).
+    pub http: Option<SocketAddr>,
 }
 
 /// Binds, serves until SIGINT or SIGTERM, then stops gracefully. Exit status 0 after a
@@ -171,6 +173,7 @@ async fn control(service: Service) -> Result<Served, ExitCode> {
         stats,
         trace,
         admin,
+        http,
     } = service;
     let threads = threads.max(1);
     // Every socket is bound before anything says "Listening": a failure leaves no
@@ -190,6 +193,32 @@ async fn control(service: Service) -> Result<Served, ExitCode> {
         },
         None => (0..threads).map(|_| None).collect(),
     };
+    let http_listeners: Vec<Option<std::net::TcpListener>> = match http {
+        Some(addr) => match coop::net::bind_reuse_port(addr, threads) {
+            Ok(listeners) => listeners.into_iter().map(Some).collect(),
+            Err(e) => return Err(fail(format_args!("cannot listen on {addr} (http): {e}"))),
+        },
+        None => (0..threads).map(|_| None).collect(),
+    };
+    let http_bound = match http_listeners.first().and_then(Option::as_ref) {
+        Some(listener) => match listener.local_addr() {
+            Ok(bound) => Some(bound),
+            Err(e) => return Err(fail(format_args!("cannot listen on http: {e}"))),
+        },
+        None => None,
+    };
+    if let (Some(http_config), Some(http_bound)) = (&mut config.http, http_bound) {
+        let scheme = if http_config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let mut listening = vec![format!("tcp://{bound}"), format!("{scheme}://{http_bound}")];
+        if config.udp_rate.is_some() {
+            listening.push(format!("udp://{bound}"));
+        }
+        http_config.listening = listening.into();
+    }
     let unix_path = unix.as_ref().map(|path| path.display().to_string());
     let unix = match unix.as_deref().map(socket_file::bind).transpose() {
         Ok(unix) => unix,
@@ -215,7 +244,8 @@ async fn control(service: Service) -> Result<Served, ExitCode> {
     };
 
     let limit = max_connections.unwrap_or_else(|| default_max_connections(threads));
-    config.limit = if threads == 1 {
+    // One count for the TCP port's connections and the HTTP listener's.
+    config.limit = if threads == 1 && http_bound.is_none() {
         worker::Limit::Alone(limit)
     } else {
         worker::Limit::Shared(SharedLimit::new(limit))
@@ -228,16 +258,26 @@ async fn control(service: Service) -> Result<Served, ExitCode> {
     });
     let mut listeners = listeners.into_iter();
     let mut udp_sockets = udp_sockets.into_iter();
-    let (Some(listener), Some(udp_socket), Some(first_config)) =
-        (listeners.next(), udp_sockets.next(), configs.next())
-    else {
+    let mut http_listeners = http_listeners.into_iter();
+    let (Some(listener), Some(udp_socket), Some(http_listener), Some(first_config)) = (
+        listeners.next(),
+        udp_sockets.next(),
+        http_listeners.next(),
+        configs.next(),
+    ) else {
         return Err(fail(format_args!("cannot listen on {address}: no socket")));
     };
-    let factories = (1..).zip(listeners.zip(udp_sockets).zip(configs)).map(
-        |(index, ((listener, udp), config))| {
-            move || worker::run(index, listener, udp, None, config)
-        },
-    );
+    let factories = (1..)
+        .zip(listeners.zip(udp_sockets).zip(http_listeners).zip(configs))
+        .map(|(index, (((listener, udp), http), config))| {
+            let sockets = worker::Sockets {
+                tcp: listener,
+                udp,
+                unix: None,
+                http,
+            };
+            move || worker::run(index, sockets, config)
+        });
     let builder = coop::threads::Builder::new()
         .name("serve")
         .number_from(1)
@@ -254,7 +294,16 @@ async fn control(service: Service) -> Result<Served, ExitCode> {
     }
     let serving_here = coop::spawn_named(
         "serve",
-        worker::run(0, listener, udp_socket, unix, first_config),
+        worker::run(
+            0,
+            worker::Sockets {
+                tcp: listener,
+                udp: udp_socket,
+                unix,
+                http: http_listener,
+            },
+            first_config,
+        ),
     );
     let remotes: Rc<[Remote]> = std::iter::once(coop::remote())
         .chain((0..serving.len()).filter_map(|index| serving.remote(index).cloned()))
@@ -269,6 +318,14 @@ async fn control(service: Service) -> Result<Served, ExitCode> {
     }
     if let Some(path) = unix_path {
         tracing::info!("Listening on {path} (unix)");
+    }
+    if let Some(http_bound) = http_bound {
+        let scheme = if config.http.as_ref().is_some_and(|h| h.tls.is_some()) {
+            "https"
+        } else {
+            "http"
+        };
+        tracing::info!("Listening on {scheme}://{http_bound} (HTTP/1.1, HTTP/2, WebSocket)");
     }
     let stopping = Rc::new(Cell::new(false));
     if let Some((admin_bound, listener)) = admin_listener {

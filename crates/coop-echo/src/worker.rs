@@ -16,6 +16,7 @@ use std::time::Duration;
 use coop::{JoinHandle, Server, ServerHandle, SharedLimit, TcpListener, UdpSocket};
 
 use crate::echo::Framing;
+use crate::http;
 use crate::serve::{self, Settings, Totals};
 use crate::socket_file::SocketFile;
 use crate::tls_echo::{self, Tls};
@@ -44,6 +45,8 @@ pub struct Config {
     pub udp_rate: Option<u32>,
     /// Set before a stop that must not wait (a second signal): no goodbyes.
     pub hurry: Arc<AtomicBool>,
+    /// Serve HTTP and WebSocket too (`--http`), on a listener of this thread's.
+    pub http: Option<http::Config>,
 }
 
 /// The connection limit: this thread's alone, or shared by every thread.
@@ -86,6 +89,8 @@ pub struct Snapshot {
     pub sockets: u64,
     /// Pending timers.
     pub timers: u64,
+    /// The HTTP listener's requests, WebSockets and bytes.
+    pub http: http::Snapshot,
 }
 
 impl Snapshot {
@@ -108,8 +113,22 @@ impl Snapshot {
                 parked_write: a.parked_write + b.parked_write,
                 sockets: a.sockets + b.sockets,
                 timers: a.timers + b.timers,
+                http: a.http.plus(&b.http),
             })
     }
+}
+
+/// What a serving thread listens on, bound before it starts.
+#[derive(Debug)]
+pub struct Sockets {
+    /// The seed's TCP port (the thread's own listener on it).
+    pub tcp: std::net::TcpListener,
+    /// UDP on the same port (`--udp`).
+    pub udp: Option<std::net::UdpSocket>,
+    /// The Unix socket and its file (`--unix`, thread 0 only).
+    pub unix: Option<(std::os::unix::net::UnixListener, SocketFile)>,
+    /// The HTTP listener (`--http`).
+    pub http: Option<std::net::TcpListener>,
 }
 
 /// The thread's server, for the requests the control sends.
@@ -120,6 +139,10 @@ struct Worker {
     accepting: RefCell<Option<JoinHandle<()>>>,
     /// The Unix socket's accept loop (`--unix`, thread 0), until it is told to stop.
     unix_accepting: RefCell<Option<JoinHandle<()>>>,
+    /// The HTTP listener's server (`--http`), and its accept loop until it is told to stop.
+    http: Option<(ServerHandle, RefCell<Option<JoinHandle<()>>>)>,
+    /// The HTTP connections' figures.
+    http_totals: Rc<http::Totals>,
 }
 
 /// How long, at a stop, TLS connections have to send their close_notify.
@@ -135,13 +158,13 @@ fn current() -> Option<Rc<Worker>> {
 
 /// Serves `listener` (and `udp`) until the control asks this runtime to stop;
 /// returns the thread's last figures (its `open` connections are those the stop cuts).
-pub async fn run(
-    index: usize,
-    listener: std::net::TcpListener,
-    udp: Option<std::net::UdpSocket>,
-    unix: Option<(std::os::unix::net::UnixListener, SocketFile)>,
-    config: Config,
-) -> Snapshot {
+pub async fn run(index: usize, sockets: Sockets, config: Config) -> Snapshot {
+    let Sockets {
+        tcp: listener,
+        udp,
+        unix,
+        http: http_listener,
+    } = sockets;
     if let Some(name) = config.trace {
         // Straight to stderr, one line each: these are for watching, not for logs.
         match name {
@@ -149,9 +172,14 @@ pub async fn run(
             None => coop::trace::set_hook(|e| eprintln!("trace: {e}")),
         }
     }
-    let sockets = TcpListener::from_std(listener)
-        .and_then(|l| Ok((l, udp.map(UdpSocket::from_std).transpose()?)));
-    let (listener, udp_socket) = match sockets {
+    let sockets = TcpListener::from_std(listener).and_then(|l| {
+        Ok((
+            l,
+            udp.map(UdpSocket::from_std).transpose()?,
+            http_listener.map(TcpListener::from_std).transpose()?,
+        ))
+    });
+    let (listener, udp_socket, http_listener) = match sockets {
         Ok(sockets) => sockets,
         Err(e) => {
             // Only the OS poll can refuse (out of memory, or of epoll watches).
@@ -168,9 +196,35 @@ pub async fn run(
         proxy_protocol: config.proxy_protocol,
         totals: Totals::default(),
     });
-    let server = match config.limit {
-        Limit::Alone(max) => Server::new(listener).max_connections(max),
-        Limit::Shared(limit) => Server::new(listener).shared_limit(limit),
+    let limited = |listener| match &config.limit {
+        Limit::Alone(max) => Server::new(listener).max_connections(*max),
+        Limit::Shared(limit) => Server::new(listener).shared_limit(limit.clone()),
+    };
+    let server = limited(listener);
+    let http_totals = Rc::new(http::Totals::default());
+    let http = match (http_listener, config.http) {
+        (Some(listener), Some(http_config)) => {
+            let server = limited(listener);
+            let (head_time, body_time) = http::Shared::limits(config.idle_timeout);
+            let shared = Rc::new(http::Shared {
+                head_time,
+                body_time,
+                config: http_config,
+                thread: index,
+                server: server.handle(),
+                totals: Rc::clone(&http_totals),
+            });
+            let handle = server.handle();
+            let settings = Rc::clone(&settings);
+            let accepting = coop::spawn_named(
+                "http accept",
+                server.serve(move |stream, peer: SocketAddr| {
+                    http::handle(stream, peer, Rc::clone(&settings), Rc::clone(&shared))
+                }),
+            );
+            Some((handle, RefCell::new(Some(accepting))))
+        }
+        _ => None,
     };
     let handle = server.handle();
     let handler_settings = Rc::clone(&settings);
@@ -230,12 +284,16 @@ pub async fn run(
         settings,
         accepting: RefCell::new(Some(accepting)),
         unix_accepting: RefCell::new(unix_accepting),
+        http,
+        http_totals,
     })));
     coop::stop_requested().await;
     let last = snapshot();
-    if speaks_tls && !config.hurry.load(Ordering::Relaxed) {
-        // Each TLS connection still open sends its close_notify as it sees the stop: a
-        // moment for them, bounded (a client that takes nothing must not hold the exit).
+    let goodbyes = speaks_tls || current().is_some_and(|w| w.http.is_some());
+    if goodbyes && !config.hurry.load(Ordering::Relaxed) {
+        // Each TLS connection still open sends its close_notify as it sees the stop, and
+        // each WebSocket its close frame: a moment for them, bounded (a client that takes
+        // nothing must not hold the exit).
         let _ = coop::time::timeout(TLS_GOODBYE, drained()).await;
     }
     // The connections still open go with the runtime, after this returns.
@@ -252,19 +310,38 @@ pub async fn stop_accepting() -> u64 {
     if let Some(unix) = worker.unix_accepting.borrow_mut().take() {
         unix.abort();
     }
+    if let Some((server, _)) = &worker.http {
+        server.stop();
+    }
     let accepting = worker.accepting.borrow_mut().take();
-    if let Some(accepting) = accepting {
+    let http_accepting = worker
+        .http
+        .as_ref()
+        .and_then(|(_, a)| a.borrow_mut().take());
+    for accepting in [accepting, http_accepting].into_iter().flatten() {
         if let Err(e) = accepting.await {
             tracing::error!("the accept loop ended: {e}");
         }
     }
-    worker.server.open_connections() as u64
+    open_connections(&worker)
+}
+
+/// Connections open on this thread: the TCP port's and the HTTP listener's.
+fn open_connections(worker: &Worker) -> u64 {
+    let http = worker
+        .http
+        .as_ref()
+        .map_or(0, |(server, _)| server.open_connections());
+    (worker.server.open_connections() + http) as u64
 }
 
 /// Waits until no connection is open on this thread.
 pub async fn drained() {
     if let Some(worker) = current() {
         worker.server.drained().await;
+        if let Some((server, _)) = &worker.http {
+            server.drained().await;
+        }
     }
 }
 
@@ -277,8 +354,12 @@ pub fn snapshot() -> Snapshot {
     let stats = coop::stats();
     let stat = |f: fn(&coop::Stats) -> usize| stats.as_ref().map_or(0, |s| f(s) as u64);
     Snapshot {
-        open: worker.server.open_connections() as u64,
-        total: worker.server.total_connections(),
+        open: open_connections(&worker),
+        total: worker.server.total_connections()
+            + worker
+                .http
+                .as_ref()
+                .map_or(0, |(server, _)| server.total_connections()),
         bytes_in: totals.bytes_in.get(),
         bytes_out: totals.bytes_out.get(),
         messages: totals.messages.get(),
@@ -291,6 +372,7 @@ pub fn snapshot() -> Snapshot {
         parked_write: stat(|s| s.parked_write),
         sockets: stat(|s| s.sockets),
         timers: stat(|s| s.timers),
+        http: http::Snapshot::of(&worker.http_totals),
     }
 }
 

@@ -183,6 +183,7 @@ fn the_echo_path_on_two_threads_allocates_nothing_per_message() {
         trace: None,
         udp_rate: None,
         hurry: Arc::default(),
+        http: None,
     };
     let threads = coop::threads::Builder::new()
         .spawn(listeners.into_iter().zip(controls).enumerate().map(
@@ -190,7 +191,13 @@ fn the_echo_path_on_two_threads_allocates_nothing_per_message() {
                 let config = config.clone();
                 move || async move {
                     drop(coop::spawn(answer_counts(control)));
-                    worker::run(index, listener, None, None, config).await
+                    let sockets = worker::Sockets {
+                        tcp: listener,
+                        udp: None,
+                        unix: None,
+                        http: None,
+                    };
+                    worker::run(index, sockets, config).await
                 }
             },
         ))

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use pin_project_lite::pin_project;
 
 use crate::net::{TcpListener, TcpStream};
+use crate::slab::{Key, Slab};
 use crate::task::panic_message;
 use crate::time::{Sleep, sleep};
 use crate::{spawn, spawn_named, trace};
@@ -147,6 +148,9 @@ struct Control {
     acceptor: Cell<Option<Waker>>,
     /// Tasks waiting for the last connection to end.
     drained: RefCell<Vec<Waker>>,
+    /// Handlers waiting for `stop` (to end a keep-alive connection gracefully), by key:
+    /// each of thousands of connections parks and leaves in O(1).
+    stopping: RefCell<Slab<Waker>>,
 }
 
 impl Server {
@@ -296,6 +300,41 @@ impl ServerHandle {
         if let Some(acceptor) = self.control.acceptor.take() {
             acceptor.wake();
         }
+        // Taken out before any is woken: a waker may drop its `Stopped` at once.
+        let waiting: Vec<Waker> = self.control.stopping.borrow_mut().drain().collect();
+        waiting.into_iter().for_each(Waker::wake);
+    }
+
+    /// Completes once [`stop`](Self::stop) is called (at once if it was): what a
+    /// handler of a long-lived connection waits on beside its client, to end gracefully
+    /// (an HTTP server's last response says `Connection: close`, HTTP/2 sends GOAWAY).
+    ///
+    /// Cancel safe: dropping it forgets its waker. Each waiting future costs one slot,
+    /// taken and freed in constant time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use coop::{Server, TcpListener};
+    ///
+    /// coop::block_on(async {
+    ///     let server = Server::new(TcpListener::bind("127.0.0.1:0")?);
+    ///     let handle = server.handle();
+    ///     let waiting = coop::spawn({
+    ///         let handle = handle.clone();
+    ///         async move { handle.stopped().await }
+    ///     });
+    ///     handle.stop();
+    ///     waiting.await?;
+    ///     std::io::Result::Ok(())
+    /// })
+    /// .unwrap();
+    /// ```
+    pub fn stopped(&self) -> Stopped {
+        Stopped {
+            control: Rc::clone(&self.control),
+            key: None,
+        }
     }
 
     /// Whether [`stop`](Self::stop) was called: from then on the server accepts no one
@@ -328,6 +367,51 @@ impl ServerHandle {
             Poll::Pending
         })
         .await;
+    }
+}
+
+/// The future of [`ServerHandle::stopped`].
+#[must_use = "futures do nothing unless polled"]
+pub struct Stopped {
+    control: Rc<Control>,
+    /// Its slot among the waiters, once it waits.
+    key: Option<Key>,
+}
+
+impl Future for Stopped {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        if this.control.stopped.get() {
+            // `stop` emptied the slots: ours is gone (and may be another's by now).
+            this.key = None;
+            return Poll::Ready(());
+        }
+        let mut waiting = this.control.stopping.borrow_mut();
+        match this.key.and_then(|key| waiting.get_mut(key)) {
+            Some(waker) => waker.clone_from(cx.waker()),
+            None => this.key = Some(waiting.insert_with(|_| cx.waker().clone())),
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            if !self.control.stopped.get() {
+                self.control.stopping.borrow_mut().remove(key);
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Stopped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stopped")
+            .field("stopped", &self.control.stopped.get())
+            .finish()
     }
 }
 

@@ -1,6 +1,8 @@
 //! Runs the real `coop-echo` binary on a free loopback port, and talks to it.
 #![allow(dead_code)] // each test file uses its own part of this
 
+pub mod certs;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
