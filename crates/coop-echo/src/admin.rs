@@ -20,6 +20,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::http;
 use crate::worker::{self, Snapshot};
 
 /// The largest request head accepted.
@@ -39,6 +40,8 @@ pub struct Sources {
     /// Whether the server answers UDP (its counters are reported only then: a zero would
     /// read as "no datagram came" rather than "not listening").
     pub udp: bool,
+    /// Whether `--http` serves (and its figures are reported).
+    pub http: bool,
 }
 
 /// Serves `/metrics` on `listener` until the runtime ends.
@@ -183,7 +186,7 @@ type Metric = (&'static str, &'static str, fn(&Snapshot) -> u64);
 fn metrics(sources: &Sources, threads: &[Snapshot]) -> String {
     let mut registry = Registry::default();
     let total = Snapshot::sum(threads);
-    let gauges: [Metric; 5] = [
+    let mut gauges: Vec<Metric> = vec![
         ("echo_connections_open", "Connections being served", |s| {
             s.open
         }),
@@ -192,6 +195,11 @@ fn metrics(sources: &Sources, threads: &[Snapshot]) -> String {
         ("coop_sockets", "Registered sockets", |s| s.sockets),
         ("coop_timers", "Pending timers", |s| s.timers),
     ];
+    if sources.http {
+        gauges.push(("echo_websockets_open", "WebSocket connections open", |s| {
+            s.http.ws_open
+        }));
+    }
     let mut counters: Vec<Metric> = vec![
         ("echo_connections", "Connections accepted", |s| s.total),
         ("echo_bytes_in", "Bytes read from clients", |s| s.bytes_in),
@@ -216,6 +224,31 @@ fn metrics(sources: &Sources, threads: &[Snapshot]) -> String {
                 |s| s.udp_refused,
             ),
         ]);
+    }
+    if sources.http {
+        counters.extend([
+            (
+                "echo_http_bytes_in",
+                "HTTP body and WebSocket message bytes received",
+                (|s| s.http.bytes_in) as fn(&Snapshot) -> u64,
+            ),
+            (
+                "echo_http_bytes_out",
+                "HTTP body and WebSocket message bytes sent",
+                |s| s.http.bytes_out,
+            ),
+            (
+                "echo_websocket_connections",
+                "WebSocket connections accepted",
+                |s| s.http.ws_total,
+            ),
+            (
+                "echo_websocket_messages",
+                "WebSocket messages received (each echoed)",
+                |s| s.http.ws_messages,
+            ),
+        ]);
+        requests(&mut registry, &total, threads);
     }
     let label = |index: usize| vec![("thread".to_string(), index.to_string())];
     for (name, help, value) in gauges {
@@ -280,4 +313,50 @@ fn metrics(sources: &Sources, threads: &[Snapshot]) -> String {
     // Writing to a String cannot fail.
     let _ = encode(&mut text, &registry);
     text
+}
+
+/// `echo_http_requests{method, status}`, in all and by thread: the pairs seen only.
+fn requests(registry: &mut Registry, total: &Snapshot, threads: &[Snapshot]) {
+    let all = Family::<Vec<(String, String)>, Counter<u64>>::default();
+    for (labels, count) in request_counts(total) {
+        all.get_or_create(&labels).inc_by(count);
+    }
+    let by_thread = Family::<Vec<(String, String)>, Counter<u64>>::default();
+    for (index, thread) in threads.iter().enumerate() {
+        for (mut labels, count) in request_counts(thread) {
+            labels.insert(0, ("thread".to_string(), index.to_string()));
+            by_thread.get_or_create(&labels).inc_by(count);
+        }
+    }
+    let help = "HTTP requests answered, by method and status";
+    registry.register("echo_http_requests", help, all);
+    registry.register(
+        "echo_http_requests_by_thread",
+        format!("{help}, on each serving thread"),
+        by_thread,
+    );
+}
+
+/// The method and status labels of each count that is not zero.
+fn request_counts(snapshot: &Snapshot) -> impl Iterator<Item = (Vec<(String, String)>, u64)> + '_ {
+    snapshot
+        .http
+        .requests
+        .iter()
+        .enumerate()
+        .flat_map(|(method, row)| {
+            row.iter()
+                .enumerate()
+                .filter(|(_, count)| **count > 0)
+                .map(move |(status, &count)| {
+                    let status = http::STATUSES
+                        .get(status)
+                        .map_or("other".to_string(), u16::to_string);
+                    let labels = vec![
+                        ("method".to_string(), http::METHODS[method].to_string()),
+                        ("status".to_string(), status),
+                    ];
+                    (labels, count)
+                })
+        })
 }

@@ -340,6 +340,7 @@ async fn control(service: Service) -> Result<Served, ExitCode> {
             stopping: Rc::clone(&stopping),
             rate,
             udp,
+            http: http_bound.is_some(),
         });
         drop(coop::spawn_named("admin", admin::serve(listener, sources)));
     }
