@@ -1,5 +1,5 @@
 //! Looks for what some end-to-end tests need besides the program (`nc`, `tmux`,
-//! `prlimit`, `haproxy`, `openssl`, an IPv6 loopback address, root and `ip` for network namespaces), so that a test that cannot run on this machine
+//! `prlimit`, `haproxy`, `openssl`, `chromedriver`, `python2.7`, an IPv6 loopback address, root and `ip` for network namespaces), so that a test that cannot run on this machine
 //! shows as `ignored, needs ...` in `cargo test` instead of passing without having run:
 //! the test harness has no way to skip at run time. Under `CI=true` nothing is marked:
 //! the tests run, and one whose tool is missing fails.
@@ -24,6 +24,7 @@ fn main() {
         ("prlimit", "missing_prlimit"),
         ("haproxy", "missing_haproxy"),
         ("openssl", "missing_openssl"),
+        ("chromedriver", "missing_chromedriver"),
     ] {
         println!("cargo::rustc-check-cfg=cfg({cfg})");
         if !ci && !path.iter().any(|dir| is_executable(&dir.join(tool))) {
@@ -42,6 +43,11 @@ fn main() {
     let ip = path.iter().any(|dir| is_executable(&dir.join("ip")));
     if !(ci || (root && ip)) {
         println!("cargo::rustc-cfg=missing_netns");
+    }
+    // The Autobahn WebSocket suite is Python 2 code (a pyenv 2.7 answers as python2.7).
+    println!("cargo::rustc-check-cfg=cfg(missing_python2)");
+    if !ci && !path.iter().any(|dir| is_executable(&dir.join("python2.7"))) {
+        println!("cargo::rustc-cfg=missing_python2");
     }
     println!("cargo::rustc-check-cfg=cfg(missing_ipv6_loopback)");
     if !ci && std::net::TcpListener::bind("[::1]:0").is_err() {

@@ -140,3 +140,82 @@ fn a_panic_in_the_handlers_closure_ends_that_connection_only() {
         .unwrap();
     });
 }
+
+/// `stopped` completes for every waiter at the stop, at once for one that comes after,
+/// and a waiter dropped before the stop (cancelled) leaves the others as they were.
+#[test]
+fn stopped_wakes_every_waiter_once_and_a_cancelled_one_is_forgotten() {
+    bounded(LIMIT, || {
+        coop::block_on(async {
+            let server = Server::new(TcpListener::bind("127.0.0.1:0")?);
+            let handle = server.handle();
+            let woken = Rc::new(std::cell::Cell::new(0));
+            let mut waiters = Vec::new();
+            for _ in 0..1000 {
+                let (handle, woken) = (handle.clone(), Rc::clone(&woken));
+                waiters.push(spawn(async move {
+                    handle.stopped().await;
+                    woken.set(woken.get() + 1);
+                }));
+            }
+            // Half of them cancelled while they wait.
+            coop::yield_now().await;
+            for waiter in waiters.iter().step_by(2) {
+                waiter.abort();
+            }
+            coop::yield_now().await;
+            assert_eq!(woken.get(), 0);
+            handle.stop();
+            for waiter in waiters {
+                let _ = waiter.await;
+            }
+            assert_eq!(woken.get(), 500);
+            // After the stop: at once.
+            handle.stopped().await;
+            io::Result::Ok(())
+        })
+        .unwrap();
+    });
+}
+
+/// A waiter polled again with another waker is woken through the new one, and one whose
+/// waker wakes another waiter's drop is no trouble (the stop wakes outside its borrow).
+#[test]
+fn stopped_follows_the_latest_waker_and_wakes_outside_its_borrow() {
+    bounded(LIMIT, || {
+        coop::block_on(async {
+            let server = Server::new(TcpListener::bind("127.0.0.1:0")?);
+            let handle = server.handle();
+            let mut moved = Box::pin(handle.stopped());
+            // Polled once by a task that then lets it go to this one.
+            let waker = std::task::Waker::noop();
+            let mut cx = std::task::Context::from_waker(waker);
+            assert!(moved.as_mut().poll(&mut cx).is_pending());
+            // Another waiter, dropped by the task the stop wakes.
+            let other = Rc::new(std::cell::RefCell::new(Some(Box::pin(handle.stopped()))));
+            if let Some(other) = other.borrow_mut().as_mut() {
+                assert!(other.as_mut().poll(&mut cx).is_pending());
+            }
+            let dropping = spawn({
+                let handle = handle.clone();
+                let other = Rc::clone(&other);
+                async move {
+                    handle.stopped().await;
+                    other.borrow_mut().take();
+                }
+            });
+            coop::yield_now().await;
+            let stopper = spawn({
+                let handle = handle.clone();
+                async move { handle.stop() }
+            });
+            // This task's own waker now: the stop must wake it, not the noop one.
+            moved.await;
+            stopper.await?;
+            dropping.await?;
+            assert!(other.borrow().is_none());
+            io::Result::Ok(())
+        })
+        .unwrap();
+    });
+}

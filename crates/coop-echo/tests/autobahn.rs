@@ -1,0 +1,66 @@
+//! The WebSocket echo of `serve --http` against the field's conformance suite: Autobahn's
+//! fuzzing client (`scripts/autobahn.sh`, which installs it from PyPI), cases 1 to 7, 9
+//! and 10. No case may fail, and every close must be clean.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::Server;
+
+#[test]
+#[cfg_attr(
+    missing_python2,
+    ignore = "needs python2.7 with pip (the Autobahn suite is Python 2 code)"
+)]
+fn the_autobahn_fuzzing_client_finds_nothing_wrong() {
+    if Command::new("python2.7")
+        .env("PYENV_VERSION", "2.7.18")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        common::skip_without("python2.7", "pyenv install 2.7.18");
+        return;
+    }
+    let server = Server::start(&["--http", "0", "--quiet"]);
+    let line = server.wait_for_log("(HTTP/1.1, HTTP/2, WebSocket)");
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let reports = format!("{root}/target/autobahn-report");
+    let _ = std::fs::remove_dir_all(&reports);
+    // The suite runs each case within its own time limits, and the whole is bounded here.
+    let status = Command::new("timeout")
+        .args(["600", &format!("{root}/scripts/autobahn.sh")])
+        .args([&format!("ws://{addr}"), &reports])
+        .stdout(Stdio::null())
+        .status()
+        .expect("run scripts/autobahn.sh");
+    assert!(
+        status.success(),
+        "the suite did not run to its end: {status}"
+    );
+    let index = std::fs::read(format!("{reports}/index.json")).unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&index).unwrap();
+    let cases = index["server"].as_object().expect("the server's results");
+    // Cases 1-7, 9 and 10 number 301 in this suite's release.
+    assert!(cases.len() >= 300, "only {} cases ran", cases.len());
+    let mut wrong = Vec::new();
+    for (case, result) in cases {
+        let behavior = result["behavior"].as_str().unwrap_or_default();
+        let close = result["behaviorClose"].as_str().unwrap_or_default();
+        // NON-STRICT: a case passed in substance but not to the letter (tungstenite checks
+        // the UTF-8 of a fragmented text message when it is whole, not frame by frame).
+        let passed = ["OK", "NON-STRICT", "INFORMATIONAL"];
+        if !passed.contains(&behavior) || !passed.contains(&close) {
+            wrong.push(format!("{case}: {behavior}, close {close}"));
+        }
+    }
+    assert!(wrong.is_empty(), "cases failed: {wrong:#?}");
+}
