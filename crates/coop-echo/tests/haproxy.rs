@@ -46,14 +46,33 @@ impl Haproxy {
         send_proxy: &str,
         check_ms: u32,
     ) -> Haproxy {
-        let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/haproxy.cfg");
+        Haproxy::start_with(
+            "haproxy.cfg",
+            wrapper,
+            frontend,
+            backends,
+            send_proxy,
+            check_ms,
+        )
+    }
+
+    /// As `start`, with `deploy/CONFIG`.
+    fn start_with(
+        config: &str,
+        wrapper: &[&str],
+        frontend: SocketAddr,
+        backends: [SocketAddr; 2],
+        send_proxy: &str,
+        check_ms: u32,
+    ) -> Haproxy {
+        let config = format!("{}/../../deploy/{config}", env!("CARGO_MANIFEST_DIR"));
         let stats = std::env::temp_dir().join(format!(
             "coop-haproxy-{}-{}.sock",
             std::process::id(),
             frontend.port()
         ));
         let mut child = common::command_under(wrapper, "haproxy")
-            .args(["-db", "-f", config])
+            .args(["-db", "-f", &config])
             .env("ECHO_FRONTEND", frontend.to_string())
             .env("ECHO_A", backends[0].to_string())
             .env("ECHO_B", backends[1].to_string())
@@ -611,4 +630,112 @@ fn a_host_cut_off_mid_run_is_taken_out_and_the_other_serves_everyone() {
     drop(one);
     drop(two);
     drop(hosts);
+}
+
+/// `deploy/haproxy-http.cfg`: HAProxy in HTTP mode in front of two `--http` listeners.
+/// Requests are spread over both (each JSON names its instance), each names the client
+/// from the PROXY header and HAProxy's `X-Forwarded-For`, a WebSocket is echoed through,
+/// and the HTTP checks stay out of the instances' info-level log.
+#[test]
+#[cfg_attr(missing_haproxy, ignore = "needs haproxy: apt-get install haproxy")]
+fn http_and_websocket_through_haproxy_in_http_mode() {
+    if !have_haproxy() {
+        return;
+    }
+    let start = |name: &str| {
+        let server = Server::start(&["--proxy-protocol", "--http", "0", "--instance", name]);
+        let line = server.wait_for_log("(HTTP/1.1, HTTP/2, WebSocket)");
+        let addr: SocketAddr = line
+            .split("http://")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        (server, addr)
+    };
+    let (a, a_http) = start("a");
+    let (b, b_http) = start("b");
+    let mut haproxy = Haproxy::start_with(
+        "haproxy-http.cfg",
+        &[],
+        free_port(),
+        [a_http, b_http],
+        "send-proxy-v2",
+        200,
+    );
+    haproxy.wait_status("a", "UP");
+    haproxy.wait_status("b", "UP");
+    let mut instances = std::collections::BTreeSet::new();
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let mut client = TcpStream::connect(haproxy.frontend).unwrap();
+        client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let me = client.local_addr().unwrap();
+        clients.push(me);
+        client
+            .write_all(b"GET /who?x=1 HTTP/1.1\r\nHost: echo\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        client.read_to_string(&mut response).unwrap();
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        let json: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"));
+        assert_eq!(json["client"], me.to_string(), "{json}");
+        let forwarded = serde_json::json!(["x-forwarded-for", me.ip().to_string()]);
+        assert!(
+            json["headers"].as_array().unwrap().contains(&forwarded),
+            "{json}"
+        );
+        instances.insert(json["server"]["instance"].as_str().unwrap().to_string());
+    }
+    assert_eq!(instances.len(), 2, "round robin reached {instances:?}");
+
+    // A WebSocket, upgraded through HAProxy, then a tunnel.
+    let mut ws = TcpStream::connect(haproxy.frontend).unwrap();
+    ws.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    ws.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: echo\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(ws.read(&mut byte).unwrap(), 1, "closed in the handshake");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // A masked text frame "hi" (mask 0), and its echo, unmasked.
+    ws.write_all(&[0x81, 0x82, 0, 0, 0, 0, b'h', b'i']).unwrap();
+    let mut echo = [0; 4];
+    ws.read_exact(&mut echo).unwrap();
+    assert_eq!(echo, [0x81, 2, b'h', b'i']);
+
+    clients.push(ws.local_addr().unwrap());
+    // Every connection logged at info is one of ours: HAProxy's checks (one each 200 ms)
+    // are logged at debug level.
+    for server in [&a, &b] {
+        for line in server
+            .log()
+            .lines()
+            .filter(|l| l.contains("Connection from"))
+        {
+            assert!(
+                clients
+                    .iter()
+                    .any(|c| line.contains(&format!("Connection from {c} "))),
+                "not a client of ours: {line}"
+            );
+        }
+    }
 }

@@ -267,25 +267,25 @@ pub fn handle(
             }
             Some(tls) => {
                 let handshake = tls.acceptor.accept(Rewound::new(first, stream));
-                let session = match timeout(tls.handshake_time, handshake).await {
-                    Ok(Ok(session)) => session,
-                    Ok(Err(e)) => {
-                        let why = tls::handshake_failure(&e);
+                let failed = match timeout(tls.handshake_time, handshake).await {
+                    Ok(Ok(session)) => Ok(session),
+                    Ok(Err(e)) => Err(tls::handshake_failure(&e)),
+                    Err(_) => Err(format!(
+                        "not done within {} s",
+                        tls.handshake_time.as_secs_f64()
+                    )),
+                };
+                let session = match failed {
+                    Ok(session) => session,
+                    Err(failed) => {
+                        let peer = open.peer;
                         if check {
                             tracing::debug!(
-                                "TLS handshake with {peer} (a health check) failed: {why}"
+                                "TLS handshake with {peer} (a health check) failed: {failed}"
                             );
                         } else {
-                            tracing::warn!("TLS handshake with {} failed: {why}", open.peer);
+                            tracing::warn!("TLS handshake with {peer} failed: {failed}");
                         }
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::warn!(
-                            "TLS handshake with {} failed: not done within {} s",
-                            open.peer,
-                            tls.handshake_time.as_secs_f64()
-                        );
                         return;
                     }
                 };
