@@ -145,8 +145,10 @@
 //!   `FuturesUnordered` and channels work on coop: they need only a `Waker`
 //!   (`tests/combinators.rs` runs them against coop's sockets).
 //! * **hyper 1.x** serves HTTP/1 on coop through `smol-hyper`'s `FuturesIo`, an adapter
-//!   from `futures-io`'s traits to hyper's; an HTTP/1 connection needs no executor or
-//!   timer from the runtime (`examples/http_hello.rs`, fetched with curl by its test).
+//!   from `futures-io`'s traits to hyper's (`examples/http_hello.rs`, fetched with curl
+//!   by its test). What hyper asks of a runtime beyond that, an executor for HTTP/2's
+//!   streams and a timer for its timeouts, is `coop::hyper` (`features = ["hyper"]`);
+//!   `coop-echo serve --http` serves HTTP/1.1, HTTP/2 and WebSocket with them.
 //! * **TLS:** `futures-rustls` takes a coop stream as it is; `coop-echo serve
 //!   --tls-cert` is built on it.
 //! * **Crates written for tokio's I/O traits** take a coop stream as it is with the
