@@ -625,8 +625,8 @@ fn ten_thousand_idle_keep_alive_connections_cost_little_and_slow_nobody() {
     }
     let per_connection = (server.rss_kib().saturating_sub(before)) as f64 / CONNECTIONS as f64;
     eprintln!("{per_connection:.1} KiB per idle keep-alive connection");
-    // hyper keeps a read and a write buffer of 8 KiB each per connection; the rest is
-    // the connection's task and the allocator's rounding. Bounded, whatever the count.
+    // hyper keeps a read and a write buffer of 8 KiB each per connection (16 KiB in all
+    // here); the rest is the connection's task. Bounded, whatever the count.
     assert!(
         per_connection < 64.0,
         "{per_connection:.1} KiB per idle connection"

@@ -2,8 +2,10 @@
 //! per-stream tasks and a [`Timer`] for its timeouts (an HTTP/1 request's header read,
 //! HTTP/2's keep-alive pings), both on the coop runtime of the thread that uses them.
 //!
-//! hyper's I/O traits come from `smol-hyper`'s `FuturesIo`, which gives them to anything
-//! with futures-io's (as coop's streams have).
+//! A [`TcpStream`] has hyper's I/O traits itself: hyper reads straight into its buffer's
+//! spare room, which no one zeroes first. Anything else with futures-io's traits (a TLS
+//! stream over a coop socket) gets hyper's through `smol-hyper`'s `FuturesIo`, which
+//! zeroes the spare room before each read (futures-io reads into initialised memory).
 //!
 //! # Examples
 //!
@@ -19,12 +21,17 @@
 //! ```
 
 use std::future::Future;
+use std::io::{self, IoSlice};
 use std::mem::ManuallyDrop;
+use std::net::Shutdown;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
+use ::hyper::rt::ReadBufCursor;
+
+use crate::net::TcpStream;
 use crate::time::{Sleep, sleep, sleep_until};
 
 /// Runs hyper's background futures (an HTTP/2 connection's streams) as detached tasks of
@@ -133,5 +140,72 @@ impl Drop for ThreadSleep {
                 ManuallyDrop::drop(&mut self.sleep)
             }
         }
+    }
+}
+
+/// Reads into hyper's buffer as it is: its spare room may be uninitialised.
+impl ::hyper::rt::Read for TcpStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            ready!(self.poll_read_ready(cx))?;
+            // SAFETY: the slice is written only by the kernel's `recv`, which never
+            // de-initialises anything (the contract of `as_mut`).
+            #[allow(unsafe_code)]
+            let room = unsafe { buf.as_mut() };
+            // `WouldBlock` cleared the readiness: the next poll parks.
+            match self.try_read_uninit(room) {
+                Ok(n) => {
+                    // SAFETY: `recv` initialised exactly the first `n` bytes of the room.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        buf.advance(n)
+                    };
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+/// Writes as futures-io's `AsyncWrite` does; `poll_shutdown` shuts the write side.
+impl ::hyper::rt::Write for TcpStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        futures_io::AsyncWrite::poll_write(Pin::new(&mut &*self), cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        futures_io::AsyncWrite::poll_write_vectored(Pin::new(&mut &*self), cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(match self.shutdown(Shutdown::Write) {
+            Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
+            _ => Ok(()),
+        })
     }
 }

@@ -1,5 +1,6 @@
 //! `coop::hyper` (`--features hyper`): an HTTP/2 server whose streams run on
-//! [`coop::hyper::Executor`], fetched by curl; an HTTP/1 header timeout on
+//! [`coop::hyper::Executor`], fetched by curl; hyper's own I/O traits on a `TcpStream`
+//! (a body of 4 MiB in and back, read into hyper's unzeroed buffer); an HTTP/1 header timeout on
 //! [`coop::hyper::Timer`]; and the timer's sleeps, which must not be touched off their
 //! thread (a poll there panics, a drop there leaks and nothing else happens).
 #![cfg(not(miri))]
@@ -46,7 +47,7 @@ fn an_http2_server_on_coops_executor_answers_curl() {
                 let (stream, _) = listener.accept().await.unwrap();
                 let connection = http2::Builder::new(coop::hyper::Executor)
                     .timer(coop::hyper::Timer)
-                    .serve_connection(FuturesIo::new(stream), service_fn(hello));
+                    .serve_connection(stream, service_fn(hello));
                 connection.await.unwrap();
             }
         })
@@ -162,4 +163,46 @@ fn the_executor_runs_futures_that_are_not_send_and_survives_their_panics() {
             }
         });
     });
+}
+
+/// Echoes the request body.
+async fn echo(
+    request: Request<hyper::body::Incoming>,
+) -> Result<Response<hyper::body::Incoming>, Infallible> {
+    Ok(Response::new(request.into_body()))
+}
+
+#[test]
+fn hyper_reads_and_writes_a_tcp_stream_itself() {
+    let body: Vec<u8> = (0..4u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
+    let file = std::env::temp_dir().join(format!("coop-hyper-{}", std::process::id()));
+    std::fs::write(&file, &body).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        coop::block_on(async move {
+            let listener = coop::TcpListener::bind("127.0.0.1:0").unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            let (stream, _) = listener.accept().await.unwrap();
+            http1::Builder::new()
+                .serve_connection(stream, service_fn(echo))
+                .await
+                .unwrap();
+        })
+    });
+    let addr = rx.recv_timeout(LIMIT).unwrap();
+    let output = Command::new("curl")
+        .args(["-s", "--max-time", "20", "--data-binary"])
+        .arg(format!("@{}", file.display()))
+        .arg(format!("http://{addr}/"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run curl");
+    let _ = std::fs::remove_file(&file);
+    assert!(output.status.success(), "{:?}", output.status);
+    assert!(
+        output.stdout == body,
+        "{} bytes back, not the same",
+        output.stdout.len()
+    );
+    server.join().unwrap();
 }

@@ -252,7 +252,7 @@ pub fn handle(
         stream.set_idle_timeout(settings.idle_timeout);
         let outcome = match &shared.config.tls {
             None => {
-                let (first, h2) = match sniff(&stream, first).await {
+                let (first, h2) = match protocol(&stream, first).await {
                     Ok(sniffed) => sniffed,
                     Err(e) => {
                         serve::greet(&mut open, &settings, check, Some("http"));
@@ -262,8 +262,14 @@ pub fn handle(
                 };
                 let over = if h2 { "h2c" } else { "http" };
                 serve::greet(&mut open, &settings, check, Some(over));
-                let io = Rewound::new(first, stream);
-                Box::pin(speak(io, h2, who, &shared)).await
+                match first {
+                    // The common case: hyper reads the socket itself, into its own buffer.
+                    None => Box::pin(speak(stream, h2, who, &shared)).await,
+                    Some(first) => {
+                        let io = FuturesIo::new(Rewound::new(first, stream));
+                        Box::pin(speak(io, h2, who, &shared)).await
+                    }
+                }
             }
             Some(tls) => {
                 let handshake = tls.acceptor.accept(Rewound::new(first, stream));
@@ -305,13 +311,32 @@ pub fn handle(
                 let over = format!("{}, {}", if h2 { "h2" } else { "https" }, details.version);
                 serve::greet(&mut open, &settings, check, Some(&over));
                 who.tls = Some(details);
-                Box::pin(speak(session, h2, who, &shared)).await
+                Box::pin(speak(FuturesIo::new(session), h2, who, &shared)).await
             }
         };
         open.counts.bytes_in = outcome.bytes_in;
         open.counts.bytes_out = outcome.bytes_out;
         open.end(outcome.ending, check, &settings);
     }
+}
+
+/// Whether the client speaks HTTP/2 (`true`: it began with the preface) or HTTP/1.1.
+/// Looks without taking when it can (`None`: the socket still holds every byte); else
+/// (bytes came with a PROXY header, or the preface in pieces) returns what it read, for
+/// the protocol's own parser.
+async fn protocol(stream: &TcpStream, first: Vec<u8>) -> io::Result<(Option<Vec<u8>>, bool)> {
+    if first.is_empty() {
+        let mut buf = [0; PREFACE.len()];
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 || buf[..n] != PREFACE[..n] {
+            return Ok((None, false));
+        }
+        if n == PREFACE.len() {
+            return Ok((None, true));
+        }
+    }
+    let (first, h2) = sniff(stream, first).await?;
+    Ok((Some(first), h2))
 }
 
 /// Reads until the bytes cannot be the HTTP/2 preface, or are it: `true` for HTTP/2.
@@ -341,12 +366,31 @@ struct Outcome {
     bytes_out: u64,
 }
 
+/// What hyper serves a connection over, and the stream it gives back for a WebSocket.
+trait Transport: hyper::rt::Read + hyper::rt::Write + Unpin + 'static {
+    type Stream: AsyncRead + AsyncWrite + Unpin;
+    fn into_stream(self) -> Self::Stream;
+}
+
+/// The socket itself: hyper's traits are coop's own (`coop::hyper`).
+impl Transport for TcpStream {
+    type Stream = TcpStream;
+    fn into_stream(self) -> TcpStream {
+        self
+    }
+}
+
+/// Anything else (TLS, or bytes read already in front), through smol-hyper's adapter.
+impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Transport for FuturesIo<S> {
+    type Stream = S;
+    fn into_stream(self) -> S {
+        self.into_inner()
+    }
+}
+
 /// Serves HTTP/2 or HTTP/1.1 on `io` until the client is done, then a WebSocket if a
 /// request upgraded to one.
-async fn speak<I>(io: I, h2: bool, who: Peer, shared: &Rc<Shared>) -> Outcome
-where
-    I: AsyncRead + AsyncWrite + Unpin + 'static,
-{
+async fn speak<T: Transport>(io: T, h2: bool, who: Peer, shared: &Rc<Shared>) -> Outcome {
     let counted = Rc::new(routes::Connection::default());
     let routes = routes::Routes::new(Rc::clone(shared), who, h2, Rc::clone(&counted));
     let mut stopped = pin!(shared.server.stopped());
@@ -356,7 +400,7 @@ where
             .timer(coop::hyper::Timer)
             .max_header_list_size(MAX_HEAD as u32)
             .max_concurrent_streams(100);
-        let connection = builder.serve_connection(FuturesIo::new(io), routes);
+        let connection = builder.serve_connection(io, routes);
         let mut connection = pin!(connection);
         let mut told = false;
         let served = std::future::poll_fn(|cx| {
@@ -376,7 +420,7 @@ where
             .header_read_timeout(shared.head_time)
             .max_buf_size(MAX_HEAD.max(8192) * 4)
             .max_header_size(MAX_HEAD);
-        let mut connection = builder.serve_connection(FuturesIo::new(io), routes);
+        let mut connection = builder.serve_connection(io, routes);
         let mut told = false;
         let served = std::future::poll_fn(|cx| {
             if !told && stopped.as_mut().poll(cx).is_ready() {
@@ -390,7 +434,7 @@ where
         match served {
             Ok(()) => {
                 let parts = connection.into_parts();
-                let mut io = parts.io.into_inner();
+                let mut io = parts.io.into_stream();
                 if counted.upgraded.get() {
                     websocket::echo(io, parts.read_buf, &counted, shared).await
                 } else {

@@ -134,9 +134,10 @@ where
         .write_buffer_size(0)
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
-    let mut ws =
-        WebSocketStream::from_partially_read(io, leftover.to_vec(), Role::Server, Some(config))
-            .await;
+    // A copy of the few bytes: `leftover` shares all of hyper's read buffer.
+    let part = leftover.to_vec();
+    drop(leftover);
+    let mut ws = WebSocketStream::from_partially_read(io, part, Role::Server, Some(config)).await;
     let _open = Open::new(shared);
     let mut stop = pin!(coop::stop_requested());
     loop {

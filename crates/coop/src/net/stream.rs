@@ -180,6 +180,28 @@ impl TcpStream {
         Ok(n)
     }
 
+    /// [`try_read`](Self::try_read) into memory that need not be initialised (hyper's
+    /// read buffer): returns how many bytes it wrote at the front of `buf`, each
+    /// initialised by the kernel.
+    #[cfg(feature = "hyper")]
+    pub(crate) fn try_read_uninit(
+        &self,
+        buf: &mut [std::mem::MaybeUninit<u8>],
+    ) -> io::Result<usize> {
+        self.registration.try_io(Direction::Read, || {
+            let room = buf.len();
+            let ((read, _), _) = net::recv(&self.io, &mut *buf, RecvFlags::empty())?;
+            let n = read.len();
+            if n > 0 {
+                self.registration.heard();
+                if n < room {
+                    self.registration.read_short();
+                }
+            }
+            Ok(n)
+        })
+    }
+
     /// Reads what has arrived into `buf` without taking it from the stream: the next
     /// read gets the same bytes. Waits for data if there is none; `Ok(0)` means the peer
     /// has closed its side (or `buf` is empty). Cancel safe.
