@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: coop-echo, a tokio echo server and a bare epoll loop.
 #
-#   bench/compare.sh           # 5 interleaved runs, ~30 minutes; writes bench/RESULTS.md
+#   bench/compare.sh           # 5 interleaved runs, ~35 minutes; writes bench/RESULTS.md
 #   bench/compare.sh --quick   # one short run, to see that everything works
 #   bench/compare.sh --instructions [coop|tokio|floor|plain]...   # only instructions per echo
 #                              (plain: coop's plain read/write_all echo, bench/plain-echo;
@@ -14,11 +14,17 @@
 #   bench/compare.sh --tls-section [--quick]   # only the TLS section (5 interleaved runs, a
 #                              few minutes): coop-echo serve --tls-cert against itself
 #                              without TLS; prints its table, leaves RESULTS.md as it is
+#   bench/compare.sh --http-section [--quick]   # only the HTTP and WebSocket section (5
+#                              interleaved runs, ~6 minutes): coop-echo serve --http against
+#                              hyper on tokio (bench/hyper-echo): wrk on GET /echo, a
+#                              WebSocket load at a fixed rate (bench/ws-load), memory per
+#                              idle WebSocket and keep-alive connection; prints its tables,
+#                              leaves RESULTS.md as it is
 #
 # Needs 2 cores (server on core 0, load generator on core 1; in the threads section's
 # runs each process may use both, and only --pin-threads pins a serving thread to each),
-# perf (system calls), valgrind (instructions) and a font for the chart; installs what
-# is missing.
+# perf (system calls), valgrind (instructions), wrk (HTTP load) and a font for the chart;
+# installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +33,7 @@ missing=()
 command -v taskset >/dev/null || missing+=(util-linux)
 command -v perf >/dev/null || missing+=(linux-perf)
 command -v valgrind >/dev/null || missing+=(valgrind)
+command -v wrk >/dev/null || missing+=(wrk)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -qq

@@ -16,6 +16,7 @@ fn color(kind: Kind) -> RGBColor {
         Kind::Tokio => RGBColor(0x1f, 0x77, 0xb4),
         Kind::Floor => RGBColor(0x7f, 0x7f, 0x7f),
         Kind::Plain => RGBColor(0xff, 0x7f, 0x0e),
+        Kind::Hyper => RGBColor(0x2c, 0xa0, 0x2c),
     }
 }
 

@@ -8,9 +8,14 @@
 //! so servers and load generator share them. `--threads-section` runs only that, and
 //! prints its table instead of writing `RESULTS.md`.
 //!
+//! Then the TLS section ([`tls`]) and the HTTP and WebSocket section ([`http`]:
+//! `coop-echo serve --http` against hyper on tokio, `bench/hyper-echo`); as with
+//! threads, `--tls-section` and `--http-section` run only theirs and print its table.
+//!
 //! `bench/compare.sh` builds everything and runs this; see its header for what it needs.
 
 mod chart;
+mod http;
 mod peer;
 mod results;
 mod tls;
@@ -33,6 +38,8 @@ struct Plan {
     closed_secs: u64,
     /// Connections the scale check holds on coop.
     scale: usize,
+    /// Seconds of each load of the HTTP section (wrk, then the WebSocket load).
+    http_secs: u64,
 }
 
 const RATE: u64 = 30_000;
@@ -80,6 +87,7 @@ fn run() -> io::Result<()> {
             chart: vec![1, 100, 1000],
             closed_secs: 1,
             scale: 2000,
+            http_secs: 3,
         }
     } else {
         Plan {
@@ -89,6 +97,7 @@ fn run() -> io::Result<()> {
             chart: vec![1, 100, 1000, 10_000],
             closed_secs: 6,
             scale: 15_000,
+            http_secs: 10,
         }
     };
     let out = root.join("bench");
@@ -114,6 +123,16 @@ fn run() -> io::Result<()> {
         return Ok(());
     }
 
+    if args.iter().any(|a| a == "--http-section") {
+        http::section(&bin, &plan, &mut samples)?;
+        let command = format!(
+            "bench/compare.sh --http-section{}",
+            if quick { " --quick" } else { "" }
+        );
+        println!("{}", results::http_only(&samples, plan.many, &command));
+        return Ok(());
+    }
+
     for run in 1..=plan.runs {
         for kind in in_turn(Kind::ALL, run) {
             eprintln!("run {run}/{}: {}", plan.runs, kind.name());
@@ -129,6 +148,7 @@ fn run() -> io::Result<()> {
     let scale = scale_check(&bin, plan.scale)?;
     threads_section(&bin, &plan, &mut samples)?;
     tls::section(&bin, &plan, &mut samples)?;
+    http::section(&bin, &plan, &mut samples)?;
 
     let command = format!("bench/compare.sh{}", if quick { " --quick" } else { "" });
     let markdown = results::markdown(&samples, &plan.chart, plan.many, &scale, &command);

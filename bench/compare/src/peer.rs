@@ -17,6 +17,9 @@ pub enum Kind {
     /// coop with the plain `read`/`write_all` loop: measured on request only
     /// (`--instructions plain`), not in the full run.
     Plain,
+    /// hyper and tokio-tungstenite on tokio's current-thread runtime, `bench/hyper-echo`:
+    /// the peer of `coop-echo serve --http` in the HTTP section only.
+    Hyper,
 }
 
 impl Kind {
@@ -28,6 +31,7 @@ impl Kind {
             Kind::Tokio => "tokio",
             Kind::Floor => "floor",
             Kind::Plain => "plain",
+            Kind::Hyper => "hyper",
         }
     }
 
@@ -37,6 +41,7 @@ impl Kind {
             Kind::Tokio => (bin.join("tokio-echo"), vec![]),
             Kind::Floor => (bin.join("floor-echo"), vec![]),
             Kind::Plain => (bin.join("plain-echo"), vec![]),
+            Kind::Hyper => (bin.join("hyper-echo"), vec![]),
         }
     }
 }
@@ -140,13 +145,73 @@ impl Server {
         extra: &[&str],
     ) -> io::Result<Server> {
         let (program, args) = kind.command(bin);
+        let args: Vec<&str> = args
+            .into_iter()
+            .chain(extra.iter().copied())
+            .chain(["--host", "127.0.0.1", "--port", "0"])
+            .collect();
+        Server::spawn(&program, &args, wrapper, placement, |line| {
+            line.split_once("Listening on ")
+                .map(|(_, addr)| addr.trim().to_string())
+        })
+    }
+
+    /// Starts `kind` (coop or hyper) for the HTTP section, pinned to core 0, its HTTP
+    /// listener on a free loopback port: [`Server::addr`] is that listener's.
+    pub fn start_http(kind: Kind, bin: &Path) -> io::Result<Server> {
+        let (program, args) = kind.command(bin);
+        match kind {
+            Kind::Coop => {
+                let args: Vec<&str> = args
+                    .into_iter()
+                    .chain([
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        "0",
+                        "--http",
+                        "127.0.0.1:0",
+                    ])
+                    .collect();
+                // `Listening on http://127.0.0.1:PORT (HTTP/1.1, HTTP/2, WebSocket)`, after
+                // the TCP port's line.
+                Server::spawn(&program, &args, &[], Placement::Core(0), |line| {
+                    let (_, rest) = line.split_once("Listening on http://")?;
+                    rest.split_whitespace().next().map(str::to_string)
+                })
+            }
+            Kind::Hyper => Server::spawn(
+                &program,
+                &["127.0.0.1:0"],
+                &[],
+                Placement::Core(0),
+                |line| {
+                    line.split_once("Listening on ")
+                        .map(|(_, addr)| addr.trim().to_string())
+                },
+            ),
+            _ => Err(io::Error::other(format!(
+                "{} has no HTTP listener",
+                kind.name()
+            ))),
+        }
+    }
+
+    /// Runs `program` with `args` on the cores `placement` says, under `wrapper` if
+    /// given, and waits for the line of its stderr from which `listening` takes its
+    /// address.
+    fn spawn(
+        program: &Path,
+        args: &[&str],
+        wrapper: &[String],
+        placement: Placement,
+        listening: fn(&str) -> Option<String>,
+    ) -> io::Result<Server> {
         let mut child = Command::new("taskset")
             .args(["-c", &placement.cpus()?])
             .args(wrapper)
-            .arg(&program)
+            .arg(program)
             .args(args)
-            .args(extra)
-            .args(["--host", "127.0.0.1", "--port", "0"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -158,8 +223,8 @@ impl Server {
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some((_, addr)) = line.split_once("Listening on ") {
-                    let _ = tx.send(addr.trim().to_string());
+                if let Some(addr) = listening(&line) {
+                    let _ = tx.send(addr);
                 }
             }
         });

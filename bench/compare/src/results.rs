@@ -235,8 +235,21 @@ pub fn markdown(
     md.push_str(&threads(samples, many));
     md.push('\n');
     md.push_str(&crate::tls::table(samples));
+    md.push('\n');
+    md.push_str(&crate::http::table(samples, many));
     md.push_str(&every_sample(samples));
     md
+}
+
+/// What `--http-section` prints: the HTTP and WebSocket tables and their samples.
+pub fn http_only(samples: &Samples, many: usize, command: &str) -> String {
+    format!(
+        "# coop-echo, HTTP and WebSocket section\n\nWritten by `{command}` on {}. {}\n\n{}{}",
+        today(),
+        machine(),
+        crate::http::table(samples, many),
+        every_sample(samples)
+    )
 }
 
 /// What `--tls-section` prints: the TLS table and its samples.
