@@ -702,3 +702,24 @@ fn an_echo_of_any_size_streams_in_bounded_memory() {
     let grown = server.rss_kib().saturating_sub(before);
     assert!(grown < 16 * 1024, "{grown} KiB more for a stalled client");
 }
+
+#[test]
+fn with_threads_each_serving_thread_has_its_own_http_listener() {
+    let (_server, addr) = start_http(&["--threads", "2"]);
+    let mut threads = std::collections::BTreeSet::new();
+    // The kernel spreads connections over the two listeners by their addresses: 40
+    // connections all on one thread would be a chance of 2^-39.
+    for _ in 0..40 {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream
+            .write_all(b"GET /which HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let body = response.split_once("\r\n\r\n").unwrap().1;
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        threads.insert(json["server"]["thread"].as_u64().unwrap());
+    }
+    assert_eq!(threads.into_iter().collect::<Vec<_>>(), [0, 1]);
+}
