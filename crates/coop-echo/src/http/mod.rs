@@ -5,10 +5,10 @@
 //! the TLS handshake, the connection's log lines), then to hyper: HTTP/2 when the client
 //! starts with its preface (h2c, prior knowledge) or chose `h2` by ALPN, HTTP/1.1
 //! otherwise. A request that upgrades to WebSocket ends hyper's part: the stream comes
-//! back ([`websocket`]) with what hyper had read past the request, in the same task, so
+//! back (`websocket.rs`) with what hyper had read past the request, in the same task, so
 //! the connection is counted, limited and stopped as one.
 //!
-//! [`routes`] answers requests; [`body`] is what the answers stream; [`describe`] is the
+//! `routes.rs` answers requests; `body.rs` is what the answers stream; `describe.rs` is the
 //! JSON that tells a client what reached the server.
 
 mod body;
@@ -194,7 +194,7 @@ pub struct Shared {
     /// A request head must come within this long ([`HEAD_TIME`], or the idle timeout if
     /// shorter).
     pub head_time: Duration,
-    /// A body to describe must come within this long ([`routes::BODY_TIME`], or the idle
+    /// A body to describe must come within this long (30 s, or the idle
     /// timeout if shorter).
     pub body_time: Duration,
 }
