@@ -205,7 +205,10 @@ struct ServeArgs {
     #[arg(long, value_name = "ADDR", value_parser = admin_address)]
     http: Option<SocketAddr>,
 
-    /// The name --http's descriptions give for this instance [default: the host name].
+    /// The name --http's descriptions give for this instance, to tell which answered
+    /// behind a load balancer.
+    ///
+    /// [default: the host name]
     #[arg(long, value_name = "NAME", requires = "http")]
     instance: Option<String>,
 
