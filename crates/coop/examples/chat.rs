@@ -30,10 +30,22 @@ const BEHIND: usize = 64;
 /// Who is connected: each client's queue of lines to send, by its address.
 type Room = Rc<RefCell<HashMap<SocketAddr, mpsc::Sender<Rc<str>>>>>;
 
+const USAGE: &str = "\
+usage: chat [ADDRESS]
+
+A line chat: each line a client sends goes to every other client, as ADDR: line.
+ADDRESS is HOST:PORT to listen on, 127.0.0.1:7070 if not given (127.0.0.1:0: a free port,
+which the first line says).";
+
 fn main() -> ExitCode {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:7070".into());
+    let addr = match std::env::args().nth(1) {
+        Some(help) if help == "-h" || help == "--help" => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(addr) => addr,
+        None => "127.0.0.1:7070".into(),
+    };
     match coop::block_on(serve(&addr)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -23,10 +23,22 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use smol_hyper::rt::FuturesIo;
 
+const USAGE: &str = "\
+usage: http_hello [ADDRESS]
+
+An HTTP/1.1 server on coop with hyper: every request gets 200 and a greeting.
+ADDRESS is HOST:PORT to listen on, 127.0.0.1:8080 if not given (127.0.0.1:0: a free port,
+which the first line says).";
+
 fn main() -> ExitCode {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8080".into());
+    let addr = match std::env::args().nth(1) {
+        Some(help) if help == "-h" || help == "--help" => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(addr) => addr,
+        None => "127.0.0.1:8080".into(),
+    };
     match coop::block_on(serve(&addr)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -164,6 +164,9 @@
 //! * **What does not work:** a crate that calls `tokio::spawn` or tokio's timers needs a
 //!   tokio runtime on its thread; coop is not one.
 //!
+//! The example below, as most here, uses the `futures` crate's `io` helpers: a project
+//! of its own needs `futures = "0.3"` beside coop in its `Cargo.toml`.
+//!
 //! ```
 //! use coop::net::{TcpListener, TcpStream};
 //! use futures::io::{AsyncReadExt, AsyncWriteExt};

@@ -41,12 +41,3 @@ fn a_taken_port_gets_one_line_naming_the_address_and_the_reason() {
     assert!(stderr.contains("in use"), "{stderr}");
     assert!(out.stdout.is_empty(), "no Listening line");
 }
-
-#[test]
-fn help_says_it_takes_an_address() {
-    let out = run(&["--help"]);
-    assert_eq!(out.status.code(), Some(0));
-    let help = String::from_utf8_lossy(&out.stdout);
-    assert!(help.contains("usage: seed_echo [ADDRESS]"), "{help}");
-    assert!(help.contains("HOST:PORT"), "{help}");
-}
