@@ -33,7 +33,7 @@ use std::ptr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::inbox::{Header, Inbox};
 use crate::reactor::Reactor;
@@ -51,6 +51,15 @@ pub(crate) const ROOT: Key = Key::from_token(usize::MAX);
 /// Large enough that a busy connection moves ~2 MiB (128 reads of 16 KiB) per turn; small
 /// enough that 10,000 ready tasks each wait for at most one turn of every other.
 pub(crate) const BUDGET: u32 = 128;
+
+/// A poll also ends once it has run this long (checked every [`CHECK_EVERY`] operations):
+/// an operation that costs far more than a plain read (a TLS record decrypted and its
+/// reply encrypted) must not stretch a turn to 128 of them.
+pub(crate) const SLICE: Duration = Duration::from_micros(200);
+
+/// Operations between looks at the clock. A poll with fewer (an echo's two) never reads
+/// it; the first look marks the slice's start, so it is measured from the 8th operation.
+pub(crate) const CHECK_EVERY: u32 = 8;
 
 /// A live task's entry in the task table.
 pub(crate) struct Slot {
@@ -128,6 +137,8 @@ struct Hot {
     running: Cell<*const Core>,
     current: Cell<Option<Current>>,
     budget: Cell<u32>,
+    /// When the poll's slice was first measured (at its `CHECK_EVERY`th operation).
+    slice_start: Cell<Option<Instant>>,
     /// The time as of the last return from the OS poll, once someone asked.
     now: Cell<Option<Instant>>,
     tracing: Cell<bool>,
@@ -139,6 +150,7 @@ thread_local! {
             running: Cell::new(ptr::null()),
             current: Cell::new(None),
             budget: Cell::new(BUDGET),
+            slice_start: Cell::new(None),
             now: Cell::new(None),
             tracing: Cell::new(false),
         }
@@ -229,6 +241,7 @@ pub(crate) fn set_current(key: Key, id: TaskId, waker: *const ()) {
     HOT.with(|hot| {
         hot.current.set(Some(Current { key, id, waker }));
         hot.budget.set(BUDGET);
+        hot.slice_start.set(None);
     });
 }
 
@@ -254,13 +267,17 @@ pub(crate) fn who<'a>(cx: &TaskContext<'a>, core: &Core) -> Who<'a> {
     }
 }
 
-/// Spends one unit of the task's budget, or, when it is spent, wakes the task and
-/// returns `Pending`: the task goes to the back of the ready queue as if it had yielded.
+/// Spends one unit of the task's budget, or, when it is spent (or the poll has run its
+/// [`SLICE`]), wakes the task and returns `Pending`: the task goes to the back of the
+/// ready queue as if it had yielded.
 #[inline(always)]
 pub(crate) fn poll_spend(cx: &mut TaskContext<'_>) -> Poll<()> {
     let left = HOT.with(|hot| {
         let left = hot.budget.get();
         hot.budget.set(left.saturating_sub(1));
+        if left % CHECK_EVERY == 0 && left != BUDGET && left != 0 {
+            return slice_left(hot, left);
+        }
         left
     });
     if left == 0 {
@@ -268,6 +285,23 @@ pub(crate) fn poll_spend(cx: &mut TaskContext<'_>) -> Poll<()> {
         return Poll::Pending;
     }
     Poll::Ready(())
+}
+
+/// The budget left after a look at the clock: none once the slice has run out.
+#[cold]
+fn slice_left(hot: &Hot, left: u32) -> u32 {
+    let now = Instant::now();
+    match hot.slice_start.get() {
+        None => {
+            hot.slice_start.set(Some(now));
+            left
+        }
+        Some(start) if now - start >= SLICE => {
+            hot.budget.set(0);
+            0
+        }
+        Some(_) => left,
+    }
 }
 
 /// The time as of the last OS poll, inside a runtime; the clock, outside.
