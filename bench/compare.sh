@@ -2,6 +2,7 @@
 # Side-by-side benchmark: coop-echo, a tokio echo server and a bare epoll loop.
 #
 #   bench/compare.sh           # 5 interleaved runs, ~35 minutes; writes bench/RESULTS.md
+#   bench/compare.sh --help    # this, and nothing else
 #   bench/compare.sh --quick   # one short run, to see that everything works
 #   bench/compare.sh --instructions [coop|tokio|floor|plain]...   # only instructions per echo
 #                              (plain: coop's plain read/write_all echo, bench/plain-echo;
@@ -26,6 +27,32 @@
 # perf (system calls), valgrind (instructions), wrk (HTTP load) and a font for the chart;
 # installs what is missing.
 set -euo pipefail
+
+# The header above, with bash's builtins alone: nothing is needed to read it.
+usage() {
+  local line
+  while IFS= read -r line; do
+    case "$line" in
+      '#!'*) ;;
+      '#'*) line=${line#\#}; printf '%s\n' "${line# }" ;;
+      *) return 0 ;;
+    esac
+  done <"${BASH_SOURCE[0]}"
+}
+# Checked before anything is installed or built: a mistyped flag must not start the
+# half-hour run. The same flags as bench/compare/src/main.rs reads.
+wrong() { echo "compare.sh: $1" >&2; usage >&2; exit 2; }
+instructions=false
+for arg in "$@"; do [ "$arg" != --instructions ] || instructions=true; done
+for arg in "$@"; do
+  case "$arg" in
+    -h | --help) usage; exit 0 ;;
+    --quick | --instructions | --threads-section | --tls-section | --http-section) ;;
+    coop | tokio | floor | plain) "$instructions" || wrong "'$arg' goes after --instructions" ;;
+    *) wrong "unknown argument '$arg'" ;;
+  esac
+done
+
 cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -57,6 +57,7 @@ fn main() {
 }
 
 fn run() -> io::Result<()> {
+    // bench/compare.sh checks these before it builds anything: a new one goes there too.
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");

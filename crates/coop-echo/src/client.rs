@@ -97,7 +97,7 @@ pub fn run(target: &str, send_proxy: Option<SendProxy>, tls: Option<ClientTls>) 
             }
         }
         let relayed = match tls {
-            None => relay(&stream, &stream).await,
+            None => relay(&stream, &stream, true).await,
             Some(ClientTls { config, name }) => {
                 let connector = futures_rustls::TlsConnector::from(config);
                 let session = match timeout(HANDSHAKE_TIME, connector.connect(name, &stream)).await
@@ -114,7 +114,7 @@ pub fn run(target: &str, send_proxy: Option<SendProxy>, tls: Option<ClientTls>) 
                     }
                 };
                 let (reader, writer) = session.split();
-                relay(reader, writer).await
+                relay(reader, writer, false).await
             }
         };
         match relayed {
@@ -122,7 +122,7 @@ pub fn run(target: &str, send_proxy: Option<SendProxy>, tls: Option<ClientTls>) 
             // A line that got no reply is a lost message, not a success.
             Ok(unanswered) => fail(format_args!(
                 "the server closed the connection; {} got no reply",
-                crate::service::count(unanswered, "line")
+                crate::plural::count(unanswered, "line")
             )),
             Err(e) => fail(format_args!("connection to {target}: {e}")),
         }
@@ -130,10 +130,12 @@ pub fn run(target: &str, send_proxy: Option<SendProxy>, tls: Option<ClientTls>) 
 }
 
 /// Relays until the server closes (`reader` ends); returns how many of the lines sent got
-/// no reply. At the end of stdin, `writer` is closed: the server reads EOF.
+/// no reply. At the end of stdin, `writer` is closed: the server reads EOF. On a `plain`
+/// connection, a first reply that is a TLS record is an error, and is not printed.
 async fn relay(
     mut reader: impl AsyncRead + Unpin,
     mut writer: impl AsyncWrite + Unpin,
+    plain: bool,
 ) -> io::Result<u64> {
     let input = Stdin::spawn();
     let replies = Cell::new(0u64);
@@ -153,6 +155,7 @@ async fn relay(
         })
     };
     let send = async {
+        // The start of a line whose end has not come yet.
         let mut buffered = Vec::new();
         loop {
             let Some(chunk) = input.next().await else {
@@ -162,20 +165,30 @@ async fn relay(
                 }
                 return writer.close().await;
             };
-            buffered.extend_from_slice(&chunk);
-            while let Some(end) = buffered.iter().position(|&b| b == b'\n') {
+            // Only the new bytes are looked through: `buffered` holds no newline, and
+            // looking through it again at every chunk made a long line cost its square.
+            let mut line_start = 0;
+            for end in memchr::memchr_iter(b'\n', &chunk) {
                 // One line at a time, each after the reply to the last.
                 caught_up(lines.get()).await;
-                writer.write_all(&buffered[..=end]).await?;
+                if buffered.is_empty() {
+                    writer.write_all(&chunk[line_start..=end]).await?;
+                } else {
+                    buffered.extend_from_slice(&chunk[line_start..=end]);
+                    writer.write_all(&buffered).await?;
+                    buffered.clear();
+                }
                 writer.flush().await?;
-                buffered.drain(..=end);
+                line_start = end + 1;
                 lines.set(lines.get() + 1);
             }
+            buffered.extend_from_slice(&chunk[line_start..]);
         }
     };
     let receive = async {
         let mut buf = vec![0; 16 * 1024];
         let mut stdout = io::stdout();
+        let mut first = plain;
         loop {
             let n = match reader.read(&mut buf).await {
                 // A TLS server that closed without a close_notify: the end all the same.
@@ -185,9 +198,15 @@ async fn relay(
             if n == 0 {
                 return io::Result::Ok(());
             }
+            if std::mem::take(&mut first) && crate::tls::is_tls_record(&buf[..n]) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    crate::tls::SPEAKS_TLS,
+                ));
+            }
             stdout.write_all(&buf[..n])?;
             stdout.flush()?;
-            let newlines = buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+            let newlines = memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
             replies.set(replies.get() + newlines);
             if let Some(waker) = parked.take() {
                 waker.wake();
@@ -241,10 +260,11 @@ impl Stdin {
                     Ok(0) | Err(_) => None,
                     Ok(n) => Some(buf[..n].to_vec()),
                 };
+                let ended = chunk.is_none();
                 let waiter = {
                     let mut shared = feed.lock().unwrap_or_else(PoisonError::into_inner);
-                    match &chunk {
-                        Some(bytes) => shared.chunks.push_back(bytes.clone()),
+                    match chunk {
+                        Some(bytes) => shared.chunks.push_back(bytes),
                         None => shared.ended = true,
                     }
                     shared.waiter.take()
@@ -252,7 +272,7 @@ impl Stdin {
                 if let Some(waiter) = waiter {
                     waiter.wake();
                 }
-                if chunk.is_none() {
+                if ended {
                     return;
                 }
             }

@@ -200,6 +200,16 @@ impl ServerCertVerifier for AnyCertificate {
     }
 }
 
+/// What a plain client says of a server whose first reply is a TLS record.
+pub const SPEAKS_TLS: &str = "the first reply is a TLS record: the server speaks TLS (give --tls)";
+
+/// Whether `reply`, the first bytes a server sent a plain client, begin a TLS record: an
+/// alert (21) or a handshake (22), then version 3.x. A TLS server answers plain bytes
+/// with an alert, which is not text to show.
+pub fn is_tls_record(reply: &[u8]) -> bool {
+    matches!(reply, [21 | 22, 3, ..])
+}
+
 /// Why a client's handshake failed, in words for its one line of error.
 pub fn client_failure(e: &io::Error) -> String {
     use rustls::{CertificateError, Error, InvalidMessage};

@@ -1,10 +1,14 @@
-//! `coop-echo bench`: what it counts is exact, and a wrong prefix is named as such.
+//! `coop-echo bench`: what it counts is exact, a wrong prefix is named as such, and a run
+//! with errors fails.
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::process::Output;
+use std::thread;
 
-use common::{Server, bench, json_report};
+use common::{IO_TIMEOUT, Server, bench, json_report};
 
 /// The `messages` of a `--json` report.
 fn messages(out: &Output) -> u64 {
@@ -50,4 +54,45 @@ fn open_loop_sends_exactly_rate_times_duration() {
         let out = bench(&server, &[args, &["--json"]].concat());
         assert_eq!(messages(&out), expected, "{args:?}");
     }
+}
+
+/// A server that answers each connection's first message and then closes it: every
+/// connection ends in an error, and bench says so in its exit status (it exited 0), after
+/// its report. A real server's run exits 0 (the tests above).
+#[test]
+fn connections_that_fail_make_a_failed_run() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    const CONNECTIONS: usize = 3;
+    let answering = thread::spawn(move || {
+        for _ in 0..CONNECTIONS {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            let mut message = Vec::new();
+            let mut buf = [0; 256];
+            while !message.contains(&b'\n') {
+                let n = stream.read(&mut buf).unwrap();
+                assert!(n > 0, "bench closed before its first message");
+                message.extend_from_slice(&buf[..n]);
+            }
+            stream.write_all(b"GOT:").unwrap();
+            stream.write_all(&message).unwrap();
+        }
+    });
+    let args = ["bench", "--host", "127.0.0.1", "--port", &port, "-q"];
+    let out = common::run(&[&args[..], &["-c", "3", "-n", "1000"]].concat(), b"");
+    answering.join().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("messages   3 "), "{stdout}");
+    assert!(stdout.contains("errors     3 "), "{stdout}");
+    assert!(stderr.starts_with("coop-echo: bench failed: "), "{stderr}");
+
+    let help = common::run(&["bench", "--help"], b"");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("1, after the report, when anything"),
+        "{help}"
+    );
 }

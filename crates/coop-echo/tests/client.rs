@@ -33,8 +33,10 @@ fn a_host_name_with_its_port_in_either_form() {
 
 /// An IPv6 literal, in brackets with its port, or bare with the port apart.
 #[test]
-#[cfg_attr(missing_ipv6_loopback, ignore = "needs the IPv6 loopback address ::1")]
 fn an_ipv6_literal_in_brackets_or_bare() {
+    if !common::need_ipv6_loopback() {
+        return;
+    }
     let server = Server::start_on("::1", &["--quiet"]);
     let port = server.addr.port().to_string();
     assert_hello(&[&format!("[::1]:{port}")]);

@@ -32,16 +32,8 @@ fn the_seed_session() {
 
 /// Test 2: the same session through the real `nc`, typed a line at a time.
 #[test]
-#[cfg_attr(missing_nc, ignore = "needs nc: apt-get install netcat-openbsd")]
 fn the_seed_session_through_nc() {
-    let has_nc = Command::new("nc")
-        .arg("-h")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !has_nc {
-        common::skip_without("nc", "apt-get install netcat-openbsd");
+    if !common::need("nc", "apt-get install netcat-openbsd") {
         return;
     }
     let server = Server::start(&[]);

@@ -184,9 +184,8 @@ fn the_connection_limit_is_a_total_across_threads() {
 /// wait without spinning, the connections they have are served, and once descriptors
 /// free a waiting client is served again.
 #[test]
-#[cfg_attr(missing_prlimit, ignore = "needs prlimit: apt-get install util-linux")]
 fn out_of_descriptors_on_two_threads_it_waits_without_spinning() {
-    if !common::have_prlimit() {
+    if !common::need("prlimit", "apt-get install util-linux") {
         return;
     }
     let server = Server::start_under(

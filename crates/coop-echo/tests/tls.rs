@@ -134,8 +134,10 @@ fn read_until_closed(stream: &mut TcpStream) -> bool {
 /// Test 1: Debian's openssl, the TLS client people reach for, gets the seed's answer;
 /// so does `coop-echo client --tls`.
 #[test]
-#[cfg_attr(missing_openssl, ignore = "needs openssl: apt-get install openssl")]
 fn openssl_s_client_and_client_tls_get_the_echo() {
+    if !common::need("openssl", "apt-get install openssl") {
+        return;
+    }
     let certs = Certs::new();
     let server = certs.serve(&[]);
     let port = server.addr.port().to_string();
@@ -226,6 +228,27 @@ fn a_plain_bench_against_tls_says_so() {
     assert!(
         stderr.contains("the server speaks TLS (give --tls)"),
         "{stderr}"
+    );
+}
+
+/// A plain client against a TLS server is told so in one line, as bench is, and prints
+/// none of the server's TLS alert (it printed the alert's bytes, then that the server had
+/// closed).
+#[test]
+fn a_plain_client_against_tls_says_so() {
+    let certs = Certs::new();
+    let server = certs.serve(&[]);
+    let port = server.addr.port().to_string();
+    let output = common::run(&["client", "localhost", &port], b"Hello\n");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(output.stdout, b"", "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "coop-echo: connection to localhost:{port}: the first reply is a TLS record: \
+             the server speaks TLS (give --tls)\n"
+        )
     );
 }
 
@@ -424,8 +447,10 @@ fn a_tls_client_that_takes_no_reply_is_let_go() {
 /// without sending anything more, and gives up at once (found by a review: the alert
 /// waited for the next reply, here for the idle timeout).
 #[test]
-#[cfg_attr(missing_openssl, ignore = "needs openssl: apt-get install openssl")]
 fn a_refused_renegotiation_is_answered_at_once() {
+    if !common::need("openssl", "apt-get install openssl") {
+        return;
+    }
     let certs = Certs::new();
     let server = certs.serve(&["--idle-timeout", "60"]);
     let Some(mut s_client) = SClient::start(&server, &certs, &["-tls1_2"]) else {

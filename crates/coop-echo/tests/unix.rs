@@ -101,8 +101,10 @@ fn a_live_socket_or_another_file_is_refused() {
 
 /// The seed's session through a real client of Unix sockets: `nc -U`.
 #[test]
-#[cfg_attr(missing_nc, ignore = "needs nc: apt-get install netcat-openbsd")]
 fn the_seed_session_through_nc_on_the_unix_socket() {
+    if !common::need("nc", "apt-get install netcat-openbsd") {
+        return;
+    }
     let dir = TempDir::new("nc");
     let path = dir.0.join("echo.sock");
     let _server = Server::start(&["--unix", path.to_str().unwrap()]);
