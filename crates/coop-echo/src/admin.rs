@@ -2,18 +2,23 @@
 //! `GET /metrics`, and whether the server accepts connections at `GET /healthz`.
 //!
 //! The HTTP side is the least a scraper needs, and no more than that can be abused: one
-//! request per connection, its head at most 8 KiB, read within 5 seconds, at most 16
-//! admin connections at a time; then `Connection: close`. It runs as tasks of the
-//! program's main thread (serving thread 0), which asks each serving thread for its
-//! figures at each scrape: nothing it waits for holds the echo service up.
+//! request per connection, its head at most 8 KiB, read within 5 seconds; then
+//! `Connection: close`. At most 64 admin connections are kept; past that, the oldest
+//! one still waiting for its request is let go, so that a load balancer's probe is
+//! answered at once whatever other clients of the address do (a client that connects
+//! and says nothing must not make `/healthz` wait). It runs as tasks of the program's
+//! main thread (serving thread 0), which asks each serving thread for its figures at
+//! each scrape: nothing it waits for holds the echo service up.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use coop::{Remote, Server, TcpListener, TcpStream};
+use coop::{JoinHandle, TcpListener, TcpStream};
+use futures_util::future::LocalBoxFuture;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -21,19 +26,34 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::http;
-use crate::worker::{self, Snapshot};
+use crate::snapshot::Snapshot;
 
 /// The largest request head accepted.
 const MAX_REQUEST: usize = 8 * 1024;
-/// How long a client has to send its request.
+/// How long a client has to send its request (and, again, to take the response).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Admin connections kept at once. Each costs a descriptor and a few KiB; a scraper or
+/// a probe needs one for a few milliseconds, so 64 is room for many of them.
+const MAX_CONNECTIONS: usize = 64;
+/// How long the accept loop waits when the process is out of descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Every serving thread's figures, in thread order, as the service gathers them: the
+/// admin side reads figures without knowing the threads that keep them.
+pub struct Gather(pub Box<dyn Fn() -> LocalBoxFuture<'static, Vec<Snapshot>>>);
+
+impl std::fmt::Debug for Gather {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gather")
+    }
+}
 
 /// What the endpoint reports on.
 #[derive(Debug)]
 pub struct Sources {
-    /// The serving threads, asked for their figures at each scrape.
-    pub remotes: Rc<[Remote]>,
-    /// The server is stopping (a signal came): it accepts no one.
+    /// Asks every serving thread for its figures, at each scrape.
+    pub gather: Rc<Gather>,
+    /// The server is stopping (a signal came): `/healthz` says so.
     pub stopping: Rc<Cell<bool>>,
     /// Messages per second over the last second, kept by [`sample_rate`].
     pub rate: Rc<Cell<f64>>,
@@ -44,24 +64,54 @@ pub struct Sources {
     pub http: bool,
 }
 
-/// Serves `/metrics` on `listener` until the runtime ends.
+/// An admin connection being served.
+struct Held {
+    task: JoinHandle<()>,
+    /// Still waiting for its request: the first to go when room is needed.
+    reading: Rc<Cell<bool>>,
+}
+
+/// Serves `/metrics` and `/healthz` on `listener` until the runtime ends.
 pub async fn serve(listener: TcpListener, sources: Rc<Sources>) {
-    Server::new(listener)
-        .max_connections(16)
-        .serve(move |stream, _peer| {
-            let sources = Rc::clone(&sources);
-            async move {
-                if let Err(e) = answer(&stream, &sources).await {
-                    tracing::debug!("admin: {e}");
-                }
+    let held: RefCell<VecDeque<Held>> = RefCell::new(VecDeque::new());
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // A client gone before it was accepted concerns no one; out of
+                // descriptors, wait a little rather than spin (the echo goes on).
+                tracing::debug!("admin: cannot accept: {e}");
+                coop::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
             }
-        })
-        .await;
+        };
+        let mut held = held.borrow_mut();
+        held.retain(|h| !h.task.is_finished());
+        if held.len() >= MAX_CONNECTIONS {
+            let oldest = held
+                .iter()
+                .position(|h| h.reading.get())
+                .unwrap_or_default();
+            if let Some(gone) = held.remove(oldest) {
+                gone.task.abort();
+                tracing::debug!("admin: {MAX_CONNECTIONS} connections open: the oldest let go");
+            }
+        }
+        let reading = Rc::new(Cell::new(true));
+        let sources = Rc::clone(&sources);
+        let flag = Rc::clone(&reading);
+        let task = coop::spawn(async move {
+            if let Err(e) = answer(&stream, &sources, &flag).await {
+                tracing::debug!("admin: {e}");
+            }
+        });
+        held.push_back(Held { task, reading });
+    }
 }
 
 /// Keeps `rate` at the messages per second of the last second, over every thread.
-pub async fn sample_rate(remotes: Rc<[Remote]>, rate: Rc<Cell<f64>>) {
-    let messages = || async { Snapshot::sum(&worker::gather(&remotes).await).messages };
+pub async fn sample_rate(gather: Rc<Gather>, rate: Rc<Cell<f64>>) {
+    let messages = || async { Snapshot::sum(&(gather.0)().await).messages };
     let mut last = (Instant::now(), messages().await);
     loop {
         coop::time::sleep(Duration::from_secs(1)).await;
@@ -71,60 +121,98 @@ pub async fn sample_rate(remotes: Rc<[Remote]>, rate: Rc<Cell<f64>>) {
     }
 }
 
-async fn answer(stream: &TcpStream, sources: &Sources) -> io::Result<()> {
-    let head = match coop::time::timeout(REQUEST_TIMEOUT, read_head(stream)).await {
-        Ok(head) => head?,
-        Err(_) => return respond(stream, "408 Request Timeout", "request timed out\n").await,
+/// A response: status, content type, extra header lines (each ending in CRLF), body.
+struct Response {
+    status: &'static str,
+    content_type: &'static str,
+    headers: &'static str,
+    body: String,
+}
+
+impl Response {
+    fn text(status: &'static str, body: &str) -> Response {
+        Response {
+            status,
+            content_type: TEXT,
+            headers: "",
+            body: body.to_string(),
+        }
+    }
+}
+
+/// Reads one request and answers it (`reading` is cleared once the request is in).
+async fn answer(stream: &TcpStream, sources: &Sources, reading: &Cell<bool>) -> io::Result<()> {
+    let (response, head_only) = match coop::time::timeout(REQUEST_TIMEOUT, read_head(stream)).await
+    {
+        Ok(head) => {
+            reading.set(false);
+            match head? {
+                Some(head) => route(&head, sources).await,
+                None => (
+                    Response::text("431 Request Header Fields Too Large", "request too large\n"),
+                    false,
+                ),
+            }
+        }
+        Err(_) => (
+            Response::text("408 Request Timeout", "request timed out\n"),
+            false,
+        ),
     };
-    let Some(head) = head else {
-        return respond(
-            stream,
-            "431 Request Header Fields Too Large",
-            "request too large\n",
-        )
-        .await;
-    };
+    // A client that takes no response holds its connection no longer than one that
+    // sends no request.
+    match coop::time::timeout(REQUEST_TIMEOUT, respond(stream, &response, head_only)).await {
+        Ok(sent) => sent,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client took no response",
+        )),
+    }
+}
+
+/// The response to the request `head`, and whether it goes without its body (HEAD).
+async fn route(head: &str, sources: &Sources) -> (Response, bool) {
     let request_line = head.lines().next().unwrap_or_default();
     let words: Vec<&str> = request_line.split_whitespace().collect();
     let [method, path, version] = words[..] else {
-        return respond(stream, "400 Bad Request", "bad request line\n").await;
+        return (
+            Response::text("400 Bad Request", "bad request line\n"),
+            false,
+        );
     };
     if !version.starts_with("HTTP/1.") {
-        return respond(stream, "400 Bad Request", "HTTP/1.x only\n").await;
+        return (Response::text("400 Bad Request", "HTTP/1.x only\n"), false);
     }
-    match (Some(method), Some(path)) {
-        (Some("GET"), Some("/metrics")) => {
-            let threads = worker::gather(&sources.remotes).await;
-            let body = metrics(sources, &threads);
-            respond_with(stream, "200 OK", OPENMETRICS, "", &body).await
+    // A HEAD is answered as its GET would be, headers and all, without the body.
+    let head_only = method == "HEAD";
+    let response = match (method, path) {
+        ("GET", "/metrics") => {
+            let threads = (sources.gather.0)().await;
+            Response {
+                status: "200 OK",
+                content_type: OPENMETRICS,
+                headers: "",
+                body: metrics(sources, &threads),
+            }
         }
         // For load balancers and orchestrators: ready while accepting, not from the moment
         // a graceful stop begins (while open connections still drain).
-        (Some(method @ ("GET" | "HEAD")), Some("/healthz")) => {
-            let (status, body) = if sources.stopping.get() {
-                ("503 Service Unavailable", "stopping\n")
+        ("GET" | "HEAD", "/healthz") => {
+            if sources.stopping.get() {
+                Response::text("503 Service Unavailable", "stopping\n")
             } else {
-                ("200 OK", "ok\n")
-            };
-            // Some checkers ask with HEAD: the same answer, without its body.
-            let body = if method == "HEAD" { "" } else { body };
-            respond(stream, status, body).await
+                Response::text("200 OK", "ok\n")
+            }
         }
-        (Some("GET"), Some(_)) => {
-            respond(stream, "404 Not Found", "try /metrics or /healthz\n").await
-        }
-        _ => {
-            let allow = "Allow: GET, HEAD\r\n";
-            respond_with(
-                stream,
-                "405 Method Not Allowed",
-                TEXT,
-                allow,
-                "GET /metrics, GET or HEAD /healthz only\n",
-            )
-            .await
-        }
-    }
+        ("GET", _) => Response::text("404 Not Found", "try /metrics or /healthz\n"),
+        _ => Response {
+            status: "405 Method Not Allowed",
+            content_type: TEXT,
+            headers: "Allow: GET, HEAD\r\n",
+            body: "GET /metrics, GET or HEAD /healthz only\n".to_string(),
+        },
+    };
+    (response, head_only)
 }
 
 /// Reads up to the end of the request head; `None` if it is longer than allowed.
@@ -156,25 +244,25 @@ async fn read_head(stream: &TcpStream) -> io::Result<Option<String>> {
 const TEXT: &str = "text/plain; charset=utf-8";
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-async fn respond(stream: &TcpStream, status: &str, body: &str) -> io::Result<()> {
-    respond_with(stream, status, TEXT, "", body).await
-}
-
-/// Sends one response (`headers`: extra header lines, each ending in CRLF) and closes.
-async fn respond_with(
-    stream: &TcpStream,
-    status: &str,
-    content_type: &str,
-    headers: &str,
-    body: &str,
-) -> io::Result<()> {
-    let mut response = String::with_capacity(body.len() + 128);
+/// Sends `response` (without its body if `head_only`, its `Content-Length` still the
+/// body's) and closes.
+async fn respond(stream: &TcpStream, response: &Response, head_only: bool) -> io::Result<()> {
+    let Response {
+        status,
+        content_type,
+        headers,
+        body,
+    } = response;
+    let mut text = String::with_capacity(body.len() + 128);
     let _ = write!(
-        response,
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n{body}",
+        text,
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n",
         body.len()
     );
-    stream.write_all(response.as_bytes()).await?;
+    if !head_only {
+        text.push_str(body);
+    }
+    stream.write_all(text.as_bytes()).await?;
     stream.shutdown(std::net::Shutdown::Write)
 }
 

@@ -123,7 +123,14 @@ struct ServeArgs {
     #[arg(long, value_name = "N", default_value = "auto", value_parser = connection_limit)]
     max_connections: ConnectionLimit,
 
-    /// On SIGINT or SIGTERM, let open connections go on for up to this many seconds.
+    /// On SIGINT or SIGTERM, first go on accepting and serving for this many seconds, with
+    /// /healthz (--admin) saying 503 so that load balancers send no one new; then stop.
+    /// A second signal cuts the delay short.
+    #[arg(long, allow_negative_numbers = true, value_name = "SECS", default_value_t = 0.0, value_parser = seconds)]
+    shutdown_delay: f64,
+
+    /// Once stopping (after --shutdown-delay), let open connections go on for up to this
+    /// many seconds.
     #[arg(long, allow_negative_numbers = true, value_name = "SECS", default_value_t = 10.0, value_parser = seconds)]
     shutdown_timeout: f64,
 
@@ -334,15 +341,56 @@ fn usage_error(
     command.error(kind, message).exit()
 }
 
-/// Log lines go to stderr; `RUST_LOG` picks what is shown (default: `info`).
+/// Log lines go to stderr; `RUST_LOG` picks what is shown (default: `info`). A value
+/// that is not a filter gets the default and one warning: a typo must not silence the
+/// server.
 fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let asked = match std::env::var(EnvFilter::DEFAULT_ENV) {
+        Ok(value) if value.trim().is_empty() => None,
+        Ok(value) => Some(log_filter(&value).map_err(|why| (value, why))),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(value)) => Some(Err((
+            value.to_string_lossy().into_owned(),
+            "not UTF-8".to_string(),
+        ))),
+    };
+    let (filter, refused) = match asked {
+        Some(Ok(filter)) => (filter, None),
+        Some(Err(refused)) => (EnvFilter::new("info"), Some(refused)),
+        None => (EnvFilter::new("info"), None),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    if let Some((value, why)) = refused {
+        tracing::warn!("RUST_LOG={value:?} is not a log filter ({why}); logging at info");
+    }
+}
+
+/// `RUST_LOG`'s value as a filter, or why it is not one. Besides what `EnvFilter` cannot
+/// parse, a bare word that is not a level is refused unless it names this program's
+/// own targets: `EnvFilter` takes it for a target, and enables that target alone, so a
+/// mistyped level (`infoo`) would show nothing at all.
+fn log_filter(value: &str) -> Result<EnvFilter, String> {
+    use tracing_subscriber::filter::{Directive, LevelFilter};
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if let Err(e) = part.parse::<Directive>() {
+            return Err(format!("{part:?}: {e}"));
+        }
+        let bare = !part.contains(['=', '[']);
+        let ours = ["coop", "coop_echo"]
+            .iter()
+            .any(|crate_name| part == *crate_name || part.starts_with(&format!("{crate_name}::")));
+        if bare && !ours && part.parse::<LevelFilter>().is_err() {
+            return Err(format!(
+                "{part:?} is not a level (trace, debug, info, warn, error, off), nor a target of this program's"
+            ));
+        }
+    }
+    EnvFilter::builder().parse(value).map_err(|e| e.to_string())
 }
 
 /// `subcommand`: how the options were given, `serve` or none (the program's default).
@@ -440,6 +488,7 @@ fn serve(mut args: ServeArgs, subcommand: Option<&str>) -> ExitCode {
             ConnectionLimit::Auto => None,
             ConnectionLimit::At(n) => Some(n),
         },
+        shutdown_delay: Duration::from_secs_f64(args.shutdown_delay),
         shutdown_timeout: Duration::from_secs_f64(args.shutdown_timeout),
         stats: args.stats.and_then(some_secs),
         trace: args.trace,

@@ -97,7 +97,12 @@ fn parse_v1(input: &[u8]) -> Parsed {
         };
     }
     let result = v1::Header::try_from(input);
-    if result.is_incomplete() {
+    // `ppp` takes a line that lacks a field for one whose rest is still coming; once its
+    // CRLF is in, no more bytes can complete it, and waiting would only delay the reason.
+    let ended = input[..input.len().min(V1_MAX)]
+        .windows(2)
+        .any(|w| w == b"\r\n");
+    if result.is_incomplete() && !ended {
         return Parsed::Incomplete;
     }
     match result {
@@ -130,7 +135,113 @@ fn parse_v1(input: &[u8]) -> Parsed {
         {
             Parsed::Incomplete
         }
-        Err(e) => Parsed::Invalid(format!("a bad PROXY v1 header: {}", one_line(&e))),
+        Err(e) => Parsed::Invalid(format!("a bad PROXY v1 header: {}", v1_reason(input, &e))),
+    }
+}
+
+/// What was wrong with a version 1 line, in the log's words, naming the field and
+/// quoting it (`ppp`'s own messages are sentences of their own, and do not say which
+/// value they refused).
+fn v1_reason(input: &[u8], error: &v1::BinaryParseError) -> String {
+    use v1::ParseError as E;
+    let line = &input[..input.len().min(V1_MAX)];
+    let line = line.split(|&b| b == b'\r').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let fields: Vec<&str> = line.split(' ').collect();
+    // Quoted as received, escaped and cut short: a field of a bad header may be anything.
+    let quoted = |at: usize| {
+        let field: String = fields
+            .get(at)
+            .copied()
+            .unwrap_or_default()
+            .chars()
+            .take(40)
+            .collect();
+        format!("{:?}", field)
+    };
+    const NAMES: [&str; 6] = [
+        "PROXY",
+        "protocol",
+        "source address",
+        "destination address",
+        "source port",
+        "destination port",
+    ];
+    let family = if fields.get(1) == Some(&"TCP6") {
+        "IPv6"
+    } else {
+        "IPv4"
+    };
+    let e = match error {
+        v1::BinaryParseError::InvalidUtf8(_) => return "the line is not text (UTF-8)".into(),
+        v1::BinaryParseError::Parse(e) => e,
+    };
+    match e {
+        E::InvalidPrefix | E::MissingPrefix => format!("it begins with {}, not PROXY", quoted(0)),
+        E::Partial => "incomplete".into(),
+        E::MissingProtocol
+        | E::MissingSourceAddress
+        | E::MissingDestinationAddress
+        | E::MissingSourcePort
+        | E::MissingDestinationPort => match NAMES.get(fields.len()) {
+            Some(missing) => format!("the line ends before the {missing}"),
+            None => "the line ends too soon".into(),
+        },
+        E::HeaderTooLong => format!("longer than {V1_MAX} bytes"),
+        E::InvalidProtocol => format!("the protocol {} is not TCP4, TCP6 or UNKNOWN", quoted(1)),
+        E::MissingNewLine | E::InvalidSuffix => {
+            "something other than CRLF after the destination port".into()
+        }
+        E::InvalidSourceAddress(_) => {
+            format!(
+                "the source address {} is not an {family} address",
+                quoted(2)
+            )
+        }
+        E::InvalidDestinationAddress(_) => {
+            format!(
+                "the destination address {} is not an {family} address",
+                quoted(3)
+            )
+        }
+        E::InvalidSourcePort(Some(_)) => {
+            format!(
+                "the source port {} is not a number from 0 to 65535",
+                quoted(4)
+            )
+        }
+        E::InvalidDestinationPort(Some(_)) => {
+            format!(
+                "the destination port {} is not a number from 0 to 65535",
+                quoted(5)
+            )
+        }
+        E::InvalidSourcePort(None) => format!("the source port {} begins with a 0", quoted(4)),
+        E::InvalidDestinationPort(None) => {
+            format!("the destination port {} begins with a 0", quoted(5))
+        }
+    }
+}
+
+/// What was wrong with a version 2 header, in the log's words.
+fn v2_reason(error: &v2::ParseError) -> String {
+    use v2::ParseError as E;
+    match *error {
+        E::Incomplete(n) => format!("only {n} bytes"),
+        E::Prefix => "no PROXY v2 signature".into(),
+        // `ppp` gives the version and the family as the high halves of their bytes.
+        E::Version(v) => format!("version {}, not 2", v >> 4),
+        E::Command(c) => format!("an unknown command {c:#x}"),
+        E::AddressFamily(f) => format!("an unknown address family {:#x}", f >> 4),
+        E::Protocol(p) => format!("an unknown transport protocol {p:#x}"),
+        E::Partial(has, needs) => format!("{has} of the {needs} bytes it announces"),
+        E::InvalidAddresses(has, needs) => {
+            format!("{has} bytes of addresses, where their family needs {needs}")
+        }
+        E::InvalidTLV(kind, len) => {
+            format!("a TLV of type {kind:#x} and {len} bytes runs past the header's end")
+        }
+        E::Leftovers(n) => format!("{n} bytes after the addresses and TLVs"),
     }
 }
 
@@ -151,7 +262,7 @@ fn parse_v2(input: &[u8]) -> Parsed {
     let header = match result {
         Ok(header) => header,
         Err(e) => {
-            return Parsed::Invalid(format!("a bad PROXY v2 header: {}", one_line(&e)));
+            return Parsed::Invalid(format!("a bad PROXY v2 header: {}", v2_reason(&e)));
         }
     };
     let origin = match (header.command, header.protocol, header.addresses) {
@@ -188,11 +299,6 @@ fn client<A: Into<IpAddr>>(source: A, sport: u16, destination: A, dport: u16) ->
     }
 }
 
-/// A reason as one log line: `ppp`'s messages quote the CRLF they expect, verbatim.
-fn one_line(reason: &dyn std::fmt::Display) -> String {
-    reason.to_string().escape_debug().to_string()
-}
-
 /// Why a connection's header was refused.
 #[derive(Debug)]
 pub enum Refusal {
@@ -208,14 +314,15 @@ impl From<io::Error> for Refusal {
     }
 }
 
-/// Reads the header at the start of `stream`, waiting at most `limit` for all of it.
-/// Returns who the connection is from, and the client's bytes that came after the header
-/// (to be answered like any others). Reads no further than the header's first
-/// `MAX_HEADER` bytes.
+/// Reads the header at the start of `stream` (whose peer, as accepted, is `peer`),
+/// waiting at most `limit` for all of it. Returns who the connection is from, and the
+/// client's bytes that came after the header (to be answered like any others). Reads no
+/// further than the header's first `MAX_HEADER` bytes.
 ///
 /// Cancel safe in the sense that matters here: on any error the connection is closed.
 pub async fn read_header(
     stream: &TcpStream,
+    peer: SocketAddr,
     limit: Duration,
 ) -> Result<(Origin, Vec<u8>), Refusal> {
     let mut received = Vec::new();
@@ -250,10 +357,12 @@ pub async fn read_header(
         Ok(Ok((mut origin, len))) => {
             // HAProxy's checks with `send-proxy` (v1 has no LOCAL) send a header that
             // describes the check's own connection: take that for the load balancer
-            // speaking for itself. (A v2 header always says so with LOCAL.)
+            // speaking for itself. (A v2 header always says so with LOCAL.) The peer as
+            // accepted, not as the socket says now: a plain check resets at once, and a
+            // reset socket has no peer left to ask for.
             let v1 = received.starts_with(b"PROXY ");
             if let Origin::Client { source, .. } = origin {
-                if v1 && stream.peer_addr().is_ok_and(|peer| same(peer, source)) {
+                if v1 && same(peer, source) {
                     origin = Origin::Local;
                 }
             }
@@ -447,6 +556,75 @@ mod tests {
         match parse(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 \r\n") {
             Parsed::Invalid(why) => assert!(!why.contains(['\r', '\n']), "{why:?}"),
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// A bad header's reason is in the log's own words (lowercase, no full stop, as every
+    /// other reason), and names what was wrong, not `ppp`'s sentence.
+    #[test]
+    fn a_bad_header_says_what_was_wrong_in_our_words() {
+        let mut v2_short = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x08".to_vec();
+        v2_short.extend_from_slice(&[1; 8]); // IPv4 addresses and ports need 12
+        for (input, says) in [
+            (
+                &b"PROXY TCP5 1.2.3.4 5.6.7.8 80 81\r\n"[..],
+                "v1 header: the protocol \"TCP5\" is not TCP4, TCP6 or UNKNOWN",
+            ),
+            (
+                b"PROXY TCP4 1.2.3.x 5.6.7.8 80 81\r\n",
+                "v1 header: the source address \"1.2.3.x\" is not an IPv4 address",
+            ),
+            (
+                b"PROXY TCP6 ::1 5.6.7.8 80 81\r\n",
+                "v1 header: the destination address \"5.6.7.8\" is not an IPv6 address",
+            ),
+            (
+                b"PROXY TCP4 1.2.3.4 5.6.7.8 8x 81\r\n",
+                "v1 header: the source port \"8x\" is not a number from 0 to 65535",
+            ),
+            (
+                b"PROXY TCP4 1.2.3.4 5.6.7.8 80 65536\r\n",
+                "v1 header: the destination port \"65536\" is not a number from 0 to 65535",
+            ),
+            (
+                b"PROXY TCP4 1.2.3.4\r\n",
+                "v1 header: the line ends before the destination address",
+            ),
+            (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 \r\n", "v1 header: "),
+            (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n", "v1 header: "),
+            (b"PROXY TCP4 \xff.2.3.4 5.6.7.8 1 2\r\n", "v1 header: "),
+            (
+                b"\r\n\r\n\0\r\nQUIT\n\x31\x11\x00\x0c",
+                "v2 header: version 3, not 2",
+            ),
+            (
+                b"\r\n\r\n\0\r\nQUIT\n\x2f\x11\x00\x0c",
+                "v2 header: an unknown command",
+            ),
+            (
+                b"\r\n\r\n\0\r\nQUIT\n\x21\x51\x00\x0c",
+                "v2 header: an unknown address family",
+            ),
+            (
+                b"\r\n\r\n\0\r\nQUIT\n\x21\x13\x00\x0c",
+                "v2 header: an unknown transport protocol",
+            ),
+            (
+                &v2_short,
+                "v2 header: 8 bytes of addresses, where their family needs 12",
+            ),
+        ] {
+            let Parsed::Invalid(why) = parse(input) else {
+                panic!("{input:?}: {:?}", parse(input))
+            };
+            assert!(why.contains(says), "{input:?}: {why}");
+            let reason = why.split_once(" header: ").map_or("", |(_, r)| r);
+            assert!(
+                reason.starts_with(|c: char| !c.is_uppercase()),
+                "{input:?}: {why}"
+            );
+            assert!(!reason.ends_with('.'), "{input:?}: {why}");
+            assert!(!reason.contains("Header"), "{input:?}: {why}");
         }
     }
 

@@ -265,23 +265,58 @@ pub(crate) async fn origin(
     // Boxed: the header's reading lives only until the header is in, and would
     // otherwise size every connection's task for good (async state machines overlap
     // their phases poorly).
-    match Box::pin(proxy::read_header(stream, limit)).await {
+    let first = match Box::pin(proxy::read_header(stream, peer, limit)).await {
         Ok((Origin::Client { source, .. }, first)) => {
+            let source = canonical(source);
             tracing::debug!("Connection from {source} comes through {peer}");
             open.peer = source;
-            Some((first, false))
+            first
         }
-        Ok((Origin::Local, first)) => Some((first, true)),
-        Ok((Origin::Unnamed, first)) => Some((first, false)),
+        Ok((Origin::Local, first)) => return Some((first, true)),
+        Ok((Origin::Unnamed, first)) => first,
         Err(Refusal::Silent) => {
             tracing::debug!("Connection from {peer} closed before a PROXY header");
-            None
+            return None;
         }
         Err(Refusal::Bad(why)) => {
             tracing::warn!("Connection from {peer} refused: {why}");
-            None
+            return None;
+        }
+    };
+    // A load balancer's probe sends its header and nothing more (HAProxy's plain check
+    // resets at once, maybe before the header is even read): only a byte of its own
+    // makes the connection a client's, worth its lines at info level.
+    if first.is_empty() {
+        if let Err(ended) = Box::pin(first_byte(stream, settings.idle_timeout)).await {
+            tracing::debug!(
+                "Connection from {} ended before sending anything (a probe): {ended}",
+                open.peer
+            );
+            return None;
         }
     }
+    Some((first, false))
+}
+
+/// Waits for the client's first byte, which stays unread; `Err` says how the connection
+/// ended instead.
+async fn first_byte(stream: &TcpStream, idle_timeout: Option<Duration>) -> Result<(), String> {
+    stream.set_idle_timeout(idle_timeout);
+    match stream.peek(&mut [0]).await {
+        Ok(0) => Err("closed".into()),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(format!(
+            "idle for {} s",
+            idle_timeout.unwrap_or_default().as_secs_f64()
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// An address as people write it: an IPv4 client of a dual-stack listener (`--host ::`)
+/// is `127.0.0.1`, not the IPv4-mapped `::ffff:127.0.0.1` the OS names it by.
+pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 /// Says who connected (`over`: the TLS version, if any); `open.quiet` then says whether
@@ -325,7 +360,7 @@ impl Open {
     /// `Connection from` line).
     pub(crate) fn new(peer: SocketAddr) -> Open {
         Open {
-            peer,
+            peer: canonical(peer),
             quiet: true,
             counts: Counts::default(),
             ended: false,

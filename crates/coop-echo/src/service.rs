@@ -15,8 +15,11 @@ use coop::time::{sleep, sleep_until};
 use coop::{Remote, SharedLimit, TcpListener};
 
 use crate::admin;
+// Also named from here by the client, which says how many lines got no reply.
+use crate::plural::count;
+use crate::snapshot::Snapshot;
 use crate::socket_file;
-use crate::worker::{self, Snapshot};
+use crate::worker;
 
 /// File descriptors kept for the server's own needs (epoll, its timer and signal pipe,
 /// the listener, stdio, a margin) when the connection limit is derived from the fd limit.
@@ -47,7 +50,10 @@ pub struct Service {
     /// At most this many connections at once, across threads; `None`: what the fd limit
     /// allows.
     pub max_connections: Option<usize>,
-    /// How long open connections may go on after a stop signal.
+    /// After a stop signal, how long to go on accepting (with `/healthz` saying 503),
+    /// before the stop proper.
+    pub shutdown_delay: Duration,
+    /// How long open connections may go on once the server stops accepting.
     pub shutdown_timeout: Duration,
     /// Log a stats line this often.
     pub stats: Option<Duration>,
@@ -169,6 +175,7 @@ async fn control(service: Service) -> Result<Served, ExitCode> {
         mut config,
         unix,
         max_connections,
+        shutdown_delay,
         shutdown_timeout,
         stats,
         trace,
@@ -331,12 +338,19 @@ async fn control(service: Service) -> Result<Served, ExitCode> {
     if let Some((admin_bound, listener)) = admin_listener {
         tracing::info!("Metrics at http://{admin_bound}/metrics");
         let rate = Rc::new(Cell::new(0.0));
+        let gather = {
+            let remotes = Rc::clone(&remotes);
+            Rc::new(admin::Gather(Box::new(move || {
+                let remotes = Rc::clone(&remotes);
+                Box::pin(async move { worker::gather(&remotes).await })
+            })))
+        };
         drop(coop::spawn_named(
             "metrics rate",
-            admin::sample_rate(Rc::clone(&remotes), Rc::clone(&rate)),
+            admin::sample_rate(Rc::clone(&gather), Rc::clone(&rate)),
         ));
         let sources = Rc::new(admin::Sources {
-            remotes: Rc::clone(&remotes),
+            gather,
             stopping: Rc::clone(&stopping),
             rate,
             udp,
@@ -359,6 +373,18 @@ async fn control(service: Service) -> Result<Served, ExitCode> {
         }
     };
     stopping.set(true);
+    if !shutdown_delay.is_zero() {
+        // `/healthz` says 503 from now on: load balancers and orchestrators send no one
+        // new, and whoever they send meanwhile is still served, not refused.
+        tracing::info!(
+            "{}: still accepting for {} s (--shutdown-delay), then stopping",
+            signal_name(first),
+            shutdown_delay.as_secs_f64()
+        );
+        if let Some(signal) = delayed(&signals, shutdown_delay).await {
+            tracing::info!("{}: the shutdown delay cut short", signal_name(signal));
+        }
+    }
     // Every thread closes its listener (new clients are refused) and says how many of
     // its connections are still open.
     let asked: Vec<_> = remotes
@@ -406,6 +432,21 @@ async fn control(service: Service) -> Result<Served, ExitCode> {
         return Ok(finish(serving, serving_here, &remotes, Ending::CutShort(signal)).await);
     }
     Ok(finish(serving, serving_here, &remotes, Ending::Graceful).await)
+}
+
+/// Waits `delay`, or until a signal comes (which it returns: it cuts the delay short, so
+/// that a second signal means "stop now" as it does without a delay). A signal pipe
+/// that fails ends the delay too: the stop goes on without it.
+async fn delayed(signals: &Signals, delay: Duration) -> Option<i32> {
+    let mut delay = std::pin::pin!(sleep(delay));
+    let mut signal = std::pin::pin!(signals.recv());
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(signal) = signal.as_mut().poll(cx) {
+            return Poll::Ready(signal.ok());
+        }
+        delay.as_mut().poll(cx).map(|()| None)
+    })
+    .await
 }
 
 /// Tells every serving thread to stop, and takes this one's last figures.
@@ -478,15 +519,6 @@ fn default_max_connections(threads: usize) -> usize {
     usize::try_from(fds.saturating_sub(reserve).max(1)).unwrap_or(usize::MAX)
 }
 
-/// `1 connection`, `2 connections`.
-pub(crate) fn count(n: u64, what: &str) -> String {
-    if n == 1 {
-        format!("1 {what}")
-    } else {
-        format!("{n} {what}s")
-    }
-}
-
 fn signal_name(signal: i32) -> &'static str {
     match signal {
         SIGINT => "SIGINT",
@@ -499,16 +531,4 @@ fn signal_name(signal: i32) -> &'static str {
 pub fn fail(message: std::fmt::Arguments<'_>) -> ExitCode {
     eprintln!("coop-echo: {message}");
     ExitCode::FAILURE
-}
-
-#[cfg(test)]
-mod tests {
-    use super::count;
-
-    #[test]
-    fn one_is_singular() {
-        assert_eq!(count(0, "connection"), "0 connections");
-        assert_eq!(count(1, "connection"), "1 connection");
-        assert_eq!(count(2, "open connection"), "2 open connections");
-    }
 }

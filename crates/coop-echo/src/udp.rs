@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use coop::UdpSocket;
 
-use crate::serve::Settings;
-use crate::service::count;
+use crate::plural::count;
+use crate::serve::{Settings, canonical};
 
 /// Largest UDP payload over IPv4 (65,535 less the IPv4 and UDP headers).
 const MAX_PAYLOAD_V4: usize = 65_507;
@@ -92,8 +92,9 @@ pub async fn serve(socket: UdpSocket, settings: Rc<Settings>, mut limiter: Optio
                 totals.udp_refused.set(refused);
                 if refused.is_power_of_two() {
                     tracing::warn!(
-                        "udp: over the rate limit, {} unanswered so far (last from {from})",
-                        count(refused, "datagram")
+                        "udp: over the rate limit, {} unanswered so far (last from {})",
+                        count(refused, "datagram"),
+                        canonical(from)
                     );
                 }
                 continue;
@@ -105,7 +106,7 @@ pub async fn serve(socket: UdpSocket, settings: Rc<Settings>, mut limiter: Optio
         reply.truncate(max_payload(from));
         match socket.send_to(&reply, from).await {
             Ok(_) => totals.udp_out.set(totals.udp_out.get() + 1),
-            Err(e) => tracing::debug!("udp: reply to {from}: {e}"),
+            Err(e) => tracing::debug!("udp: reply to {}: {e}", canonical(from)),
         }
     }
 }

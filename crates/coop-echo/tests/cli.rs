@@ -151,3 +151,25 @@ fn the_help_is_consistent() {
     assert!(serve.contains("--max-connections <N>"), "{serve}");
     assert!(serve.contains("[default: auto]"), "{serve}");
 }
+
+/// A `RUST_LOG` that is not a filter (a typo of a level, a bad level for a target) does
+/// not silence the server: it logs at the default level, `info`, after one warning that
+/// names the value. A good one is taken as it is, without a warning.
+#[test]
+fn a_bad_rust_log_falls_back_to_info_with_one_warning() {
+    for bad in ["infoo", "coop_echo=loud", "info,debugg"] {
+        let server = common::Server::start_with(&[], "127.0.0.1", 0, bad, &[]);
+        let log = server.wait_for_log("Listening on");
+        assert!(log.contains("INFO"), "{bad}: {log}");
+        let log = server.log();
+        let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).collect();
+        assert_eq!(warnings.len(), 1, "{bad}: {log}");
+        assert!(warnings[0].contains(&format!("RUST_LOG={bad:?}")), "{log}");
+        assert!(!log.contains("DEBUG"), "{bad}: {log}");
+    }
+    for good in ["coop_echo=info", "debug", "info,hyper=warn", "coop"] {
+        let server = common::Server::start_with(&[], "127.0.0.1", 0, good, &[]);
+        server.wait_for_log("Listening on");
+        assert!(!server.log().contains("WARN"), "{good}: {}", server.log());
+    }
+}

@@ -56,7 +56,8 @@ impl Haproxy {
         )
     }
 
-    /// As `start`, with `deploy/CONFIG`.
+    /// As `start`, with `deploy/CONFIG` (or CONFIG itself, an absolute path: a test's
+    /// own file).
     fn start_with(
         config: &str,
         wrapper: &[&str],
@@ -65,7 +66,11 @@ impl Haproxy {
         send_proxy: &str,
         check_ms: u32,
     ) -> Haproxy {
-        let config = format!("{}/../../deploy/{config}", env!("CARGO_MANIFEST_DIR"));
+        let config = if config.starts_with('/') {
+            config.to_string()
+        } else {
+            format!("{}/../../deploy/{config}", env!("CARGO_MANIFEST_DIR"))
+        };
         let stats = std::env::temp_dir().join(format!(
             "coop-haproxy-{}-{}.sock",
             std::process::id(),
@@ -218,14 +223,12 @@ fn through_haproxy(send_proxy: &str) {
 
 /// Test 1: HAProxy with `send-proxy-v2`.
 #[test]
-#[cfg_attr(missing_haproxy, ignore = "needs haproxy: apt-get install haproxy")]
 fn the_seed_session_through_haproxy_with_proxy_v2() {
     through_haproxy("send-proxy-v2");
 }
 
 /// Test 2: the same with `send-proxy` (the text header).
 #[test]
-#[cfg_attr(missing_haproxy, ignore = "needs haproxy: apt-get install haproxy")]
 fn the_seed_session_through_haproxy_with_proxy_v1() {
     through_haproxy("send-proxy");
 }
@@ -233,7 +236,6 @@ fn the_seed_session_through_haproxy_with_proxy_v1() {
 /// Test 4: checks every 200 ms keep both instances up, and none of them reaches the
 /// instances' info-level log.
 #[test]
-#[cfg_attr(missing_haproxy, ignore = "needs haproxy: apt-get install haproxy")]
 fn health_checks_keep_instances_up_and_out_of_the_log() {
     if !have_haproxy() {
         return;
@@ -271,7 +273,6 @@ fn health_checks_keep_instances_up_and_out_of_the_log() {
 /// connection it still has is served to the end (the configuration keeps a down
 /// server's connections).
 #[test]
-#[cfg_attr(missing_haproxy, ignore = "needs haproxy: apt-get install haproxy")]
 fn a_stopping_instance_drains_behind_haproxy() {
     if !have_haproxy() {
         return;
@@ -444,10 +445,6 @@ fn echo_64k(frontend: SocketAddr, seed: u64) -> Outcome {
 /// instance's host is cut off mid-run: HAProxy marks it down, every later client is
 /// served by the other, and every connection the other served is intact.
 #[test]
-#[cfg_attr(
-    any(missing_haproxy, missing_netns),
-    ignore = "needs haproxy, ip (iproute2) and root"
-)]
 fn a_host_cut_off_mid_run_is_taken_out_and_the_other_serves_everyone() {
     if !have_haproxy() || !can_make_hosts() {
         return;
@@ -637,7 +634,6 @@ fn a_host_cut_off_mid_run_is_taken_out_and_the_other_serves_everyone() {
 /// from the PROXY header and HAProxy's `X-Forwarded-For`, a WebSocket is echoed through,
 /// and the HTTP checks stay out of the instances' info-level log.
 #[test]
-#[cfg_attr(missing_haproxy, ignore = "needs haproxy: apt-get install haproxy")]
 fn http_and_websocket_through_haproxy_in_http_mode() {
     if !have_haproxy() {
         return;
@@ -738,4 +734,260 @@ fn http_and_websocket_through_haproxy_in_http_mode() {
             );
         }
     }
+}
+
+/// A test's own HAProxy configuration, in a file of its own (removed when dropped), for
+/// what the shipped files do not show.
+struct OwnConfig(PathBuf);
+
+impl OwnConfig {
+    fn new(name: &str, text: &str) -> OwnConfig {
+        let path =
+            std::env::temp_dir().join(format!("coop-haproxy-{}-{name}.cfg", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        OwnConfig(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("a temporary path in UTF-8")
+    }
+}
+
+impl Drop for OwnConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The most common configuration there is: a plain `check` (HAProxy only connects, then
+/// resets) with `check-send-proxy`, and no `tcp-check` rules.
+const PLAIN_CHECK: &str = r#"
+global
+    stats socket "${HAPROXY_STATS}" mode 600 level admin
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 10s
+    timeout server 10s
+frontend echo
+    bind "${ECHO_FRONTEND}"
+    default_backend coop_echo
+backend coop_echo
+    default-server "${ECHO_PROXY}" check check-send-proxy inter "${ECHO_CHECK_MS}" fall 2 rise 1
+    server a "${ECHO_A}"
+    server b "${ECHO_B}"
+"#;
+
+/// HAProxy's plain checks, v1 and v2: a header (v1 naming the check's own connection, v2
+/// LOCAL) and a reset at once, which may come before the instance reads the header. Each
+/// is a probe, logged at debug level only, whatever the order.
+#[test]
+fn plain_checks_with_a_header_stay_out_of_the_log() {
+    if !have_haproxy() {
+        return;
+    }
+    let config = OwnConfig::new("plain-check", PLAIN_CHECK);
+    for send_proxy in ["send-proxy", "send-proxy-v2"] {
+        let instances = [
+            Server::start_with(&[], "127.0.0.1", 0, "debug", &["--proxy-protocol"]),
+            Server::start_with(&[], "127.0.0.1", 0, "debug", &["--proxy-protocol"]),
+        ];
+        let mut haproxy = Haproxy::start_with(
+            config.path(),
+            &[],
+            free_port(),
+            [instances[0].addr, instances[1].addr],
+            send_proxy,
+            50,
+        );
+        haproxy.wait_status("a", "UP");
+        haproxy.wait_status("b", "UP");
+        // Thirty checks each (a second and a half of them), whatever each is logged as.
+        for server in &instances {
+            server.wait_until("thirty checks", |log| {
+                log.lines()
+                    .filter(|l| l.contains("Health check from") || l.contains("Connection from"))
+                    .filter(|l| !l.contains(" ended") && !l.contains(" closed"))
+                    .count()
+                    >= 30
+            });
+        }
+        haproxy.wait_status("a", "UP");
+        haproxy.wait_status("b", "UP");
+        for server in &instances {
+            let log = server.log();
+            let loud: Vec<&str> = log
+                .lines()
+                .filter(|line| !line.contains("DEBUG") && !line.contains("TRACE"))
+                .filter(|line| !line.contains("Listening on"))
+                .collect();
+            assert!(loud.is_empty(), "{send_proxy}: info-level lines: {loud:#?}");
+        }
+    }
+}
+
+/// HAProxy checking each instance's `/healthz` (on its admin port), as DEPLOY.md shows,
+/// and with no second chance for a client sent to a closed port (`retries 0`, no
+/// redispatch): only the shutdown delay keeps clients from being refused.
+const HEALTHZ_CHECK: &str = r#"
+global
+    stats socket "${HAPROXY_STATS}" mode 600 level admin
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 10s
+    timeout server 10s
+    retries 0
+frontend echo
+    bind "${ECHO_FRONTEND}"
+    default_backend coop_echo
+backend coop_echo
+    balance roundrobin
+    option httpchk GET /healthz
+    http-check expect status 200
+    default-server "${ECHO_PROXY}" inter "${ECHO_CHECK_MS}" fall 2 rise 1
+    server a "${ECHO_A}" check port ADMIN_A
+    server b "${ECHO_B}" check port ADMIN_B
+"#;
+
+/// What one client of the stop test saw.
+struct Tried {
+    started: Instant,
+    client: SocketAddr,
+    result: Result<(), String>,
+}
+
+/// One client through `frontend`: a line, and its echo.
+fn one_echo(frontend: SocketAddr, n: u64) -> Tried {
+    let started = Instant::now();
+    let mut client: SocketAddr = ([0, 0, 0, 0], 0).into();
+    let result = (|| -> std::io::Result<()> {
+        let mut stream = TcpStream::connect_timeout(&frontend, IO_TIMEOUT)?;
+        client = stream.local_addr()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let line = format!("echo {n}\n");
+        stream.write_all(line.as_bytes())?;
+        let mut reply = vec![0; 4 + line.len()];
+        stream.read_exact(&mut reply)?;
+        if reply != format!("GOT:{line}").as_bytes() {
+            return Err(std::io::Error::other("the echo differs"));
+        }
+        Ok(())
+    })()
+    .map_err(|e| e.to_string());
+    Tried {
+        started,
+        client,
+        result,
+    }
+}
+
+/// `--shutdown-delay` behind HAProxy: on SIGTERM `/healthz` turns 503 and the instance
+/// goes on accepting and serving for the delay (longer than HAProxy's two failed checks),
+/// so HAProxy takes it out before its port closes: of clients connecting all through the
+/// stop, none is refused, and the stopping instance served some of them meanwhile.
+#[test]
+fn a_shutdown_delay_lets_haproxy_take_an_instance_out_before_its_port_closes() {
+    if !have_haproxy() {
+        return;
+    }
+    let args = [
+        "--proxy-protocol",
+        "--admin",
+        "0",
+        "--shutdown-delay",
+        "2",
+        "--shutdown-timeout",
+        "5",
+    ];
+    let mut instances = [Server::start(&args), Server::start(&args)];
+    let text = HEALTHZ_CHECK
+        .replace("ADMIN_A", &instances[0].admin_addr().port().to_string())
+        .replace("ADMIN_B", &instances[1].admin_addr().port().to_string());
+    let config = OwnConfig::new("healthz", &text);
+    let check_ms = 100;
+    let mut haproxy = Haproxy::start_with(
+        config.path(),
+        &[],
+        free_port(),
+        [instances[0].addr, instances[1].addr],
+        "send-proxy-v2",
+        check_ms,
+    );
+    haproxy.wait_status("a", "UP");
+    haproxy.wait_status("b", "UP");
+
+    // Clients connect continuously, two at a time, until told to stop.
+    let frontend = haproxy.frontend;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tried = Arc::new(Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..2u64)
+        .map(|c| {
+            let (stop, tried) = (Arc::clone(&stop), Arc::clone(&tried));
+            thread::spawn(move || {
+                let mut n = c * 1_000_000;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    let outcome = one_echo(frontend, n);
+                    tried.lock().unwrap().push(outcome);
+                }
+            })
+        })
+        .collect();
+    let count = |tried: &Mutex<Vec<Tried>>| tried.lock().unwrap().len();
+    let wait_for = |n: usize| {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while count(&tried) < n {
+            assert!(Instant::now() < deadline, "only {} clients", count(&tried));
+            thread::sleep(Duration::from_millis(10)); // polling the clients' tally
+        }
+    };
+    wait_for(20);
+
+    let signalled = Instant::now();
+    instances[0].signal("TERM");
+    instances[0].wait_for_log("SIGTERM: still accepting for 2 s (--shutdown-delay)");
+    let down = haproxy.wait_status("a", "DOWN");
+    assert!(
+        !instances[0].log().contains("stopped accepting"),
+        "the port closed before HAProxy took the instance out"
+    );
+    instances[0].wait_for_log("stopped accepting");
+    assert!(instances[0].wait_exit(IO_TIMEOUT).success());
+    let after = count(&tried);
+    wait_for(after + 20);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for client in clients {
+        client.join().unwrap();
+    }
+
+    let tried = tried.lock().unwrap();
+    let refused: Vec<String> = tried
+        .iter()
+        .filter_map(|t| t.result.as_ref().err())
+        .cloned()
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "{} of {} clients not served: {refused:?}",
+        refused.len(),
+        tried.len()
+    );
+    let log = instances[0].log();
+    let served_in_delay = tried
+        .iter()
+        .filter(|t| t.started > signalled)
+        .filter(|t| log.contains(&format!("Connection from {}\n", t.client)))
+        .count();
+    eprintln!(
+        "shutdown delay 2 s: marked down {:?} after SIGTERM (checks every {check_ms} ms, \
+         fall 2); {} clients, none refused; {served_in_delay} served by the stopping \
+         instance after the signal",
+        down - signalled,
+        tried.len()
+    );
+    assert!(
+        served_in_delay > 0,
+        "the stopping instance served no one in its delay"
+    );
 }

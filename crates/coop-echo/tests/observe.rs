@@ -215,14 +215,8 @@ fn tmux(args: &[&str]) -> String {
 /// `top` in a real terminal (tmux), against a server with traffic: the screen shows the
 /// counts, and `q` quits with status 0.
 #[test]
-#[cfg_attr(missing_tmux, ignore = "needs tmux: apt-get install tmux")]
 fn top_draws_the_live_scheduler_and_q_quits() {
-    if std::process::Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_err()
-    {
-        common::skip_without("tmux", "apt-get install tmux");
+    if !common::need("tmux", "apt-get install tmux") {
         return;
     }
     let server = Server::start(&["--quiet", "--admin", "0"]);
@@ -297,4 +291,98 @@ fn top_draws_the_live_scheduler_and_q_quits() {
     let _ = std::fs::remove_file(&status_file);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     talker.join().unwrap();
+}
+
+/// A request to the admin address, raw: the response head and body as they came.
+fn admin_exchange(admin: std::net::SocketAddr, request: &[u8]) -> (String, String) {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(admin).unwrap();
+    stream.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
+    stream.write_all(request).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (head.to_string(), body.to_string())
+}
+
+/// `HEAD /healthz` gets GET's very head (its `Content-Length` too) and no body.
+#[test]
+fn head_healthz_has_get_s_headers_and_no_body() {
+    let server = Server::start(&["--quiet", "--admin", "0"]);
+    let admin = server.admin_addr();
+    let (get_head, get_body) = admin_exchange(admin, b"GET /healthz HTTP/1.1\r\n\r\n");
+    assert_eq!(get_body, "ok\n");
+    assert!(get_head.contains("\r\nContent-Length: 3\r\n"), "{get_head}");
+    let (head_head, head_body) = admin_exchange(admin, b"HEAD /healthz HTTP/1.1\r\n\r\n");
+    assert_eq!(head_head, get_head);
+    assert_eq!(head_body, "");
+    // Any HEAD answered goes without its body, whatever the status.
+    let (head, body) = admin_exchange(admin, b"HEAD /metrics HTTP/1.1\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 405"), "{head}");
+    assert_eq!(body, "");
+}
+
+/// Connections that a listening socket on `port` has completed and the server has not
+/// accepted yet (`/proc/net/tcp`: a listener's receive-queue column).
+fn accept_queue(port: u16) -> usize {
+    let port = format!(":{port:04X}");
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|cols| cols[1].ends_with(&port) && cols[3] == "0A")
+        .map(|cols| {
+            let queue = cols[4].split(':').nth(1).expect("tx_queue:rx_queue");
+            usize::from_str_radix(queue, 16).unwrap()
+        })
+        .sum()
+}
+
+/// A probe of `/healthz` is answered at once, whatever other clients of the admin
+/// address do: with 100 connections open to it that send nothing, the whole exchange
+/// (connect to the last byte of the response) takes under 100 ms. And idle admin
+/// connections cannot pile up: the server keeps a bounded number of them.
+#[test]
+fn healthz_is_prompt_beside_100_idle_admin_connections() {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    let server = Server::start(&["--quiet", "--admin", "0"]);
+    let admin = server.admin_addr();
+    let fds = server.fds();
+    let idle: Vec<_> = (0..100)
+        .map(|_| std::net::TcpStream::connect(admin).unwrap())
+        .collect();
+    // Taken in by the server (or not, if it holds them back): polled, for a second at
+    // most.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while accept_queue(admin.port()) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10)); // polling /proc/net/tcp
+    }
+    let started = Instant::now();
+    let mut probe = std::net::TcpStream::connect(admin).unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    probe.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
+    let mut response = String::new();
+    let read = probe.read_to_string(&mut response);
+    let took = started.elapsed();
+    eprintln!("/healthz beside 100 idle admin connections: {took:?}");
+    read.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert!(response.ends_with("\r\n\r\nok\n"), "{response}");
+    assert!(took < Duration::from_millis(100), "/healthz took {took:?}");
+    // The idle ones are bounded: more of them cost no more descriptors.
+    let more: Vec<_> = (0..200)
+        .map(|_| std::net::TcpStream::connect(admin).unwrap())
+        .collect();
+    let (status, _) = http(admin, b"GET /metrics HTTP/1.1\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let held = server.fds() - fds;
+    assert!(
+        held <= 64 + 2,
+        "{held} descriptors for idle admin connections"
+    );
+    drop((idle, more));
 }

@@ -104,9 +104,8 @@ fn the_connection_limit_holds_clients_back_until_others_leave() {
 /// Test 4: out of file descriptors (64, with 100 clients), the server waits without
 /// spinning, serves the clients it has, and accepts again soon after one leaves.
 #[test]
-#[cfg_attr(missing_prlimit, ignore = "needs prlimit: apt-get install util-linux")]
 fn out_of_file_descriptors_it_waits_without_spinning() {
-    if !common::have_prlimit() {
+    if !common::need("prlimit", "apt-get install util-linux") {
         return;
     }
     // A connection limit above the fd limit, so that accept really meets EMFILE.
@@ -351,4 +350,46 @@ fn a_client_that_stops_reading_is_closed_by_the_idle_timeout() {
     let peer = client.local_addr().unwrap();
     let line = server.wait_for_log(&format!("Connection closed {peer}"));
     assert!(line.contains("took no reply for 1 s"), "{line}");
+}
+
+/// `--shutdown-delay`: at SIGTERM `/healthz` says 503 at once, and the port goes on
+/// accepting and serving; a second signal cuts the delay short (the port closes, and open
+/// connections drain as they do without a delay), and a third exits at once.
+#[test]
+fn a_shutdown_delay_keeps_accepting_until_a_second_signal() {
+    let args = [
+        "--admin",
+        "0",
+        "--shutdown-delay",
+        "60",
+        "--shutdown-timeout",
+        "60",
+    ];
+    let mut server = Server::start(&args);
+    let admin = server.admin_addr();
+    let mut open = server.connect();
+    assert_eq!(round_trip(&mut open, b"hi\n", 7), b"GOT:hi\n");
+
+    server.signal("TERM");
+    server.wait_for_log("SIGTERM: still accepting for 60 s (--shutdown-delay), then stopping");
+    let (status, _) = common::http(admin, b"GET /healthz HTTP/1.1\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
+    let mut late = server.connect();
+    assert_eq!(round_trip(&mut late, b"late\n", 9), b"GOT:late\n");
+    drop(late);
+
+    let second = Instant::now();
+    server.signal("TERM");
+    server.wait_for_log("SIGTERM: the shutdown delay cut short");
+    server.wait_for_log("SIGTERM: stopped accepting; waiting up to 60 s for");
+    assert!(second.elapsed() < Duration::from_secs(5));
+    assert!(
+        TcpStream::connect(server.addr).is_err(),
+        "the port refuses new clients once the delay is cut short"
+    );
+    assert_eq!(round_trip(&mut open, b"on\n", 7), b"GOT:on\n");
+
+    server.signal("TERM");
+    let status = server.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(128 + 15));
 }

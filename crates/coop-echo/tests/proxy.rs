@@ -90,7 +90,9 @@ fn health_checks_are_served_and_not_logged() {
     // The server logs in order, on one thread: once a later connection's last line is
     // out, anything about the checks would be too.
     let mut later = server.connect();
-    let hello = header(SendProxy::V1, addr("192.0.2.9:1000"), server.addr).unwrap();
+    // A byte of its own: a header alone would make it a probe, logged at debug level.
+    let mut hello = header(SendProxy::V1, addr("192.0.2.9:1000"), server.addr).unwrap();
+    hello.push(b'\n');
     later.write_all(&hello).unwrap();
     drop(later);
     server.wait_for_log("Connection closed 192.0.2.9:1000");
@@ -224,8 +226,10 @@ fn a_probe_that_sends_nothing_is_not_warned_about() {
 /// On a dual-stack listener (`--host ::`) an IPv4 peer is `::ffff:a.b.c.d`: a v1 header
 /// naming that very connection in IPv4 terms is still a health check.
 #[test]
-#[cfg_attr(missing_ipv6_loopback, ignore = "needs the IPv6 loopback address ::1")]
 fn a_v1_check_on_a_dual_stack_listener_is_a_check() {
+    if !common::need_ipv6_loopback() {
+        return;
+    }
     let server = Server::start_with(&[], "::", 0, "info", &["--proxy-protocol"]);
     let port = server.addr.port();
     let mut check = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -242,12 +246,14 @@ fn a_v1_check_on_a_dual_stack_listener_is_a_check() {
     assert_eq!(read_to_close(&mut check), b"GOT:health\n");
     // A later client's lines come after anything about the check (one thread logs).
     let mut later = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let named = header(
+    let mut named = header(
         SendProxy::V1,
         addr("192.0.2.9:1000"),
         later.peer_addr().unwrap(),
-    );
-    later.write_all(&named.unwrap()).unwrap();
+    )
+    .unwrap();
+    named.push(b'\n'); // a byte of its own: not a probe
+    later.write_all(&named).unwrap();
     drop(later);
     server.wait_for_log("Connection closed 192.0.2.9:1000");
     assert!(!server.log().contains("127.0.0.1"), "{}", server.log());
@@ -324,4 +330,62 @@ fn a_client_whose_lines_get_no_reply_says_so() {
     assert_eq!(out.stdout, b"");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("1 line got no reply"), "{stderr}");
+}
+
+/// A connection that ends after its header, before a byte of its own, is a probe (a
+/// load balancer's check, HAProxy's plain one among them): logged at debug level only,
+/// on the TCP port and on the HTTP listener, whether it closes or resets, and whether
+/// the end comes after the server read the header or before.
+#[test]
+fn a_header_and_nothing_more_is_a_probe() {
+    let args = ["--proxy-protocol", "--http", "0"];
+    let server = Server::start_with(&[], "127.0.0.1", 0, "debug", &args);
+    let line = server.wait_for_log("(HTTP/1.1, HTTP/2, WebSocket)");
+    let http: SocketAddr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    let mut n = 0;
+    for target in [server.addr, http] {
+        for version in [SendProxy::V1, SendProxy::V2] {
+            for (reset, read_first) in [(false, true), (true, true), (false, false), (true, false)]
+            {
+                n += 1;
+                let source = addr(&format!("192.0.2.{n}:1000"));
+                let mut stream = TcpStream::connect(target).unwrap();
+                stream
+                    .write_all(&header(version, source, target).unwrap())
+                    .unwrap();
+                if read_first {
+                    server.wait_for_log(&format!("Connection from {source} comes through"));
+                }
+                let stream = socket2::Socket::from(stream);
+                if reset {
+                    stream.set_linger(Some(Duration::ZERO)).unwrap();
+                }
+                drop(stream);
+            }
+        }
+    }
+    // The server logs in order, on one thread: once a later connection's last line is
+    // out, anything about the probes would be too.
+    let mut later = server.connect();
+    let mut hello = header(SendProxy::V1, addr("198.51.100.1:1000"), server.addr).unwrap();
+    hello.extend_from_slice(b"hi\n");
+    later.write_all(&hello).unwrap();
+    later.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_eq!(read_to_close(&mut later), b"GOT:hi\n");
+    server.wait_for_log("Connection closed 198.51.100.1:1000");
+    let log = server.log();
+    let loud: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("192.0.2.") && !l.contains("DEBUG"))
+        .collect();
+    assert!(loud.is_empty(), "probes logged above debug: {loud:#?}");
+    assert!(
+        log.contains("INFO Connection from 198.51.100.1:1000\n"),
+        "{log}"
+    );
 }

@@ -251,6 +251,9 @@ impl Server {
                         tracing::debug!("accepting connections again");
                     }
                     let connection = Connection::open(&control, shared.clone());
+                    // The handler gets the address as the OS gives it; the log names an
+                    // IPv4 client of a dual-stack listener as IPv4, not `::ffff:a.b.c.d`.
+                    let shown = SocketAddr::new(peer.ip().to_canonical(), peer.port());
                     // A panic in the handler's own call (before its future exists) is
                     // that connection's, as a panic in its future is: the stream and the
                     // count go, the loop goes on.
@@ -259,18 +262,18 @@ impl Server {
                         Err(payload) => {
                             let message = panic_message(payload.as_ref()).unwrap_or("...");
                             tracing::error!(
-                                "Connection {peer}: the handler panicked: {message}; the server goes on"
+                                "Connection {shown}: the handler panicked: {message}; the server goes on"
                             );
                             continue;
                         }
                     };
                     let counted = Counted {
                         future,
-                        peer,
+                        peer: shown,
                         connection: Some(connection),
                     };
                     if trace::enabled() {
-                        drop(spawn_named(&format!("conn {peer}"), counted));
+                        drop(spawn_named(&format!("conn {shown}"), counted));
                     } else {
                         drop(spawn(counted));
                     }

@@ -238,6 +238,8 @@ pub fn handle(
     settings: Rc<Settings>,
     shared: Rc<Shared>,
 ) -> impl Future<Output = ()> {
+    // As every log line names it, and so `via` is set only when a header named another.
+    let peer = serve::canonical(peer);
     let mut open = Open::new(peer);
     async move {
         let Some((first, check)) = serve::origin(&stream, &mut open, &settings).await else {

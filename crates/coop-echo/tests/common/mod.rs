@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 /// How long any single socket operation of a test may wait before the test fails.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// For a test that finds `what` missing at run time although the build found it (the
-/// build marks the test ignored otherwise, see `build.rs`): fails under `CI=true`, and
+/// For a test that cannot run here for want of `what`: fails under `CI=true`, and
 /// otherwise says so where `cargo test` shows it, on the real stderr (`eprintln!` is
-/// captured and shown only for failing tests).
+/// captured and shown only for failing tests). The harness has no "skipped" outcome, so
+/// the test then returns and counts as passed; the note is what tells them apart.
 pub fn skip_without(what: &str, install: &str) {
     assert!(
         std::env::var("CI").as_deref() != Ok("true"),
@@ -25,6 +25,37 @@ pub fn skip_without(what: &str, install: &str) {
     );
     let note = format!("skipped: no {what} on this machine ({install})\n");
     let _ = std::io::Write::write_all(&mut std::io::stderr(), note.as_bytes());
+}
+
+/// Whether the program `tool` is on `PATH`, looked up when the test runs (a lookup at
+/// build time would have to rebuild whenever a folder on `PATH` changes); if not, says
+/// so, as [`skip_without`] does, and returns false.
+pub fn need(tool: &str, install: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| is_executable(&dir.join(tool))));
+    if !found {
+        skip_without(tool, install);
+    }
+    found
+}
+
+fn is_executable(file: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    file.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Whether this machine has the IPv6 loopback address; if not, says so, as
+/// [`skip_without`] does, and returns false.
+pub fn need_ipv6_loopback() -> bool {
+    let found = std::net::TcpListener::bind("[::1]:0").is_ok();
+    if !found {
+        skip_without(
+            "IPv6 loopback address (::1)",
+            "sysctl net.ipv6.conf.lo.disable_ipv6=0",
+        );
+    }
+    found
 }
 
 pub fn binary() -> &'static str {
@@ -458,15 +489,6 @@ async fn talk(
         checked += 1;
     }
     Ok(checked)
-}
-
-/// Whether `prlimit` (util-linux) is here; says so (and fails under `CI=true`) if not.
-pub fn have_prlimit() -> bool {
-    let found = Command::new("prlimit").arg("--version").output().is_ok();
-    if !found {
-        skip_without("prlimit", "apt-get install util-linux");
-    }
-    found
 }
 
 /// Runs `coop-echo bench --host 127.0.0.1 --port PORT -q ARGS` against `server`,
