@@ -219,18 +219,14 @@ async fn route(head: &str, sources: &Sources) -> (Response, bool) {
 async fn read_head(stream: &TcpStream) -> io::Result<Option<String>> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0; 1024];
+    let mut end = HeadEnd::default();
     loop {
         let n = stream.read(&mut buf).await?;
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
         head.extend_from_slice(&buf[..n]);
-        let end = head
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map(|at| at + 4)
-            .or_else(|| head.windows(2).position(|w| w == b"\n\n").map(|at| at + 2));
-        match end {
+        match end.find(&head) {
             Some(end) if end <= MAX_REQUEST => {
                 return Ok(Some(String::from_utf8_lossy(&head[..end]).into_owned()));
             }
@@ -238,6 +234,29 @@ async fn read_head(stream: &TcpStream) -> io::Result<Option<String>> {
             None if head.len() > MAX_REQUEST => return Ok(None),
             None => {}
         }
+    }
+}
+
+/// Where a request head ends (after its blank line, `\r\n\r\n` or a bare `\n\n`),
+/// found by looking only at what came since the last look: a head sent a byte at a time
+/// costs its length, not its length squared.
+#[derive(Debug, Default)]
+struct HeadEnd {
+    /// Bytes of the head already looked at.
+    seen: usize,
+}
+
+impl HeadEnd {
+    /// The end of the head in `head` (which only ever grows), if it has come.
+    fn find(&mut self, head: &[u8]) -> Option<usize> {
+        let from = self.seen;
+        self.seen = head.len();
+        memchr::memchr_iter(b'\n', &head[from..])
+            .map(|at| from + at)
+            .find(|&at| {
+                (at >= 1 && head[at - 1] == b'\n') || (at >= 3 && &head[at - 3..at] == b"\r\n\r")
+            })
+            .map(|at| at + 1)
     }
 }
 
@@ -447,4 +466,42 @@ fn request_counts(snapshot: &Snapshot) -> impl Iterator<Item = (Vec<(String, Str
                     (labels, count)
                 })
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HeadEnd;
+
+    /// Fed a byte at a time, as a slow client sends, or all at once: the same end.
+    #[test]
+    fn a_head_ends_after_its_blank_line_however_it_arrives() {
+        for (head, end) in [
+            (&b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nrest"[..], 34),
+            (b"GET / HTTP/1.0\n\n", 16),
+            (b"GET / HTTP/1.1\r\nA: b\r\n\r\n", 24),
+        ] {
+            assert_eq!(HeadEnd::default().find(head), Some(end));
+            let mut finder = HeadEnd::default();
+            let found = (1..=head.len()).find_map(|n| finder.find(&head[..n]));
+            assert_eq!(found, Some(end), "{:?}", String::from_utf8_lossy(head));
+        }
+        assert_eq!(HeadEnd::default().find(b"GET / HTTP/1.1\r\nA: b\r\n"), None);
+    }
+
+    /// Each look goes over the new bytes only (and three before them at most).
+    #[test]
+    fn each_look_covers_only_what_is_new() {
+        let head = [
+            b"GET / HTTP/1.1\r\n".as_slice(),
+            &b"X: y\r\n".repeat(1000),
+            b"\r\n",
+        ]
+        .concat();
+        let mut finder = HeadEnd::default();
+        for n in 1..head.len() {
+            assert_eq!(finder.find(&head[..n]), None);
+            assert_eq!(finder.seen, n);
+        }
+        assert_eq!(finder.find(&head), Some(head.len()));
+    }
 }
