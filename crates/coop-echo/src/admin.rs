@@ -357,6 +357,7 @@ fn metrics(sources: &Sources, threads: &[Snapshot]) -> String {
         ]);
         requests(&mut registry, &total, threads);
     }
+    refusals(&mut registry, &total, threads);
     let label = |index: usize| vec![("thread".to_string(), index.to_string())];
     for (name, help, value) in gauges {
         let gauge = Gauge::<i64>::default();
@@ -420,6 +421,31 @@ fn metrics(sources: &Sources, threads: &[Snapshot]) -> String {
     // Writing to a String cannot fail.
     let _ = encode(&mut text, &registry);
     text
+}
+
+/// `echo_refused{reason}`, in all and by thread: clients turned away, every reason
+/// (a zero included, so that a rate has its start).
+fn refusals(registry: &mut Registry, total: &Snapshot, threads: &[Snapshot]) {
+    let reason = |r: crate::refused::Reason| ("reason".to_string(), r.label().to_string());
+    let all = Family::<Vec<(String, String)>, Counter<u64>>::default();
+    for (r, count) in total.refused.by_reason() {
+        all.get_or_create(&vec![reason(r)]).inc_by(count);
+    }
+    let by_thread = Family::<Vec<(String, String)>, Counter<u64>>::default();
+    for (index, thread) in threads.iter().enumerate() {
+        for (r, count) in thread.refused.by_reason() {
+            let labels = vec![("thread".to_string(), index.to_string()), reason(r)];
+            by_thread.get_or_create(&labels).inc_by(count);
+        }
+    }
+    let help = "Clients turned away, by reason: a failed TLS handshake, a bad PROXY header, \
+                over --max-connections-per-source";
+    registry.register("echo_refused", help, all);
+    registry.register(
+        "echo_refused_by_thread",
+        format!("{help}, on each serving thread"),
+        by_thread,
+    );
 }
 
 /// `echo_http_requests{method, status}`, in all and by thread: the pairs seen only.

@@ -123,6 +123,13 @@ struct ServeArgs {
     #[arg(long, value_name = "N", default_value = "auto", value_parser = connection_limit)]
     max_connections: ConnectionLimit,
 
+    /// Serve at most N connections at once from one client address (the one a PROXY
+    /// header names, with --proxy-protocol), across threads; a connection over it is
+    /// closed at once, before any TLS handshake or HTTP request. No limit by default.
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_source: Option<u32>,
+
     /// On SIGINT or SIGTERM, first go on accepting and serving for this many seconds, with
     /// /healthz (--admin) saying 503 so that load balancers send no one new; then stop.
     /// A second signal cuts the delay short.
@@ -476,6 +483,10 @@ fn serve(mut args: ServeArgs, subcommand: Option<&str>) -> ExitCode {
             idle_timeout: some_secs(args.idle_timeout),
             proxy_protocol: args.proxy_protocol,
             tls,
+            // One table, which every thread's copy of the config shares.
+            per_source: args
+                .max_connections_per_source
+                .map(coop_echo::per_source::PerSource::new),
             // Set by the service, from the two below.
             limit: worker::Limit::Alone(usize::MAX),
             trace: None,

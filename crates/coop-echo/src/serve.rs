@@ -11,7 +11,10 @@ use std::time::Duration;
 use coop::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use crate::echo::{CHUNK_SLICES, Encoder, Framing};
+use crate::per_source::PerSource;
+use crate::plural::count;
 use crate::proxy::{self, Origin, Refusal};
+use crate::refused::{self, Reason};
 
 /// Bytes one read may take from a client. Reads land in one buffer that all connections
 /// share; a connection copies out only what its client is not yet accepting back.
@@ -60,6 +63,9 @@ pub struct Settings {
     pub idle_timeout: Option<Duration>,
     /// Every connection begins with a PROXY protocol header.
     pub proxy_protocol: bool,
+    /// At most this many connections at once from one client address, across threads
+    /// (`--max-connections-per-source`).
+    pub per_source: Option<PerSource>,
     /// What every connection adds to.
     pub totals: Totals,
 }
@@ -248,15 +254,17 @@ pub fn handle(
 }
 
 /// Learns who the client is: the peer, or whom a load balancer's PROXY header names (then
-/// in `open.peer`). Returns the bytes that came after a header, and whether it is a load
-/// balancer's health check; `None` if the connection is refused.
+/// in `open.peer`), and takes its place under `--max-connections-per-source`. Returns
+/// the bytes that came after a header, and whether it is a load balancer's health check;
+/// `None` if the connection is refused. Every handler (plain, TLS, HTTP) begins here: a
+/// client over its share is let go before a handshake or a request costs anything.
 pub(crate) async fn origin(
     stream: &TcpStream,
     open: &mut Open,
     settings: &Settings,
 ) -> Option<(Vec<u8>, bool)> {
     if !settings.proxy_protocol {
-        return Some((Vec::new(), false));
+        return admit(open, settings).then(|| (Vec::new(), false));
     }
     let peer = open.peer;
     let limit = settings
@@ -272,6 +280,8 @@ pub(crate) async fn origin(
             open.peer = source;
             first
         }
+        // A load balancer's own health check: not a client, and not counted as one (a
+        // check refused for its address would take the server out of the pool).
         Ok((Origin::Local, first)) => return Some((first, true)),
         Ok((Origin::Unnamed, first)) => first,
         Err(Refusal::Silent) => {
@@ -279,10 +289,19 @@ pub(crate) async fn origin(
             return None;
         }
         Err(Refusal::Bad(why)) => {
-            tracing::warn!("Connection from {peer} refused: {why}");
+            if refused::tally(Reason::ProxyHeader, peer, &why) {
+                tracing::warn!("Connection from {peer} refused: {why}");
+            } else {
+                tracing::debug!("Connection from {peer} refused: {why}");
+            }
             return None;
         }
     };
+    // Before the wait for a first byte: a client that sends its header and then nothing
+    // holds its place as any other does.
+    if !admit(open, settings) {
+        return None;
+    }
     // A load balancer's probe sends its header and nothing more (HAProxy's plain check
     // resets at once, maybe before the header is even read): only a byte of its own
     // makes the connection a client's, worth its lines at info level.
@@ -296,6 +315,29 @@ pub(crate) async fn origin(
         }
     }
     Some((first, false))
+}
+
+/// Takes a place for the client (`open.peer`) under `--max-connections-per-source`, held
+/// until `open` goes; `false`, with a warning, if its address has none left.
+fn admit(open: &mut Open, settings: &Settings) -> bool {
+    let Some(per_source) = &settings.per_source else {
+        return true;
+    };
+    let client = open.peer;
+    if per_source.take(client.ip()) {
+        open.place = Some(per_source.clone());
+        return true;
+    }
+    let why = format!(
+        "{} already open from its address",
+        count(u64::from(per_source.max()), "connection")
+    );
+    if refused::tally(Reason::PerSource, client, &why) {
+        tracing::warn!("Connection from {client} refused: {why} (--max-connections-per-source)");
+    } else {
+        tracing::debug!("Connection from {client} refused: {why} (--max-connections-per-source)");
+    }
+    false
 }
 
 /// Waits for the client's first byte, which stays unread; `Err` says how the connection
@@ -353,6 +395,9 @@ pub(crate) struct Open {
     quiet: bool,
     pub(crate) counts: Counts,
     ended: bool,
+    /// The table in which the connection holds a place for `peer`'s address
+    /// (`--max-connections-per-source`), given back when this goes.
+    place: Option<PerSource>,
 }
 
 impl Open {
@@ -364,6 +409,7 @@ impl Open {
             quiet: true,
             counts: Counts::default(),
             ended: false,
+            place: None,
         }
     }
 
@@ -371,6 +417,8 @@ impl Open {
     /// load balancer's health `check`).
     pub(crate) fn end(&mut self, outcome: io::Result<Ending>, check: bool, settings: &Settings) {
         self.ended = true;
+        // Before the line: once a client sees its connection closed, its place is free.
+        self.give_back();
         let Counts {
             bytes_in,
             bytes_out,
@@ -402,6 +450,14 @@ impl Open {
         }
     }
 
+    /// Gives back the connection's place under `--max-connections-per-source`, if it
+    /// holds one.
+    fn give_back(&mut self) {
+        if let Some(table) = self.place.take() {
+            table.give_back(self.peer.ip());
+        }
+    }
+
     /// The line of a connection the server's stop closed.
     fn log_stopped(&self) {
         let Counts {
@@ -417,6 +473,7 @@ impl Open {
 
 impl Drop for Open {
     fn drop(&mut self) {
+        self.give_back();
         if !(self.ended || self.quiet || std::thread::panicking()) {
             self.log_stopped();
         }

@@ -3,6 +3,7 @@
 //! its own, so that what reads the figures need not know the thread that keeps them.
 
 use crate::http;
+use crate::refused;
 
 /// One thread's figures, as the control sums and reports them.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -37,6 +38,9 @@ pub struct Snapshot {
     pub timers: u64,
     /// The HTTP listener's requests, WebSockets and bytes.
     pub http: http::Snapshot,
+    /// Clients turned away, by reason (each counted, whether its warning was logged in
+    /// full or summed up).
+    pub refused: refused::Counts,
 }
 
 impl Snapshot {
@@ -60,6 +64,7 @@ impl Snapshot {
                 sockets: a.sockets + b.sockets,
                 timers: a.timers + b.timers,
                 http: a.http.plus(&b.http),
+                refused: a.refused.plus(&b.refused),
             })
     }
 }

@@ -25,6 +25,7 @@ use futures_rustls::server::TlsStream;
 use futures_util::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::echo::Encoder;
+use crate::refused::{self, Reason};
 use crate::serve::{self, Counts, Ending, Open, RENDER_SIZE, Settings, Totals};
 use crate::tls::{self, Rewound};
 
@@ -103,8 +104,10 @@ async fn session(
     };
     if check {
         tracing::debug!("TLS handshake with {peer} (a health check) failed: {failed}");
-    } else {
+    } else if refused::tally(Reason::TlsHandshake, peer, &failed) {
         tracing::warn!("TLS handshake with {peer} failed: {failed}");
+    } else {
+        tracing::debug!("TLS handshake with {peer} failed: {failed}");
     }
     None
 }

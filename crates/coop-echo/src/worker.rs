@@ -17,6 +17,8 @@ use coop::{JoinHandle, Server, ServerHandle, SharedLimit, TcpListener, UdpSocket
 
 use crate::echo::Framing;
 use crate::http;
+use crate::per_source::PerSource;
+use crate::refused;
 use crate::serve::{self, Settings, Totals};
 use crate::snapshot::Snapshot;
 use crate::socket_file::SocketFile;
@@ -40,6 +42,8 @@ pub struct Config {
     pub tls: Option<Tls>,
     /// How many connections may be open at once.
     pub limit: Limit,
+    /// How many may be open at once from one client address, across threads.
+    pub per_source: Option<PerSource>,
     /// Print scheduler events, naming the thread (`Some(index)`) if there are several.
     pub trace: Option<Option<usize>>,
     /// Answer UDP with at most this many replies per second per source (0: any).
@@ -135,6 +139,7 @@ pub async fn run(index: usize, sockets: Sockets, config: Config) -> Snapshot {
         quiet: config.quiet,
         idle_timeout: config.idle_timeout,
         proxy_protocol: config.proxy_protocol,
+        per_source: config.per_source.clone(),
         totals: Totals::default(),
     });
     let limited = |listener| match &config.limit {
@@ -237,6 +242,8 @@ pub async fn run(index: usize, sockets: Sockets, config: Config) -> Snapshot {
         // nothing must not hold the exit).
         let _ = coop::time::timeout(TLS_GOODBYE, drained()).await;
     }
+    // Refusals held back for a summary not yet due: said now, or never.
+    refused::summarise_now();
     // The connections still open go with the runtime, after this returns.
     WORKER.set(None);
     last
@@ -314,6 +321,7 @@ pub fn snapshot() -> Snapshot {
         sockets: stat(|s| s.sockets),
         timers: stat(|s| s.timers),
         http: http::Snapshot::of(&worker.http_totals),
+        refused: refused::counts(),
     }
 }
 

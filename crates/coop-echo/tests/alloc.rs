@@ -64,6 +64,7 @@ fn start_server() -> (Vec<std::net::SocketAddr>, std::net::SocketAddr) {
                     // The default: the idle timer must cost no allocation either.
                     idle_timeout: Some(Duration::from_secs(300)),
                     proxy_protocol: false,
+                    per_source: None,
                     totals: Default::default(),
                 };
                 drop(coop::spawn(serve::run(listener, settings)));
@@ -151,6 +152,7 @@ fn a_connection_s_state_stays_small() {
             quiet: true,
             idle_timeout: Some(Duration::from_secs(300)),
             proxy_protocol: true,
+            per_source: None,
             totals: Default::default(),
         });
         let handler = serve::handle(stream, peer, settings);
@@ -180,6 +182,7 @@ fn the_echo_path_on_two_threads_allocates_nothing_per_message() {
         proxy_protocol: false,
         tls: None,
         limit: worker::Limit::Shared(coop::SharedLimit::new(1000)),
+        per_source: None,
         trace: None,
         udp_rate: None,
         hurry: Arc::default(),

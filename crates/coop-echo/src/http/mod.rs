@@ -33,6 +33,7 @@ use futures_util::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use hyper::server::conn::{http1, http2};
 use smol_hyper::rt::FuturesIo;
 
+use crate::refused::{self, Reason};
 use crate::serve::{self, Ending, Open, Settings};
 use crate::tls::{self, Rewound};
 use crate::tls_echo::Tls;
@@ -291,8 +292,10 @@ pub fn handle(
                             tracing::debug!(
                                 "TLS handshake with {peer} (a health check) failed: {failed}"
                             );
-                        } else {
+                        } else if refused::tally(Reason::TlsHandshake, peer, &failed) {
                             tracing::warn!("TLS handshake with {peer} failed: {failed}");
+                        } else {
+                            tracing::debug!("TLS handshake with {peer} failed: {failed}");
                         }
                         return;
                     }
