@@ -136,6 +136,13 @@ struct ServeArgs {
     #[arg(long, allow_negative_numbers = true, value_name = "SECS", default_value_t = 0.0, value_parser = seconds)]
     shutdown_delay: f64,
 
+    /// Each connection's kernel send buffer, in bytes (or with KiB or MiB): what the
+    /// kernel holds for a client that does not read. Without it, Linux grows a busy
+    /// socket's buffer up to net.ipv4.tcp_wmem's maximum (4 MiB by default); the kernel
+    /// counts twice the value for its bookkeeping, and caps it at net.core.wmem_max.
+    #[arg(long, value_name = "BYTES", value_parser = send_buffer)]
+    send_buffer: Option<usize>,
+
     /// Once stopping (after --shutdown-delay), let open connections go on for up to this
     /// many seconds.
     #[arg(long, allow_negative_numbers = true, value_name = "SECS", default_value_t = 10.0, value_parser = seconds)]
@@ -231,6 +238,14 @@ struct ServeArgs {
     #[arg(long, value_name = "BYTES", default_value = "16MiB", requires = "http",
           value_parser = message_size)]
     ws_max_message: usize,
+}
+
+fn send_buffer(s: &str) -> Result<usize, String> {
+    match coop_echo::http::parse_size(s) {
+        Ok(n) if (4096..=1 << 30).contains(&n) => Ok(n as usize),
+        Ok(_) => Err(format!("'{s}': give 4KiB to 1GiB")),
+        Err(e) => Err(e),
+    }
 }
 
 fn message_size(s: &str) -> Result<usize, String> {
@@ -500,6 +515,7 @@ fn serve(mut args: ServeArgs, subcommand: Option<&str>) -> ExitCode {
             ConnectionLimit::At(n) => Some(n),
         },
         shutdown_delay: Duration::from_secs_f64(args.shutdown_delay),
+        send_buffer: args.send_buffer,
         shutdown_timeout: Duration::from_secs_f64(args.shutdown_timeout),
         stats: args.stats.and_then(some_secs),
         trace: args.trace,

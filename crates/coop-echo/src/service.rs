@@ -53,6 +53,9 @@ pub struct Service {
     /// After a stop signal, how long to go on accepting (with `/healthz` saying 503),
     /// before the stop proper.
     pub shutdown_delay: Duration,
+    /// Each connection's kernel send buffer, in bytes (`SO_SNDBUF`, set on the listeners
+    /// and inherited by what they accept); `None`: the kernel's autotuning.
+    pub send_buffer: Option<usize>,
     /// How long open connections may go on once the server stops accepting.
     pub shutdown_timeout: Duration,
     /// Log a stats line this often.
@@ -176,6 +179,7 @@ async fn control(service: Service) -> Result<Served, ExitCode> {
         unix,
         max_connections,
         shutdown_delay,
+        send_buffer,
         shutdown_timeout,
         stats,
         trace,
@@ -207,6 +211,15 @@ async fn control(service: Service) -> Result<Served, ExitCode> {
         },
         None => (0..threads).map(|_| None).collect(),
     };
+    if let Some(bytes) = send_buffer {
+        let every = listeners.iter().chain(http_listeners.iter().flatten());
+        if let Err(e) = every
+            .map(|l| rustix::net::sockopt::set_socket_send_buffer_size(l, bytes))
+            .collect::<Result<(), _>>()
+        {
+            return Err(fail(format_args!("cannot set --send-buffer {bytes}: {e}")));
+        }
+    }
     let http_bound = match http_listeners.first().and_then(Option::as_ref) {
         Some(listener) => match listener.local_addr() {
             Ok(bound) => Some(bound),
