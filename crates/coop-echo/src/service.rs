@@ -212,10 +212,9 @@ async fn control(service: Service) -> Result<Served, ExitCode> {
         None => (0..threads).map(|_| None).collect(),
     };
     if let Some(bytes) = send_buffer {
-        let every = listeners.iter().chain(http_listeners.iter().flatten());
-        if let Err(e) = every
-            .map(|l| rustix::net::sockopt::set_socket_send_buffer_size(l, bytes))
-            .collect::<Result<(), _>>()
+        let mut every = listeners.iter().chain(http_listeners.iter().flatten());
+        if let Err(e) =
+            every.try_for_each(|l| rustix::net::sockopt::set_socket_send_buffer_size(l, bytes))
         {
             return Err(fail(format_args!("cannot set --send-buffer {bytes}: {e}")));
         }
