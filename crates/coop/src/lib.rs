@@ -34,7 +34,7 @@
 //! * epoll has no 1,024-socket ceiling and no per-call cost per socket.
 //! * [`TcpStream::write_all`] writes every byte (the seed's `send` may drop some).
 //! * A task that finds its socket ready again and again yields after a bounded budget
-//!   (128 ready operations, or about 200 µs of work, whichever comes first), so one
+//!   (127 ready operations, or about 200 µs of work, whichever comes first), so one
 //!   flooding client cannot starve the others, however costly its messages.
 //! * With nothing ready, the loop sleeps in the OS poll until a socket or a
 //!   [timer](time) needs it: an idle server uses no CPU.

@@ -171,7 +171,7 @@ fn a_flooding_client_does_not_starve_other_tasks() -> io::Result<()> {
             }
             assert_eq!(reader.await??, FLOOD);
             flooder.join().unwrap();
-            // Budget 128 per turn: about FLOOD / 128 = 2048 turns for everyone else.
+            // Budget 127 per turn: about FLOOD / 127 = 2064 turns for everyone else.
             assert!(
                 turns_during_flood >= 1000,
                 "other tasks got only {turns_during_flood} turns during the flood"
@@ -183,7 +183,7 @@ fn a_flooding_client_does_not_starve_other_tasks() -> io::Result<()> {
 
 /// A task whose every ready operation is expensive (50 µs of work per read, as a TLS
 /// record's decryption and reply can be) gives the thread up after a slice of about
-/// 200 µs, not after the 128 operations that the budget allows cheap ones.
+/// 200 µs, not after the 127 operations that the budget allows cheap ones.
 #[test]
 #[cfg_attr(miri, ignore = "Miri has no sockets, timerfd or /proc")]
 fn a_task_whose_reads_are_expensive_yields_after_a_slice() -> io::Result<()> {
@@ -229,7 +229,7 @@ fn a_task_whose_reads_are_expensive_yields_after_a_slice() -> io::Result<()> {
             let most = reader.await??;
             flooder.join().unwrap();
             // 8 reads before the slice starts, 8 more at 50 µs each measure 400 µs: it
-            // yields at the 17th. Without the slice, 128.
+            // yields at the 16th. Without the slice, 127.
             assert!(most <= 32, "{most} expensive reads in one turn");
             Ok(())
         })
