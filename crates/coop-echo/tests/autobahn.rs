@@ -15,14 +15,7 @@ fn the_autobahn_fuzzing_client_finds_nothing_wrong() {
         return;
     }
     let server = Server::start(&["--http", "0", "--quiet"]);
-    let line = server.wait_for_log("(HTTP/1.1, HTTP/2, WebSocket)");
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap();
+    let addr = server.http_addr();
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
     let reports = format!("{root}/target/autobahn-report");
     let _ = std::fs::remove_dir_all(&reports);

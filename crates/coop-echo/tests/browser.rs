@@ -42,13 +42,7 @@ fn a_browser_sends_a_message_over_the_websocket_and_shows_the_echo() {
         return;
     }
     let server = Server::start(&["--http", "0"]);
-    let line = server.wait_for_log("Listening on http://");
-    let http: SocketAddr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("no address after http:// in {line:?}"));
+    let http = server.http_addr();
 
     // Declared in this order so that they drop in reverse: the session (and its
     // browser) goes before chromedriver, which goes before the browser's profile.

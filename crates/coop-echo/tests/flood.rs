@@ -109,13 +109,7 @@ fn refused_proxy_headers_are_summarised() {
 fn https_handshake_failures_are_summarised() {
     let certs = Certs::new();
     let server = certs.serve(&["--http", "0", "--quiet"]);
-    let line = server.wait_for_log("(HTTP/1.1, HTTP/2, WebSocket)");
-    let https: SocketAddr = line
-        .split("https://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|addr| addr.parse().ok())
-        .expect("the HTTPS listener's address");
+    let https = server.http_addr();
     fail_many(https, CLIENTS, b"GET / HTTP/1.1\r\n\r\n");
     let log = stopped(server);
     let (lines, count) = accounted(&log, "does not speak TLS", "TLS handshake failures");

@@ -640,16 +640,7 @@ fn http_and_websocket_through_haproxy_in_http_mode() {
     }
     let start = |name: &str| {
         let server = Server::start(&["--proxy-protocol", "--http", "0", "--instance", name]);
-        let line = server.wait_for_log("(HTTP/1.1, HTTP/2, WebSocket)");
-        let addr: SocketAddr = line
-            .split("http://")
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let addr = server.http_addr();
         (server, addr)
     };
     let (a, a_http) = start("a");

@@ -16,18 +16,11 @@ use common::certs::Certs;
 use common::{IO_TIMEOUT, Server, pseudo_random};
 use futures_util::StreamExt;
 
-/// The HTTP listener's address, from its `Listening on http(s)://` line.
-fn http_addr(server: &Server) -> SocketAddr {
-    let line = server.wait_for_log("(HTTP/1.1, HTTP/2, WebSocket)");
-    let rest = line.split("://").nth(1).expect("a URL after Listening on");
-    rest.split_whitespace().next().unwrap().parse().unwrap()
-}
-
 fn start_http(more: &[&str]) -> (Server, SocketAddr) {
     let mut args = vec!["--http", "0"];
     args.extend_from_slice(more);
     let server = Server::start(&args);
-    let addr = http_addr(&server);
+    let addr = server.http_addr();
     (server, addr)
 }
 

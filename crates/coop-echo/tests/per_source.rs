@@ -180,13 +180,7 @@ fn on_http_the_share_is_taken_before_the_request() {
     let mut args = LIMITS.to_vec();
     args.extend(["--http", "0"]);
     let server = Server::start(&args);
-    let line = server.wait_for_log("(HTTP/1.1, HTTP/2, WebSocket)");
-    let http: SocketAddr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|addr| addr.parse().ok())
-        .expect("the HTTP listener's address");
+    let http = server.http_addr();
     // One place on the TCP port, held.
     let (n, _tcp) = served(vec![connect_from("127.0.0.1", server.addr)], b"tcp\n");
     assert_eq!(n, 1);

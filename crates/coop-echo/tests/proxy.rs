@@ -340,13 +340,7 @@ fn a_client_whose_lines_get_no_reply_says_so() {
 fn a_header_and_nothing_more_is_a_probe() {
     let args = ["--proxy-protocol", "--http", "0"];
     let server = Server::start_with(&[], "127.0.0.1", 0, "debug", &args);
-    let line = server.wait_for_log("(HTTP/1.1, HTTP/2, WebSocket)");
-    let http: SocketAddr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("{line}"));
+    let http = server.http_addr();
     let mut n = 0;
     for target in [server.addr, http] {
         for version in [SendProxy::V1, SendProxy::V2] {

@@ -36,15 +36,7 @@ fn every_connection_gets_the_send_buffer_asked_for() {
     ] {
         let server = Server::start(args);
         let addr = if http {
-            let line = server.wait_for_log("(HTTP/1.1, HTTP/2, WebSocket)");
-            line.split("http://")
-                .nth(1)
-                .unwrap()
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
+            server.http_addr()
         } else {
             server.addr
         };

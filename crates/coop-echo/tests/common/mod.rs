@@ -219,6 +219,16 @@ impl Server {
         }
     }
 
+    /// The `--http` listener's address, from its `Listening on http(s)://ADDR (...)` line.
+    pub fn http_addr(&self) -> SocketAddr {
+        let line = self.wait_for_log("(HTTP/1.1, HTTP/2, WebSocket)");
+        line.split("://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+    }
+
     /// The `--admin` address, from the server's `Metrics at` line.
     pub fn admin_addr(&self) -> SocketAddr {
         let line = self.wait_for_log("Metrics at http://");
