@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
-use forge::{Forger, forged_source};
+use forge::{Forger, forged_source, kernel_drops};
 
 #[derive(Parser, Debug)]
 #[command(about = "Forged-source UDP load on loopback, and the server's CPU per datagram")]
@@ -59,20 +59,6 @@ fn cpu_ns(pid: u32) -> std::io::Result<u64> {
             .unwrap_or(0);
     }
     Ok(total)
-}
-
-/// Datagrams the kernel dropped for UDP sockets on `port` (the last column of
-/// `/proc/net/udp`).
-fn kernel_drops(port: u16) -> u64 {
-    let port = format!(":{port:04X}");
-    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
-    table
-        .lines()
-        .skip(1)
-        .map(|line| line.split_whitespace().collect::<Vec<_>>())
-        .filter(|cols| cols.get(1).is_some_and(|local| local.ends_with(&port)))
-        .filter_map(|cols| cols.last()?.parse::<u64>().ok())
-        .sum()
 }
 
 fn main() -> ExitCode {

@@ -155,6 +155,70 @@ impl Drop for Haproxy {
     }
 }
 
+/// Clients that keep connecting through a load balancer, `threads` at a time, each
+/// thread one client after another (client `n` of thread `t` is given `t * 1,000,000 +
+/// n`, from 1 to `per_thread`), until stopped; what each client got, in the order they
+/// ended.
+struct Crowd<T> {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    outcomes: Arc<Mutex<Vec<T>>>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl<T: Send + 'static> Crowd<T> {
+    fn start(
+        threads: u64,
+        per_thread: u64,
+        client: impl Fn(u64) -> T + Send + Clone + 'static,
+    ) -> Crowd<T> {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let outcomes = Arc::new(Mutex::new(Vec::new()));
+        let threads = (0..threads)
+            .map(|t| {
+                let (stop, outcomes, client) =
+                    (Arc::clone(&stop), Arc::clone(&outcomes), client.clone());
+                thread::spawn(move || {
+                    for n in 1..=per_thread {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                        let outcome = client(t * 1_000_000 + n);
+                        outcomes.lock().unwrap().push(outcome);
+                    }
+                })
+            })
+            .collect();
+        Crowd {
+            stop,
+            outcomes,
+            threads,
+        }
+    }
+
+    /// Clients that have ended so far.
+    fn count(&self) -> usize {
+        self.outcomes.lock().unwrap().len()
+    }
+
+    /// Waits (at most `IO_TIMEOUT`) until `n` clients have ended.
+    fn wait_for(&self, n: usize) {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while self.count() < n {
+            assert!(Instant::now() < deadline, "only {} clients", self.count());
+            thread::sleep(Duration::from_millis(10)); // polling the clients' tally
+        }
+    }
+
+    /// Stops them (each thread after its client in flight), and gives what they got.
+    fn stop(self) -> Vec<T> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for thread in self.threads {
+            thread.join().unwrap();
+        }
+        std::mem::take(&mut *self.outcomes.lock().unwrap())
+    }
+}
+
 /// HAProxy on a free loopback port in front of `instances`, checking every 200 ms, once
 /// it has seen both up.
 fn in_front_of(instances: &[Server; 2], send_proxy: &str) -> Haproxy {
@@ -519,51 +583,20 @@ fn a_host_cut_off_mid_run_is_taken_out_and_the_other_serves_everyone() {
 
     // Clients keep connecting, four at a time, until told to stop.
     let frontend = haproxy.frontend;
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let outcomes = Arc::new(Mutex::new(Vec::new()));
-    let clients: Vec<_> = (0..4u64)
-        .map(|c| {
-            let (stop, outcomes) = (Arc::clone(&stop), Arc::clone(&outcomes));
-            thread::spawn(move || {
-                let mut seed = c * 1_000_000;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) && seed % 1_000_000 < 2000 {
-                    seed += 1;
-                    let outcome = echo_64k(frontend, seed);
-                    outcomes.lock().unwrap().push(outcome);
-                }
-            })
-        })
-        .collect();
-    let done = |outcomes: &Mutex<Vec<Outcome>>| outcomes.lock().unwrap().len();
-    let wait_for = |n: usize| {
-        let deadline = Instant::now() + IO_TIMEOUT;
-        while done(&outcomes) < n {
-            assert!(
-                Instant::now() < deadline,
-                "only {} connections",
-                done(&outcomes)
-            );
-            thread::sleep(Duration::from_millis(10)); // polling the clients' tally
-        }
-    };
-    wait_for(40);
+    let crowd = Crowd::start(4, 2000, move |seed| echo_64k(frontend, seed));
+    crowd.wait_for(40);
 
     let cut = Instant::now();
     ip(&["-n", &lb, "link", "set", "to1", "down"]);
     let down = haproxy.wait_status("a", "DOWN");
-    let before_down = done(&outcomes);
-    wait_for(before_down + 100);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for client in clients {
-        client.join().unwrap();
-    }
+    crowd.wait_for(crowd.count() + 100);
+    let outcomes = crowd.stop();
 
     let served_by = |server: &Server, port: u16| {
         server
             .log()
             .contains(&format!("Connection from 10.201.0.1:{port}\n"))
     };
-    let outcomes = outcomes.lock().unwrap();
     let after: Vec<&Outcome> = outcomes.iter().filter(|o| o.started > down).collect();
     for o in &after {
         assert_eq!(
@@ -684,24 +717,7 @@ fn http_and_websocket_through_haproxy_in_http_mode() {
     assert_eq!(instances.len(), 2, "round robin reached {instances:?}");
 
     // A WebSocket, upgraded through HAProxy, then a tunnel.
-    let mut ws = TcpStream::connect(haproxy.frontend).unwrap();
-    ws.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    ws.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: echo\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(ws.read(&mut byte).unwrap(), 1, "closed in the handshake");
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    let mut ws = common::raw_websocket(haproxy.frontend);
     // A masked text frame "hi" (mask 0), and its echo, unmasked.
     ws.write_all(&[0x81, 0x82, 0, 0, 0, 0, b'h', b'i']).unwrap();
     let mut echo = [0; 4];
@@ -910,30 +926,8 @@ fn a_shutdown_delay_lets_haproxy_take_an_instance_out_before_its_port_closes() {
 
     // Clients connect continuously, two at a time, until told to stop.
     let frontend = haproxy.frontend;
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let tried = Arc::new(Mutex::new(Vec::new()));
-    let clients: Vec<_> = (0..2u64)
-        .map(|c| {
-            let (stop, tried) = (Arc::clone(&stop), Arc::clone(&tried));
-            thread::spawn(move || {
-                let mut n = c * 1_000_000;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    n += 1;
-                    let outcome = one_echo(frontend, n);
-                    tried.lock().unwrap().push(outcome);
-                }
-            })
-        })
-        .collect();
-    let count = |tried: &Mutex<Vec<Tried>>| tried.lock().unwrap().len();
-    let wait_for = |n: usize| {
-        let deadline = Instant::now() + IO_TIMEOUT;
-        while count(&tried) < n {
-            assert!(Instant::now() < deadline, "only {} clients", count(&tried));
-            thread::sleep(Duration::from_millis(10)); // polling the clients' tally
-        }
-    };
-    wait_for(20);
+    let crowd = Crowd::start(2, 999_999, move |n| one_echo(frontend, n));
+    crowd.wait_for(20);
 
     let signalled = Instant::now();
     instances[0].signal("TERM");
@@ -945,14 +939,8 @@ fn a_shutdown_delay_lets_haproxy_take_an_instance_out_before_its_port_closes() {
     );
     instances[0].wait_for_log("stopped accepting");
     assert!(instances[0].wait_exit(IO_TIMEOUT).success());
-    let after = count(&tried);
-    wait_for(after + 20);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for client in clients {
-        client.join().unwrap();
-    }
-
-    let tried = tried.lock().unwrap();
+    crowd.wait_for(crowd.count() + 20);
+    let tried = crowd.stop();
     let refused: Vec<String> = tried
         .iter()
         .filter_map(|t| t.result.as_ref().err())

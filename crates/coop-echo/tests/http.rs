@@ -367,33 +367,6 @@ fn a_websocket_message_over_the_limit_is_closed_with_1009() {
     });
 }
 
-/// A raw WebSocket: the handshake by hand, so that frames can be anything.
-fn raw_websocket(addr: SocketAddr) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    stream
-        .write_all(
-            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        )
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(
-            stream.read(&mut byte).unwrap(),
-            1,
-            "closed in the handshake"
-        );
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    // RFC 6455's own example key and answer.
-    assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
-    stream
-}
-
 /// Reads one unmasked frame from the server: its first byte and payload.
 fn read_frame(stream: &mut TcpStream) -> (u8, Vec<u8>) {
     let mut head = [0; 2];
@@ -424,7 +397,7 @@ fn close_code(frame: &(u8, Vec<u8>)) -> u16 {
 #[test]
 fn a_frame_with_a_bogus_length_is_closed_at_once() {
     let (_server, addr) = start_http(&[]);
-    let mut ws = raw_websocket(addr);
+    let mut ws = common::raw_websocket(addr);
     // A binary frame of 2^63 - 1 bytes, masked, and no payload behind it.
     let mut frame = vec![0x82, 0xff];
     frame.extend_from_slice(&(i64::MAX as u64).to_be_bytes());
@@ -539,7 +512,7 @@ fn a_graceful_stop_closes_keep_alive_h2_and_websocket_connections_each_its_way()
     h2.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
         .unwrap();
-    let mut ws = raw_websocket(addr);
+    let mut ws = common::raw_websocket(addr);
     server.wait_until("three connections", |log| {
         log.matches("Connection from").count() == 3
     });

@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::Server;
-use forge::{Forger, forged_source};
+use forge::{Forger, forged_source, kernel_drops};
 
 /// More sources than the server's table holds (16,384), as in the issue.
 const FORGED_SOURCES: u32 = 16_500;
@@ -67,20 +67,6 @@ fn round_trips(socket: &UdpSocket, name: &str) -> usize {
         }
     }
     ROUND_TRIPS
-}
-
-/// Datagrams the kernel dropped for the server's UDP socket (its receive queue was full),
-/// from `/proc/net/udp`; for the failure message.
-fn kernel_drops(port: u16) -> u64 {
-    let port = format!(":{port:04X}");
-    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
-    table
-        .lines()
-        .skip(1)
-        .map(|line| line.split_whitespace().collect::<Vec<_>>())
-        .filter(|cols| cols.get(1).is_some_and(|local| local.ends_with(&port)))
-        .filter_map(|cols| cols.last()?.parse::<u64>().ok())
-        .sum()
 }
 
 /// The forged sources in the order they are sent, with the round each is in: every

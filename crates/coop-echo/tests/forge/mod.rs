@@ -72,3 +72,17 @@ impl Forger {
         Ok(())
     }
 }
+
+/// Datagrams the kernel dropped for the UDP sockets on `port` (their receive queues were
+/// full): the last column of `/proc/net/udp`.
+pub fn kernel_drops(port: u16) -> u64 {
+    let port = format!(":{port:04X}");
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .filter(|cols| cols.get(1).is_some_and(|local| local.ends_with(&port)))
+        .filter_map(|cols| cols.last()?.parse::<u64>().ok())
+        .sum()
+}
