@@ -18,6 +18,7 @@ pub mod service;
 pub mod snapshot;
 pub mod socket_file;
 pub mod tls;
+mod tls_conn;
 pub mod tls_echo;
 pub mod top;
 pub mod udp;

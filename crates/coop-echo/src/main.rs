@@ -479,7 +479,7 @@ fn serve(mut args: ServeArgs, subcommand: Option<&str>) -> ExitCode {
         }
     });
     let tls = server_config.map(|config| coop_echo::tls_echo::Tls {
-        acceptor: config.into(),
+        config,
         handshake_time,
     });
     service::run(Service {

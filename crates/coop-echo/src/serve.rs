@@ -21,7 +21,7 @@ use crate::refused::{self, Reason};
 const READ_SIZE: usize = 16 * 1024;
 
 /// Bytes of reply rendered per write in line framing (one line more at most).
-pub(crate) const RENDER_SIZE: usize = 64 * 1024;
+const RENDER_SIZE: usize = 64 * 1024;
 
 /// Room before the read bytes in the shared buffer, where a prefix this long or shorter
 /// is put so that it and the bytes form the reply in one piece.
@@ -42,12 +42,6 @@ thread_local! {
     });
     /// Line framing's replies, rendered: thousands of short lines make one write.
     static RENDERED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Lends the thread's read buffer (`READ_SIZE` bytes) to `f`: for a reader whose
-/// bytes are taken out before it returns.
-pub(crate) fn with_read_buffer<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
-    SCRATCH.with_borrow_mut(|scratch| f(&mut scratch.buf[PREFIX_ROOM..]))
 }
 
 /// What every connection's handler needs to know.

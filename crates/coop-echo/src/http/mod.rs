@@ -83,7 +83,7 @@ impl Config {
         let mut config = server.clone();
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Tls {
-            acceptor: TlsAcceptor::from(Arc::new(config)),
+            config: Arc::new(config),
             handshake_time,
         }
     }
@@ -275,7 +275,8 @@ pub fn handle(
                 }
             }
             Some(tls) => {
-                let handshake = tls.acceptor.accept(Rewound::new(first, stream));
+                let handshake =
+                    TlsAcceptor::from(Arc::clone(&tls.config)).accept(Rewound::new(first, stream));
                 let failed = match timeout(tls.handshake_time, handshake).await {
                     Ok(Ok(session)) => Ok(session),
                     Ok(Err(e)) => Err(tls::handshake_failure(&e)),
