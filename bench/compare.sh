@@ -48,7 +48,7 @@ for arg in "$@"; do
   case "$arg" in
     -h | --help) usage; exit 0 ;;
     --quick | --instructions | --threads-section | --tls-section | --http-section) ;;
-    coop | tokio | floor | plain) "$instructions" || wrong "'$arg' goes after --instructions" ;;
+    coop | tokio | floor | plain | --with-admin) "$instructions" || wrong "'$arg' goes after --instructions" ;;
     *) wrong "unknown argument '$arg'" ;;
   esac
 done

@@ -1,8 +1,11 @@
 //! `serve --admin ADDR`: the runtime and the server, as Prometheus metrics at
-//! `GET /metrics`, and whether the server accepts connections at `GET /healthz`.
+//! `GET /metrics`; whether the server accepts connections at `GET /healthz` (which `PUT
+//! /healthz` can make fail on purpose); the faults in force at `/faults` (`GET`, `PUT`
+//! with SPEC lines, `DELETE`).
 //!
 //! The HTTP side is the least a scraper needs, and no more than that can be abused: one
-//! request per connection, its head at most 8 KiB, read within 5 seconds; then
+//! request per connection, its head at most 8 KiB and its body 64 KiB, read within 5
+//! seconds; then
 //! `Connection: close`. At most 64 admin connections are kept; past that, the oldest
 //! one still waiting for its request is let go, so that a load balancer's probe is
 //! answered at once whatever other clients of the address do (a client that connects
@@ -15,6 +18,7 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coop::{JoinHandle, TcpListener, TcpStream};
@@ -25,11 +29,14 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::fault::{self, Spec};
 use crate::http;
 use crate::snapshot::Snapshot;
 
 /// The largest request head accepted.
 const MAX_REQUEST: usize = 8 * 1024;
+/// The largest request body accepted (`PUT /faults`'s SPEC lines).
+const MAX_BODY: usize = 64 * 1024;
 /// How long a client has to send its request (and, again, to take the response).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Admin connections kept at once. Each costs a descriptor and a few KiB; a scraper or
@@ -62,6 +69,11 @@ pub struct Sources {
     pub udp: bool,
     /// Whether `--http` serves (and its figures are reported).
     pub http: bool,
+    /// The faults in force, which `/faults` shows and sets.
+    pub faults: Option<Arc<fault::Table>>,
+    /// Set by `PUT /healthz` with `503`: the health answer fails while the server
+    /// goes on serving.
+    pub failing: Cell<bool>,
 }
 
 /// An admin connection being served.
@@ -142,23 +154,20 @@ impl Response {
 
 /// Reads one request and answers it (`reading` is cleared once the request is in).
 async fn answer(stream: &TcpStream, sources: &Sources, reading: &Cell<bool>) -> io::Result<()> {
-    let (response, head_only) = match coop::time::timeout(REQUEST_TIMEOUT, read_head(stream)).await
-    {
-        Ok(head) => {
-            reading.set(false);
-            match head? {
-                Some(head) => route(&head, sources).await,
-                None => (
-                    Response::text("431 Request Header Fields Too Large", "request too large\n"),
-                    false,
-                ),
+    let (response, head_only) =
+        match coop::time::timeout(REQUEST_TIMEOUT, read_request(stream)).await {
+            Ok(request) => {
+                reading.set(false);
+                match request? {
+                    Ok((head, body)) => route(&head, &body, sources).await,
+                    Err(response) => (response, false),
+                }
             }
-        }
-        Err(_) => (
-            Response::text("408 Request Timeout", "request timed out\n"),
-            false,
-        ),
-    };
+            Err(_) => (
+                Response::text("408 Request Timeout", "request timed out\n"),
+                false,
+            ),
+        };
     // A client that takes no response holds its connection no longer than one that
     // sends no request.
     match coop::time::timeout(REQUEST_TIMEOUT, respond(stream, &response, head_only)).await {
@@ -170,8 +179,9 @@ async fn answer(stream: &TcpStream, sources: &Sources, reading: &Cell<bool>) -> 
     }
 }
 
-/// The response to the request `head`, and whether it goes without its body (HEAD).
-async fn route(head: &str, sources: &Sources) -> (Response, bool) {
+/// The response to the request `head` (with `body`), and whether it goes without its
+/// body (HEAD).
+async fn route(head: &str, body: &[u8], sources: &Sources) -> (Response, bool) {
     let request_line = head.lines().next().unwrap_or_default();
     let words: Vec<&str> = request_line.split_whitespace().collect();
     let [method, path, version] = words[..] else {
@@ -200,23 +210,153 @@ async fn route(head: &str, sources: &Sources) -> (Response, bool) {
         ("GET" | "HEAD", "/healthz") => {
             if sources.stopping.get() {
                 Response::text("503 Service Unavailable", "stopping\n")
+            } else if sources.failing.get() {
+                Response::text("503 Service Unavailable", "failing (PUT /healthz)\n")
             } else {
                 Response::text("200 OK", "ok\n")
             }
         }
-        ("GET", _) => Response::text("404 Not Found", "try /metrics or /healthz\n"),
+        ("PUT", "/healthz") => match String::from_utf8_lossy(body).trim() {
+            "503" => {
+                sources.failing.set(true);
+                tracing::info!("/healthz now answers {} (PUT /healthz)", 503);
+                Response::text("200 OK", "/healthz now answers 503\n")
+            }
+            "200" => {
+                sources.failing.set(false);
+                tracing::info!("/healthz now answers {} (PUT /healthz)", 200);
+                Response::text("200 OK", "/healthz now answers 200\n")
+            }
+            other => Response::text(
+                "400 Bad Request",
+                &format!("'{other}': give 503 (fail) or 200 (answer again)\n"),
+            ),
+        },
+        (_, "/faults") => faults(method, body, sources),
+        ("GET", _) => Response::text("404 Not Found", "try /metrics, /healthz or /faults\n"),
         _ => Response {
             status: "405 Method Not Allowed",
             content_type: TEXT,
-            headers: "Allow: GET, HEAD\r\n",
-            body: "GET /metrics, GET or HEAD /healthz only\n".to_string(),
+            headers: "Allow: GET, HEAD, PUT, DELETE\r\n",
+            body: "GET /metrics; GET, HEAD or PUT /healthz; GET, PUT or DELETE /faults\n"
+                .to_string(),
         },
     };
     (response, head_only)
 }
 
-/// Reads up to the end of the request head; `None` if it is longer than allowed.
-async fn read_head(stream: &TcpStream) -> io::Result<Option<String>> {
+/// `/faults`: what is in force (`GET`), replaced by the SPEC lines of the body (`PUT`:
+/// all of them or, if one is bad, none), or cleared (`DELETE`). A change holds for
+/// connections accepted from then on.
+fn faults(method: &str, body: &[u8], sources: &Sources) -> Response {
+    let Some(table) = &sources.faults else {
+        return Response::text("404 Not Found", "no faults here\n");
+    };
+    match method {
+        "GET" => {}
+        "PUT" => {
+            let text = String::from_utf8_lossy(body);
+            let specs: Result<Vec<Spec>, String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                .map(str::parse)
+                .collect();
+            match specs {
+                Ok(specs) => {
+                    let said: Vec<String> = specs.iter().map(ToString::to_string).collect();
+                    tracing::info!("Faults now: {}", listed(&said));
+                    table.replace(specs);
+                }
+                Err(why) => return Response::text("400 Bad Request", &format!("{why}\n")),
+            }
+        }
+        "DELETE" => {
+            tracing::info!("Faults now: {}", listed(&[]));
+            table.replace(Vec::new());
+        }
+        _ => {
+            return Response {
+                status: "405 Method Not Allowed",
+                content_type: TEXT,
+                headers: "Allow: GET, PUT, DELETE\r\n",
+                body: "GET, PUT or DELETE /faults\n".to_string(),
+            };
+        }
+    }
+    let specs: Vec<String> = table.specs().iter().map(ToString::to_string).collect();
+    let applied: serde_json::Map<String, serde_json::Value> = fault::KINDS
+        .iter()
+        .zip(table.applied())
+        .map(|(kind, n)| (kind.to_string(), n.into()))
+        .collect();
+    let mut body = serde_json::json!({ "faults": specs, "applied": applied }).to_string();
+    body.push('\n');
+    Response {
+        status: "200 OK",
+        content_type: "application/json",
+        headers: "",
+        body,
+    }
+}
+
+/// SPECs, for a log line.
+fn listed(specs: &[String]) -> String {
+    if specs.is_empty() {
+        "none".to_string()
+    } else {
+        specs.join(", ")
+    }
+}
+
+/// Reads a request: its head, then as many body bytes as its `Content-Length` says. The
+/// inner `Err` is the response to one too large.
+async fn read_request(stream: &TcpStream) -> io::Result<Result<(String, Vec<u8>), Response>> {
+    let (head, mut body) = match read_head(stream).await? {
+        Some(request) => request,
+        None => {
+            return Ok(Err(Response::text(
+                "431 Request Header Fields Too Large",
+                "request too large\n",
+            )));
+        }
+    };
+    let length = head
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .map(|(_, value)| value.trim().parse::<usize>());
+    let length = match length {
+        None => 0,
+        Some(Ok(length)) if length <= MAX_BODY => length,
+        Some(Ok(_)) => {
+            return Ok(Err(Response::text(
+                "413 Content Too Large",
+                "body too large\n",
+            )));
+        }
+        Some(Err(_)) => {
+            return Ok(Err(Response::text(
+                "400 Bad Request",
+                "bad Content-Length\n",
+            )));
+        }
+    };
+    let mut buf = [0; 1024];
+    while body.len() < length {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        body.extend_from_slice(&buf[..n]);
+    }
+    body.truncate(length);
+    Ok(Ok((head, body)))
+}
+
+/// Reads up to the end of the request head; returns it and the bytes after it, or
+/// `None` if it is longer than allowed.
+async fn read_head(stream: &TcpStream) -> io::Result<Option<(String, Vec<u8>)>> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0; 1024];
     let mut end = HeadEnd::default();
@@ -228,7 +368,8 @@ async fn read_head(stream: &TcpStream) -> io::Result<Option<String>> {
         head.extend_from_slice(&buf[..n]);
         match end.find(&head) {
             Some(end) if end <= MAX_REQUEST => {
-                return Ok(Some(String::from_utf8_lossy(&head[..end]).into_owned()));
+                let rest = head.split_off(end);
+                return Ok(Some((String::from_utf8_lossy(&head).into_owned(), rest)));
             }
             Some(_) => return Ok(None),
             None if head.len() > MAX_REQUEST => return Ok(None),
@@ -358,6 +499,9 @@ fn metrics(sources: &Sources, threads: &[Snapshot]) -> String {
         requests(&mut registry, &total, threads);
     }
     refusals(&mut registry, &total, threads);
+    if let Some(table) = &sources.faults {
+        faults_applied(&mut registry, table);
+    }
     let label = |index: usize| vec![("thread".to_string(), index.to_string())];
     for (name, help, value) in gauges {
         let gauge = Gauge::<i64>::default();
@@ -425,6 +569,21 @@ fn metrics(sources: &Sources, threads: &[Snapshot]) -> String {
 
 /// `echo_refused{reason}`, in all and by thread: clients turned away, every reason
 /// (a zero included, so that a rate has its start).
+/// `echo_faults{kind}`: how often each kind of fault has acted (every kind, a zero
+/// included).
+fn faults_applied(registry: &mut Registry, table: &fault::Table) {
+    let family = Family::<Vec<(String, String)>, Counter<u64>>::default();
+    for (kind, n) in fault::KINDS.iter().zip(table.applied()) {
+        family
+            .get_or_create(&vec![("kind".to_string(), kind.to_string())])
+            .inc_by(n);
+    }
+    let help = "Faults applied (--fault, PUT /faults), by kind: replies delayed, \
+                connections throttled, closed, reset or stalled, datagrams dropped, \
+                delayed or duplicated, HTTP requests answered with a fault";
+    registry.register("echo_faults", help, family);
+}
+
 fn refusals(registry: &mut Registry, total: &Snapshot, threads: &[Snapshot]) {
     let reason = |r: crate::refused::Reason| ("reason".to_string(), r.label().to_string());
     let all = Family::<Vec<(String, String)>, Counter<u64>>::default();

@@ -238,10 +238,24 @@ struct ServeArgs {
     #[arg(long, value_name = "BYTES", default_value = "16MiB", requires = "http",
           value_parser = message_size)]
     ws_max_message: usize,
+
+    /// Misbehave on purpose (repeatable): KIND[=VALUE][@SHARE]. On the TCP port (plain
+    /// and TLS) and --http's WebSockets: delay=50ms (or 20ms..80ms: each reply held that
+    /// long), throttle=10KiB/s, close-after=BYTES (FIN), reset-after=BYTES (RST; 0: at
+    /// accept), stall-after=BYTES (neither read nor answer). On UDP: drop=5%,
+    /// duplicate=5%, delay=... @SHARE (e.g. @10%) picks that share of connections, drawn
+    /// at accept. With --admin, PUT /faults replaces them live.
+    #[arg(long, value_name = "SPEC")]
+    fault: Vec<coop_echo::fault::Spec>,
+
+    /// Draw --fault's shares from N: the same N and the same order of connections give
+    /// the same faults.
+    #[arg(long, value_name = "N")]
+    fault_seed: Option<u64>,
 }
 
 fn send_buffer(s: &str) -> Result<usize, String> {
-    match coop_echo::http::parse_size(s) {
+    match coop_echo::units::parse_size(s) {
         Ok(n) if (4096..=1 << 30).contains(&n) => Ok(n as usize),
         Ok(_) => Err(format!("'{s}': give 4KiB to 1GiB")),
         Err(e) => Err(e),
@@ -249,7 +263,7 @@ fn send_buffer(s: &str) -> Result<usize, String> {
 }
 
 fn message_size(s: &str) -> Result<usize, String> {
-    match coop_echo::http::parse_size(s) {
+    match coop_echo::units::parse_size(s) {
         Ok(n) if (1..=1 << 30).contains(&n) => Ok(n as usize),
         Ok(_) => Err(format!("'{s}': give 1 byte to 1GiB")),
         Err(e) => Err(e),
@@ -508,6 +522,13 @@ fn serve(mut args: ServeArgs, subcommand: Option<&str>) -> ExitCode {
             udp_rate: args.udp.then_some(args.udp_rate),
             hurry: Arc::default(),
             http,
+            // An admin address may set faults later: the accept loops must look.
+            faults: (!args.fault.is_empty() || args.admin.is_some()).then(|| {
+                Arc::new(coop_echo::fault::Table::new(
+                    args.fault.clone(),
+                    args.fault_seed,
+                ))
+            }),
         },
         unix: args.unix,
         max_connections: match args.max_connections {

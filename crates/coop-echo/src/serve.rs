@@ -5,12 +5,15 @@ use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use coop::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use futures_util::future::Either;
 
 use crate::echo::{CHUNK_SLICES, Encoder, Framing};
+use crate::fault;
 use crate::per_source::PerSource;
 use crate::plural::count;
 use crate::proxy::{self, Origin, Refusal};
@@ -60,6 +63,9 @@ pub struct Settings {
     /// At most this many connections at once from one client address, across threads
     /// (`--max-connections-per-source`).
     pub per_source: Option<PerSource>,
+    /// The faults that may be in force (`--fault`, `PUT /faults`): a connection drawn
+    /// for some is answered by [`fault::tcp`] instead.
+    pub faults: Option<Arc<fault::Table>>,
     /// What every connection adds to.
     pub totals: Totals,
 }
@@ -220,6 +226,12 @@ pub(crate) enum Ending {
     /// The server stopped, and closed the connection (the TLS echo's goodbye: a
     /// close_notify).
     Stopped,
+    /// A fault (`--fault`) of this kind, set at this many bytes, ended it so.
+    Faulted {
+        kind: &'static str,
+        at: u64,
+        what: &'static str,
+    },
 }
 
 /// Answers one client until it closes (or falls silent, or fails), and logs the end.
@@ -228,6 +240,11 @@ pub fn handle(
     peer: SocketAddr,
     settings: Rc<Settings>,
 ) -> impl Future<Output = ()> {
+    // Drawn at accept; a connection with faults gets a handler of its own, behind a
+    // pointer: this one's state and code stay what they were.
+    if let Some(plan) = fault::draw(&settings) {
+        return Either::Right(fault::tcp::answer(stream, peer, settings, None, plan));
+    }
     // The peer goes into the connection's guard at once, and the guard is what the task
     // keeps: no copy of an address waits beside it in every connection's state. Quiet
     // until the connection is known (a refused one had no `Connection from` line).
@@ -235,7 +252,7 @@ pub fn handle(
     // An `async move` block rather than an `async fn`: an async fn keeps its arguments
     // twice in its state (as arguments, and as locals), and every connection would
     // carry the copy.
-    async move {
+    let answered = async move {
         let Some((first, check)) = origin(&stream, &mut open, &settings).await else {
             return;
         };
@@ -244,7 +261,8 @@ pub fn handle(
         let mut encoder = Encoder::new(Rc::clone(&settings.prefix), settings.framing);
         let outcome = echo(&stream, &mut encoder, &mut open.counts, &settings, first).await;
         open.end(outcome, check, &settings);
-    }
+    };
+    Either::Left(answered)
 }
 
 /// Learns who the client is: the peer, or whom a load balancer's PROXY header names (then
@@ -428,6 +446,9 @@ impl Open {
                     settings.idle_timeout.unwrap_or_default().as_secs_f64()
                 ),
                 Ok(Ending::Stopped) => self.log_stopped(),
+                Ok(Ending::Faulted { kind, at, what }) => tracing::info!(
+                    "Connection closed {client}: the fault {kind}={at} {what} ({bytes_in} bytes in, {bytes_out} bytes out)"
+                ),
                 Err(e) => tracing::info!(
                     "Connection closed {client}: {e} ({bytes_in} bytes in, {bytes_out} bytes out)"
                 ),

@@ -367,6 +367,8 @@ async fn control(service: Service) -> Result<Served, ExitCode> {
             rate,
             udp,
             http: http_bound.is_some(),
+            faults: config.faults.clone(),
+            failing: Cell::new(false),
         });
         drop(coop::spawn_named("admin", admin::serve(listener, sources)));
     }

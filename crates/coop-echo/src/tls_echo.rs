@@ -13,9 +13,11 @@ use std::time::Duration;
 
 use coop::net::TcpStream;
 use coop::time::timeout;
+use futures_util::future::Either;
 use rustls::ServerConfig;
 
 use crate::echo::Encoder;
+use crate::fault;
 use crate::refused::{self, Reason};
 use crate::serve::{self, Counts, Ending, Open, Settings};
 use crate::tls;
@@ -47,17 +49,21 @@ pub(crate) fn handle(
     settings: Rc<Settings>,
     tls: Rc<Tls>,
 ) -> impl Future<Output = ()> {
+    if let Some(plan) = fault::draw(&settings) {
+        return Either::Right(fault::tcp::answer(stream, peer, settings, Some(tls), plan));
+    }
     let mut open = Open::new(peer);
-    async move {
+    Either::Left(async move {
         let Some((first, check)) = serve::origin(&stream, &mut open, &settings).await else {
             return;
         };
+
         // Before the handshake: its flights are small writes too.
         serve::nodelay(&stream, open.peer);
         if let Some(outcome) = session(&stream, first, check, &mut open, &settings, &tls).await {
             open.end(outcome, check, &settings);
         }
-    }
+    })
 }
 
 /// Handshakes (`first`: bytes read already, after a PROXY header), says who connected,
@@ -93,11 +99,7 @@ async fn session(
     };
     let failed = match timeout(tls.handshake_time, until_stopped(handshaken)).await {
         Ok(None) => {
-            if check {
-                tracing::debug!("TLS handshake with {peer} (a health check) cut short");
-            } else if !settings.quiet {
-                tracing::info!("TLS handshake with {peer} cut short: the server stopped");
-            }
+            cut_short(peer, check, settings);
             return None;
         }
         Ok(Some(Ok(mut conn))) => {
@@ -112,8 +114,29 @@ async fn session(
             return Some(ending);
         }
         Ok(Some(Err(e))) => tls::handshake_failure(&e),
-        Err(_) => format!("not done within {} s", tls.handshake_time.as_secs_f64()),
+        Err(_) => too_slow(tls),
     };
+    failed_handshake(peer, check, &failed);
+    None
+}
+
+/// The line of a handshake the server's stop cut short.
+pub(crate) fn cut_short(peer: SocketAddr, check: bool, settings: &Settings) {
+    if check {
+        tracing::debug!("TLS handshake with {peer} (a health check) cut short");
+    } else if !settings.quiet {
+        tracing::info!("TLS handshake with {peer} cut short: the server stopped");
+    }
+}
+
+/// Why a handshake that ran out of time failed.
+pub(crate) fn too_slow(tls: &Tls) -> String {
+    format!("not done within {} s", tls.handshake_time.as_secs_f64())
+}
+
+/// The line of a failed handshake: a warning, unless it is a load balancer's health
+/// check or one of a flood of them (`refused`).
+pub(crate) fn failed_handshake(peer: SocketAddr, check: bool, failed: &str) {
     if check {
         tracing::debug!("TLS handshake with {peer} (a health check) failed: {failed}");
     } else if refused::tally(Reason::TlsHandshake, peer, &failed) {
@@ -121,7 +144,6 @@ async fn session(
     } else {
         tracing::debug!("TLS handshake with {peer} failed: {failed}");
     }
-    None
 }
 
 /// Answers everything the client sends, until it closes; then closes with a
@@ -177,7 +199,7 @@ async fn echo(
 }
 
 /// `future`'s output, or `None` if the server stops first.
-async fn until_stopped<F: Future>(future: F) -> Option<F::Output> {
+pub(crate) async fn until_stopped<F: Future>(future: F) -> Option<F::Output> {
     let mut future = std::pin::pin!(future);
     let mut stop = std::pin::pin!(coop::stop_requested());
     std::future::poll_fn(|cx| {

@@ -16,6 +16,7 @@ use std::time::Duration;
 use coop::{JoinHandle, Server, ServerHandle, SharedLimit, TcpListener, UdpSocket};
 
 use crate::echo::Framing;
+use crate::fault;
 use crate::http;
 use crate::per_source::PerSource;
 use crate::refused;
@@ -52,6 +53,9 @@ pub struct Config {
     pub hurry: Arc<AtomicBool>,
     /// Serve HTTP and WebSocket too (`--http`), on a listener of this thread's.
     pub http: Option<http::Config>,
+    /// The faults in force, when there may be some (`--fault`, or an admin address that
+    /// can set them): `None`, and no connection looks for faults.
+    pub faults: Option<Arc<fault::Table>>,
 }
 
 /// The connection limit: this thread's alone, or shared by every thread.
@@ -140,6 +144,7 @@ pub async fn run(index: usize, sockets: Sockets, config: Config) -> Snapshot {
         idle_timeout: config.idle_timeout,
         proxy_protocol: config.proxy_protocol,
         per_source: config.per_source.clone(),
+        faults: config.faults.clone(),
         totals: Totals::default(),
     });
     let limited = |listener| match &config.limit {
@@ -198,7 +203,7 @@ pub async fn run(index: usize, sockets: Sockets, config: Config) -> Snapshot {
         let limiter = (rate > 0).then(|| udp::Limiter::new(rate));
         drop(coop::spawn_named(
             "udp",
-            udp::serve(socket, Rc::clone(&settings), limiter),
+            udp::serve(socket, Rc::clone(&settings), limiter, config.faults.clone()),
         ));
     }
     // The socket file goes when this returns (or is dropped with the runtime).

@@ -65,6 +65,7 @@ fn start_server() -> (Vec<std::net::SocketAddr>, std::net::SocketAddr) {
                     idle_timeout: Some(Duration::from_secs(300)),
                     proxy_protocol: false,
                     per_source: None,
+                    faults: None,
                     totals: Default::default(),
                 };
                 drop(coop::spawn(serve::run(listener, settings)));
@@ -153,6 +154,7 @@ fn a_connection_s_state_stays_small() {
             idle_timeout: Some(Duration::from_secs(300)),
             proxy_protocol: true,
             per_source: None,
+            faults: None,
             totals: Default::default(),
         });
         let handler = serve::handle(stream, peer, settings);
@@ -167,6 +169,18 @@ fn a_connection_s_state_stays_small() {
 /// per message, and nothing crosses between them.
 #[test]
 fn the_echo_path_on_two_threads_allocates_nothing_per_message() {
+    echo_on_two_threads_allocates_nothing_per_message(None);
+}
+
+/// The same where faults may be set (`--fault`, or an admin address) but none is in
+/// force: the accept loop looks, and a message costs what it did.
+#[test]
+fn with_no_fault_in_force_the_echo_path_allocates_nothing_per_message() {
+    let table = coop_echo::fault::Table::new(Vec::new(), Some(1));
+    echo_on_two_threads_allocates_nothing_per_message(Some(Arc::new(table)));
+}
+
+fn echo_on_two_threads_allocates_nothing_per_message(faults: Option<Arc<coop_echo::fault::Table>>) {
     const CLIENTS: usize = 32;
     let listeners = coop::net::bind_reuse_port("127.0.0.1:0", 2).unwrap();
     let addr = listeners[0].local_addr().unwrap();
@@ -187,6 +201,7 @@ fn the_echo_path_on_two_threads_allocates_nothing_per_message() {
         udp_rate: None,
         hurry: Arc::default(),
         http: None,
+        faults,
     };
     let threads = coop::threads::Builder::new()
         .spawn(listeners.into_iter().zip(controls).enumerate().map(

@@ -13,6 +13,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::Shared;
 use super::routes::Connection;
+use crate::units::{parse_duration, parse_size};
 
 /// Bytes of `/stream` per piece.
 const STREAM_PIECE: usize = 16 * 1024;
@@ -64,7 +65,7 @@ impl Reply {
         let mut size = 1 << 20;
         for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
             if name == "size" {
-                size = super::parse_size(&value)
+                size = parse_size(&value)
                     .ok()
                     .filter(|&n| n <= STREAM_MAX)
                     .ok_or_else(|| {
@@ -195,32 +196,9 @@ impl Sse {
     }
 }
 
-/// `250ms`, `2s`, `1.5s`, or bare seconds.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let (number, scale) = if let Some(ms) = s.strip_suffix("ms") {
-        (ms, 1e-3)
-    } else if let Some(secs) = s.strip_suffix('s') {
-        (secs, 1.0)
-    } else {
-        (s, 1.0)
-    };
-    let value: f64 = number.parse().ok()?;
-    (value.is_finite() && value >= 0.0).then(|| Duration::from_secs_f64(value * scale))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_take_ms_and_s() {
-        assert_eq!(parse_duration("200ms"), Some(Duration::from_millis(200)));
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_duration("-1s"), None);
-        assert_eq!(parse_duration("soon"), None);
-        assert_eq!(parse_duration("infs"), None);
-    }
 
     #[test]
     fn bad_parameters_are_named() {

@@ -29,7 +29,7 @@ use coop::ServerHandle;
 use coop::net::TcpStream;
 use coop::time::timeout;
 use futures_rustls::TlsAcceptor;
-use futures_util::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use futures_util::io::{AsyncRead, AsyncWrite};
 use hyper::server::conn::{http1, http2};
 use smol_hyper::rt::FuturesIo;
 
@@ -444,7 +444,7 @@ async fn speak<T: Transport>(io: T, h2: bool, who: Peer, shared: &Rc<Shared>) ->
                 if counted.upgraded.get() {
                     websocket::echo(io, parts.read_buf, &counted, shared).await
                 } else {
-                    close(&mut io).await.map(|()| Ending::Closed)
+                    tls::close(&mut io).await.map(|()| Ending::Closed)
                 }
             }
             Err(e) => ended(Err(e)),
@@ -485,55 +485,3 @@ fn ended(served: Result<(), hyper::Error>) -> io::Result<Ending> {
     Err(io::Error::other(e.to_string()))
 }
 
-/// Closes our side: TLS's close_notify, then the FIN. The client may have closed already.
-async fn close<I: AsyncWrite + Unpin>(io: &mut I) -> io::Result<()> {
-    match io.close().await {
-        Err(e)
-            if e.kind() != io::ErrorKind::NotConnected && e.kind() != io::ErrorKind::BrokenPipe =>
-        {
-            Err(e)
-        }
-        _ => Ok(()),
-    }
-}
-
-/// `"1024"`, `"64KiB"`, `"16MiB"`, `"1GiB"`: a number of bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(at) => s.split_at(at),
-        None => (s, ""),
-    };
-    let scale: u64 = match unit {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        _ => {
-            return Err(format!(
-                "'{s}' is not a size (bytes, or with KiB, MiB or GiB)"
-            ));
-        }
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(scale))
-        .ok_or_else(|| format!("'{s}' is not a size (bytes, or with KiB, MiB or GiB)"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes_take_binary_units() {
-        assert_eq!(parse_size("1024"), Ok(1024));
-        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
-        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
-        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
-        assert!(parse_size("").is_err());
-        assert!(parse_size("12kb").is_err());
-        assert!(parse_size("-1").is_err());
-        assert!(parse_size("99999999999999999999").is_err());
-    }
-}
