@@ -248,10 +248,26 @@ struct ServeArgs {
     #[arg(long, value_name = "SPEC")]
     fault: Vec<coop_echo::fault::Spec>,
 
+    /// With --http: what a request whose query names none of the fault parameters gets,
+    /// as a query (e.g. 'delay=100ms&status=503:10'): delay, status (CODE or CODE:SHARE%),
+    /// size, body, close, reset, header (Name:Value), content-type.
+    #[arg(long, value_name = "QUERY", requires = "http", value_parser = http_defaults)]
+    http_defaults: Option<Arc<coop_echo::http::asked::Asked>>,
+
     /// Draw --fault's shares from N: the same N and the same order of connections give
     /// the same faults.
     #[arg(long, value_name = "N")]
     fault_seed: Option<u64>,
+}
+
+fn http_defaults(s: &str) -> Result<Arc<coop_echo::http::asked::Asked>, String> {
+    match coop_echo::http::asked::Asked::from_query(s) {
+        Ok(Some(asked)) => Ok(Arc::new(asked)),
+        Ok(None) => Err(format!(
+            "'{s}' names no parameter (delay, status, size, body, close, reset, header, content-type)"
+        )),
+        Err(why) => Err(why),
+    }
 }
 
 fn send_buffer(s: &str) -> Result<usize, String> {
@@ -490,6 +506,7 @@ fn serve(mut args: ServeArgs, subcommand: Option<&str>) -> ExitCode {
             host: Arc::from(host),
             // Set by the service, once it has bound.
             listening: Arc::new([]),
+            defaults: args.http_defaults.clone(),
         }
     });
     let tls = server_config.map(|config| coop_echo::tls_echo::Tls {

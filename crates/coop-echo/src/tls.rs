@@ -307,6 +307,11 @@ impl<S> Rewound<S> {
             inner,
         }
     }
+
+    /// The stream under it.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Rewound<S> {

@@ -164,6 +164,7 @@ pub async fn run(index: usize, sockets: Sockets, config: Config) -> Snapshot {
                 thread: index,
                 server: server.handle(),
                 totals: Rc::clone(&http_totals),
+                faults: config.faults.clone(),
             });
             let handle = server.handle();
             let settings = Rc::clone(&settings);

@@ -78,8 +78,16 @@ impl Table {
 
     /// Counts `fault` as having acted, and says so at debug level.
     pub(crate) fn acted(&self, fault: &Fault, client: SocketAddr, what: &str) {
-        self.applied[fault.index()].fetch_add(1, Ordering::Relaxed);
-        tracing::debug!("Fault {} for {client}: {what}", fault.kind());
+        self.acted_kind(fault.kind(), client, what);
+    }
+
+    /// Counts a fault of `kind` (one of [`KINDS`]) as having acted, and says so at debug
+    /// level.
+    pub(crate) fn acted_kind(&self, kind: &'static str, client: SocketAddr, what: &str) {
+        if let Some(index) = KINDS.iter().position(|k| *k == kind) {
+            self.applied[index].fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::debug!("Fault {kind} for {client}: {what}");
     }
 
     /// The faults of a connection accepted now: `None` if it has none (most often

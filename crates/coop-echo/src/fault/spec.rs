@@ -36,8 +36,9 @@ pub struct Spec {
     pub text: String,
 }
 
-/// The kinds, in the order `/metrics` lists them.
-pub const KINDS: [&str; 7] = [
+/// The kinds, in the order `/metrics` lists them: `--fault`'s, then the ones only an
+/// HTTP request's query asks for (`?status=`, `?close=`, `?reset=`).
+pub const KINDS: [&str; 10] = [
     "delay",
     "throttle",
     "close-after",
@@ -45,6 +46,9 @@ pub const KINDS: [&str; 7] = [
     "stall-after",
     "drop",
     "duplicate",
+    "status",
+    "close",
+    "reset",
 ];
 
 impl Fault {
@@ -175,7 +179,7 @@ impl std::str::FromStr for Spec {
             _ => {
                 return Err(bad(format!(
                     "no fault is called '{kind}' (there are {})",
-                    KINDS.join(", ")
+                    KINDS[..7].join(", ")
                 )));
             }
         };

@@ -11,6 +11,7 @@
 //! `routes.rs` answers requests; `body.rs` is what the answers stream; `describe.rs` is the
 //! JSON that tells a client what reached the server.
 
+pub mod asked;
 mod body;
 mod describe;
 mod routes;
@@ -65,6 +66,9 @@ pub struct Config {
     pub host: Arc<str>,
     /// Every address the server listens on, for the description.
     pub listening: Arc<[String]>,
+    /// What a request whose query names no fault or shape of its own gets
+    /// (`--http-defaults`).
+    pub defaults: Option<Arc<asked::Asked>>,
 }
 
 impl std::fmt::Debug for Config {
@@ -198,6 +202,8 @@ pub struct Shared {
     /// A body to describe must come within this long (30 s, or the idle
     /// timeout if shorter).
     pub body_time: Duration,
+    /// Where the faults a request asks for are counted (with `--fault` or `--admin`).
+    pub faults: Option<Arc<crate::fault::Table>>,
 }
 
 impl Shared {
@@ -376,6 +382,8 @@ struct Outcome {
 trait Transport: hyper::rt::Read + hyper::rt::Write + Unpin + 'static {
     type Stream: AsyncRead + AsyncWrite + Unpin;
     fn into_stream(self) -> Self::Stream;
+    /// The socket under it (for a reset a request asks for).
+    fn socket(&self) -> &TcpStream;
 }
 
 /// The socket itself: hyper's traits are coop's own (`coop::hyper`).
@@ -384,13 +392,36 @@ impl Transport for TcpStream {
     fn into_stream(self) -> TcpStream {
         self
     }
+    fn socket(&self) -> &TcpStream {
+        self
+    }
 }
 
 /// Anything else (TLS, or bytes read already in front), through smol-hyper's adapter.
-impl<S: AsyncRead + AsyncWrite + Unpin + 'static> Transport for FuturesIo<S> {
+impl<S: AsyncRead + AsyncWrite + Socket + Unpin + 'static> Transport for FuturesIo<S> {
     type Stream = S;
     fn into_stream(self) -> S {
         self.into_inner()
+    }
+    fn socket(&self) -> &TcpStream {
+        self.get_ref().socket()
+    }
+}
+
+/// A stream over a socket.
+trait Socket {
+    fn socket(&self) -> &TcpStream;
+}
+
+impl Socket for Rewound<TcpStream> {
+    fn socket(&self) -> &TcpStream {
+        self.inner()
+    }
+}
+
+impl Socket for futures_rustls::server::TlsStream<Rewound<TcpStream>> {
+    fn socket(&self) -> &TcpStream {
+        self.get_ref().0.inner()
     }
 }
 
@@ -410,7 +441,8 @@ async fn speak<T: Transport>(io: T, h2: bool, who: Peer, shared: &Rc<Shared>) ->
         let mut connection = pin!(connection);
         let mut told = false;
         let served = std::future::poll_fn(|cx| {
-            if !told && stopped.as_mut().poll(cx).is_ready() {
+            // A request's `?close=true` too, once its answer is on its way.
+            if !told && (counted.close.get() || stopped.as_mut().poll(cx).is_ready()) {
                 // GOAWAY: the streams begun go on, no new one is taken.
                 told = true;
                 connection.as_mut().graceful_shutdown();
@@ -434,10 +466,26 @@ async fn speak<T: Transport>(io: T, h2: bool, who: Peer, shared: &Rc<Shared>) ->
                 told = true;
                 std::pin::Pin::new(&mut connection).graceful_shutdown();
             }
-            connection.poll_without_shutdown(cx)
+            match connection.poll_without_shutdown(cx) {
+                // A request asked for a reset (`?reset=true`), and waits for it.
+                std::task::Poll::Pending if counted.reset.get() => {
+                    std::task::Poll::Ready(Err(None))
+                }
+                polled => polled.map_err(Some),
+            }
         })
         .await;
         match served {
+            Err(None) => {
+                let parts = connection.into_parts();
+                // A zero linger: the close when `parts` goes is an RST.
+                if let Err(e) = parts.io.socket().set_linger(Some(Duration::ZERO)) {
+                    tracing::debug!("SO_LINGER: {e}");
+                }
+                Err(io::Error::other(
+                    "reset, as its request asked (?reset=true)",
+                ))
+            }
             Ok(()) => {
                 let parts = connection.into_parts();
                 let mut io = parts.io.into_stream();
@@ -447,7 +495,7 @@ async fn speak<T: Transport>(io: T, h2: bool, who: Peer, shared: &Rc<Shared>) ->
                     tls::close(&mut io).await.map(|()| Ending::Closed)
                 }
             }
-            Err(e) => ended(Err(e)),
+            Err(Some(e)) => ended(Err(e)),
         }
     };
     Outcome {
@@ -484,4 +532,3 @@ fn ended(served: Result<(), hyper::Error>) -> io::Result<Ending> {
     }
     Err(io::Error::other(e.to_string()))
 }
-

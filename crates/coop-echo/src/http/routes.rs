@@ -2,10 +2,10 @@
 //! page for a browser, a WebSocket upgrade the 101, anything else its description.
 
 use std::cell::Cell;
-use std::convert::Infallible;
 use std::future::{Future, Ready, ready};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
+use super::asked::Asked;
 use super::body::{Reply, Sse};
 use super::{Peer, Shared, describe, websocket};
 
@@ -40,6 +41,10 @@ const PAGE: &str = include_str!("page.html");
 pub(crate) struct Connection {
     /// A request was answered 101: the stream goes to the WebSocket echo next.
     pub upgraded: Cell<bool>,
+    /// A request asked for a reset (`?reset=true`, HTTP/1.1): the connection is reset.
+    pub reset: Cell<bool>,
+    /// A request asked for a close (`?close=true`, HTTP/2): GOAWAY after its answer.
+    pub close: Cell<bool>,
     pub bytes_in: Cell<u64>,
     pub bytes_out: Cell<u64>,
 }
@@ -62,9 +67,14 @@ pub(crate) struct Routes {
     who: Rc<Peer>,
     h2: bool,
     connection: Rc<Connection>,
+    /// Answers given by these routes are counted by the caller (once shaped as asked).
+    uncounted: bool,
 }
 
-type Answer = Result<Response<Reply>, Infallible>;
+/// An error of a request's answer: HTTP/2 resets its stream (`?reset=true`).
+type Failed = Box<dyn std::error::Error + Send + Sync>;
+
+type Answer = Result<Response<Reply>, Failed>;
 
 impl Routes {
     pub(crate) fn new(
@@ -78,11 +88,93 @@ impl Routes {
             who: Rc::new(who),
             h2,
             connection,
+            uncounted: false,
         }
+    }
+
+    /// The same routes, for a request whose answer is counted elsewhere (or not).
+    fn with_count(&self, uncounted: bool) -> Routes {
+        Routes {
+            shared: Rc::clone(&self.shared),
+            who: Rc::clone(&self.who),
+            h2: self.h2,
+            connection: Rc::clone(&self.connection),
+            uncounted,
+        }
+    }
+
+    /// Counts a fault a request asked for (with `--fault` or `--admin`), and says so at
+    /// debug level.
+    fn acted(&self, kind: &'static str, what: &str) {
+        if let Some(table) = &self.shared.faults {
+            let client = self.who.client.unwrap_or(([0, 0, 0, 0], 0).into());
+            table.acted_kind(kind, client, what);
+        }
+    }
+
+    /// What `request`'s query asks of its answer (or `--http-defaults`, if it asks for
+    /// nothing).
+    fn asked(&self, request: &Request<Incoming>) -> Result<Option<Arc<Asked>>, String> {
+        let query = request
+            .uri()
+            .query()
+            .filter(|_| request.uri().path() != "/stream");
+        match query.map(Asked::from_query).transpose()?.flatten() {
+            Some(asked) => Ok(Some(Arc::new(asked))),
+            None => Ok(self.shared.config.defaults.clone()),
+        }
+    }
+
+    /// Answers `request` as it asks: reset, held, shaped, closed.
+    #[inline(never)]
+    fn faulty(
+        &self,
+        request: Request<Incoming>,
+        asked: Arc<Asked>,
+    ) -> <Self as hyper::service::Service<Request<Incoming>>>::Future {
+        let method = request.method().clone();
+        if asked.reset {
+            self.acted("reset", "reset instead of an answer");
+            if self.h2 {
+                return Either::Right(Box::pin(ready(Err(Failed::from(
+                    "reset, as the request asked (?reset=true)",
+                )))));
+            }
+            self.connection.reset.set(true);
+            return Either::Right(Box::pin(std::future::pending()));
+        }
+        let routes = self.with_count(false);
+        let answer = self.with_count(true).answer(request);
+        Either::Right(Box::pin(async move {
+            if let Some(delay) = asked.delay {
+                routes.acted("delay", &format!("answer held {delay:?}"));
+                coop::time::sleep(delay).await;
+            }
+            let mut response = answer.await?;
+            let status = asked.draws_status();
+            if let Some(status) = status {
+                routes.acted("status", &format!("answered {status}"));
+            }
+            asked.shape(&mut response, status);
+            if asked.close {
+                routes.acted("close", "closed after its answer");
+                if routes.h2 {
+                    routes.connection.close.set(true);
+                } else {
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+            }
+            Ok(routes.count(&method, response))
+        }))
     }
 
     /// Counts the answer to a request of `method`, by its status.
     fn count(&self, method: &Method, response: Response<Reply>) -> Response<Reply> {
+        if self.uncounted {
+            return response;
+        }
         let row = METHODS
             .iter()
             .position(|m| *m == method.as_str())
@@ -99,7 +191,7 @@ impl Routes {
 
 impl hyper::service::Service<Request<Incoming>> for Routes {
     type Response = Response<Reply>;
-    type Error = Infallible;
+    type Error = Failed;
     // Unboxed for the answers made at once (`/echo` among them): hyper's HTTP/1 wants
     // the future `Unpin`, and a box per request would cost `/echo` an allocation.
     type Future = Either<Ready<Answer>, Pin<Box<dyn Future<Output = Answer>>>>;
@@ -125,6 +217,23 @@ impl hyper::service::Service<Request<Incoming>> for Routes {
             };
             return Either::Left(ready(Ok(self.count(&method, response))));
         }
+        match self.asked(&request) {
+            Ok(None) => self.answer(request),
+            Ok(Some(asked)) => self.faulty(request, asked),
+            Err(why) => Either::Left(ready(Ok(
+                self.count(&method, text(StatusCode::BAD_REQUEST, &why))
+            ))),
+        }
+    }
+}
+
+impl Routes {
+    /// The answer of the route `request` names.
+    fn answer(
+        &self,
+        request: Request<Incoming>,
+    ) -> <Self as hyper::service::Service<Request<Incoming>>>::Future {
+        let method = request.method().clone();
         let response = match request.uri().path() {
             "/echo" => echo(request, &self.shared, &self.connection),
             "/sse" => match Sse::from_query(request.uri().query()) {
@@ -163,12 +272,7 @@ impl hyper::service::Service<Request<Incoming>> for Routes {
                 let shared = Rc::clone(&self.shared);
                 let who = Rc::clone(&self.who);
                 let connection = Rc::clone(&self.connection);
-                let routes = Routes {
-                    shared: Rc::clone(&shared),
-                    who: Rc::clone(&who),
-                    h2: self.h2,
-                    connection: Rc::clone(&connection),
-                };
+                let routes = self.with_count(self.uncounted);
                 return Either::Right(Box::pin(async move {
                     let response = described(request, &shared, &who, &connection).await;
                     Ok(routes.count(&method, response))
