@@ -165,6 +165,7 @@ pub async fn run(index: usize, sockets: Sockets, config: Config) -> Snapshot {
                 server: server.handle(),
                 totals: Rc::clone(&http_totals),
                 faults: config.faults.clone(),
+                idle_timeout: config.idle_timeout,
             });
             let handle = server.handle();
             let settings = Rc::clone(&settings);

@@ -168,3 +168,57 @@ fn bad_defaults_are_refused_at_start_in_one_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("delay=soon: give e.g. 250ms"), "{stderr}");
 }
+
+/// Runs `f` on a coop runtime, bounded in time.
+fn on_coop<T>(f: impl std::future::Future<Output = T>) -> T {
+    coop::block_on(async {
+        coop::time::timeout(common::IO_TIMEOUT, f)
+            .await
+            .expect("the WebSocket exchange took too long")
+    })
+}
+
+async fn ws_connect(
+    addr: std::net::SocketAddr,
+) -> async_tungstenite::WebSocketStream<coop::TcpStream> {
+    let stream = coop::TcpStream::connect(addr).await.unwrap();
+    let (ws, _) = async_tungstenite::client_async(format!("ws://{addr}/ws"), stream)
+        .await
+        .expect("the WebSocket handshake");
+    ws
+}
+
+#[test]
+fn websocket_faults_act_on_message_payload() {
+    use async_tungstenite::tungstenite::{Error, Message};
+    use futures_util::StreamExt as _;
+
+    let server = Server::start(&[
+        "--http",
+        "0",
+        "--fault",
+        "delay=100ms",
+        "--fault",
+        "close-after=10",
+    ]);
+    let addr = server.http_addr();
+    on_coop(async {
+        let mut ws = ws_connect(addr).await;
+        let started = Instant::now();
+        ws.send(Message::text("four")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("four"));
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        // 4 payload bytes went; of this message's 20, the next 6, then the end: no close
+        // frame, so the client sees the connection go.
+        ws.send(Message::binary(vec![7; 20])).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::binary(vec![7; 6])
+        );
+        match ws.next().await {
+            None | Some(Err(Error::Protocol(_) | Error::ConnectionClosed | Error::Io(_))) => {}
+            other => panic!("after the cut: {other:?}"),
+        }
+    });
+    server.wait_for_log("the fault close-after=10 closed it");
+}

@@ -248,78 +248,87 @@ impl Faulty<'_> {
         fault: Fault,
         at: u64,
     ) -> io::Result<Ending> {
-        let client = self.client;
-        match fault {
-            Fault::CloseAfter(_) => {
-                self.table
-                    .acted(&fault, client, &format!("closed after {at} bytes"));
-                tls::close(io).await?;
-                Ok(Ending::Faulted {
-                    kind: fault.kind(),
-                    at,
-                    what: "closed it",
-                })
-            }
-            Fault::ResetAfter(_) => {
-                self.table
-                    .acted(&fault, client, &format!("reset after {at} bytes"));
-                reset(self.raw, client);
-                Ok(Ending::Faulted {
-                    kind: fault.kind(),
-                    at,
-                    what: "reset it",
-                })
-            }
-            _ => {
-                self.table
-                    .acted(&fault, client, &format!("stalled after {at} bytes"));
-                Ok(self.stall(at).await)
-            }
-        }
+        let idle = self.settings.idle_timeout;
+        cut(
+            self.table,
+            self.client,
+            self.raw,
+            idle,
+            fault,
+            at,
+            tls::close(io),
+        )
+        .await
     }
+}
 
-    /// Neither reads nor writes until the client leaves, the idle timeout passes, or the
-    /// server stops. Whether the client has left is looked at each `STALL_LOOK`, without
-    /// taking anything it sent: a client that sent bytes and then left is seen at the
-    /// idle timeout.
-    async fn stall(&self, at: u64) -> Ending {
-        let started = Instant::now();
-        let mut stop = pin!(coop::stop_requested());
-        loop {
-            let look = self.settings.idle_timeout.map_or(STALL_LOOK, |idle| {
-                idle.saturating_sub(started.elapsed()).min(STALL_LOOK)
-            });
-            let mut wait = pin!(sleep(look));
-            let stopped = std::future::poll_fn(|cx| {
-                if stop.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(true);
-                }
-                wait.as_mut().poll(cx).map(|()| false)
-            })
-            .await;
-            if stopped {
-                return Ending::Stopped;
+/// Ends a connection of `client` over `raw` as the cut `fault` (reached after `at`
+/// reply bytes) says: `close` closes it, a zero linger resets it, or it stalls (until
+/// the idle timeout `idle`, at most).
+pub(crate) async fn cut(
+    table: &Table,
+    client: SocketAddr,
+    raw: &TcpStream,
+    idle: Option<Duration>,
+    fault: Fault,
+    at: u64,
+    close: impl Future<Output = io::Result<()>>,
+) -> io::Result<Ending> {
+    let (what, done) = match fault {
+        Fault::CloseAfter(_) => ("closed", "closed it"),
+        Fault::ResetAfter(_) => ("reset", "reset it"),
+        _ => ("stalled", ""),
+    };
+    table.acted(&fault, client, &format!("{what} after {at} bytes"));
+    match fault {
+        Fault::CloseAfter(_) => close.await?,
+        Fault::ResetAfter(_) => reset(raw, client),
+        _ => return Ok(stall(raw, idle, at).await),
+    }
+    Ok(Ending::Faulted {
+        kind: fault.kind(),
+        at,
+        what: done,
+    })
+}
+
+/// Neither reads nor writes until the client leaves, the idle timeout passes, or the
+/// server stops. Whether the client has left is looked at each `STALL_LOOK`, without
+/// taking anything it sent: a client that sent bytes and then left is seen at the
+/// idle timeout.
+pub(crate) async fn stall(raw: &TcpStream, idle: Option<Duration>, at: u64) -> Ending {
+    let started = Instant::now();
+    let mut stop = pin!(coop::stop_requested());
+    loop {
+        let look = idle.map_or(STALL_LOOK, |idle| {
+            idle.saturating_sub(started.elapsed()).min(STALL_LOOK)
+        });
+        let mut wait = pin!(sleep(look));
+        let stopped = std::future::poll_fn(|cx| {
+            if stop.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(true);
             }
-            if self
-                .settings
-                .idle_timeout
-                .is_some_and(|idle| started.elapsed() >= idle)
-            {
-                return Ending::Idle;
-            }
-            let mut byte = [0];
-            let flags = RecvFlags::PEEK | RecvFlags::DONTWAIT;
-            match rustix::net::recv(self.raw, &mut byte, flags) {
-                Err(rustix::io::Errno::AGAIN) => {}
-                Ok((_, n)) if n > 0 => {}
-                // The end of the stream, or an error: the client is gone.
-                _ => {
-                    return Ending::Faulted {
-                        kind: "stall-after",
-                        at,
-                        what: "stalled it until the client left",
-                    };
-                }
+            wait.as_mut().poll(cx).map(|()| false)
+        })
+        .await;
+        if stopped {
+            return Ending::Stopped;
+        }
+        if idle.is_some_and(|idle| started.elapsed() >= idle) {
+            return Ending::Idle;
+        }
+        let mut byte = [0];
+        let flags = RecvFlags::PEEK | RecvFlags::DONTWAIT;
+        match rustix::net::recv(raw, &mut byte, flags) {
+            Err(rustix::io::Errno::AGAIN) => {}
+            Ok((_, n)) if n > 0 => {}
+            // The end of the stream, or an error: the client is gone.
+            _ => {
+                return Ending::Faulted {
+                    kind: "stall-after",
+                    at,
+                    what: "stalled it until the client left",
+                };
             }
         }
     }
@@ -327,7 +336,7 @@ impl Faulty<'_> {
 
 /// Resets the connection: a zero linger, so that its close (when the handler returns
 /// and the stream is dropped) sends an RST.
-fn reset(stream: &TcpStream, client: SocketAddr) {
+pub(crate) fn reset(stream: &TcpStream, client: SocketAddr) {
     if let Err(e) = stream.set_linger(Some(Duration::ZERO)) {
         tracing::debug!("SO_LINGER on {client}: {e}");
     }

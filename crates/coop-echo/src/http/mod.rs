@@ -202,8 +202,11 @@ pub struct Shared {
     /// A body to describe must come within this long (30 s, or the idle
     /// timeout if shorter).
     pub body_time: Duration,
-    /// Where the faults a request asks for are counted (with `--fault` or `--admin`).
+    /// Where the faults a request asks for are counted (with `--fault` or `--admin`);
+    /// the faults drawn for each WebSocket.
     pub faults: Option<Arc<crate::fault::Table>>,
+    /// `--idle-timeout`: how long a stalled WebSocket (`stall-after`) stays.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Shared {
@@ -380,7 +383,7 @@ struct Outcome {
 
 /// What hyper serves a connection over, and the stream it gives back for a WebSocket.
 trait Transport: hyper::rt::Read + hyper::rt::Write + Unpin + 'static {
-    type Stream: AsyncRead + AsyncWrite + Unpin;
+    type Stream: AsyncRead + AsyncWrite + Socket + Unpin;
     fn into_stream(self) -> Self::Stream;
     /// The socket under it (for a reset a request asks for).
     fn socket(&self) -> &TcpStream;
@@ -413,6 +416,12 @@ trait Socket {
     fn socket(&self) -> &TcpStream;
 }
 
+impl Socket for TcpStream {
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+}
+
 impl Socket for Rewound<TcpStream> {
     fn socket(&self) -> &TcpStream {
         self.inner()
@@ -428,6 +437,9 @@ impl Socket for futures_rustls::server::TlsStream<Rewound<TcpStream>> {
 /// Serves HTTP/2 or HTTP/1.1 on `io` until the client is done, then a WebSocket if a
 /// request upgraded to one.
 async fn speak<T: Transport>(io: T, h2: bool, who: Peer, shared: &Rc<Shared>) -> Outcome {
+    let client = who
+        .client
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     let counted = Rc::new(routes::Connection::default());
     let routes = routes::Routes::new(Rc::clone(shared), who, h2, Rc::clone(&counted));
     let mut stopped = pin!(shared.server.stopped());
@@ -490,7 +502,7 @@ async fn speak<T: Transport>(io: T, h2: bool, who: Peer, shared: &Rc<Shared>) ->
                 let parts = connection.into_parts();
                 let mut io = parts.io.into_stream();
                 if counted.upgraded.get() {
-                    websocket::echo(io, parts.read_buf, &counted, shared).await
+                    websocket::echo(io, parts.read_buf, &counted, shared, client).await
                 } else {
                     tls::close(&mut io).await.map(|()| Ending::Closed)
                 }

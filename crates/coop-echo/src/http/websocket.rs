@@ -3,7 +3,9 @@
 //! tungstenite. No prefix: a WebSocket echo is exact, or conformance clients reject it.
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::pin;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -20,10 +22,12 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::Shared;
 use super::body::Reply;
 use super::routes::Connection;
+use super::{Shared, Socket};
+use crate::fault::{self, Fault, Plan, Table};
 use crate::serve::Ending;
+use coop::net::TcpStream;
 
 /// Bytes tungstenite reads at a time: small, so that an idle WebSocket holds little.
 const READ_BUFFER: usize = 4096;
@@ -117,16 +121,17 @@ impl Drop for Open<'_> {
 }
 
 /// Echoes messages on `io` (`leftover`: what hyper read past the upgrade) until the
-/// client closes, the connection fails or falls silent, or the server's deadline comes
-/// (close code 1001).
+/// client closes, the connection fails or falls silent, the server's deadline comes
+/// (close code 1001), or a fault (`--fault`, drawn now for `client`) ends it.
 pub(super) async fn echo<I>(
     io: I,
     leftover: Bytes,
     connection: &Connection,
     shared: &Shared,
+    client: SocketAddr,
 ) -> io::Result<Ending>
 where
-    I: AsyncRead + AsyncWrite + Unpin,
+    I: AsyncRead + AsyncWrite + Socket + Unpin,
 {
     let max = shared.config.ws_max_message;
     let config = WebSocketConfig::default()
@@ -139,6 +144,16 @@ where
     drop(leftover);
     let mut ws = WebSocketStream::from_partially_read(io, part, Role::Server, Some(config)).await;
     let _open = Open::new(shared);
+    let mut faults = shared.faults.as_ref().and_then(|table| {
+        let plan = table.draw()?;
+        tracing::debug!("Faults for {client} (WebSocket): {}", plan.describe());
+        Some(Faults {
+            plan,
+            table: Arc::clone(table),
+            client,
+            sent: 0,
+        })
+    });
     let mut stop = pin!(coop::stop_requested());
     loop {
         let next = std::future::poll_fn(|cx| {
@@ -182,6 +197,15 @@ where
         };
         super::add(&shared.totals.ws_messages, 1);
         connection.took(shared, size);
+        let mut message = message;
+        let mut cut = None;
+        if let Some(faults) = &mut faults {
+            match faults.before(message).await {
+                (Some(kept), then) => (message, cut) = (kept, then),
+                (None, then) => return Ok(faults.cut(ws.get_ref().socket(), then, shared).await),
+            }
+        }
+        let size = payload(&message);
         if let Err(e) = ws.send(message).await {
             return match e {
                 Error::ConnectionClosed | Error::AlreadyClosed => Ok(Ending::Closed),
@@ -190,6 +214,98 @@ where
             };
         }
         connection.gave(shared, size);
+        if let Some(faults) = &mut faults {
+            faults.after(size).await;
+            if cut.is_some() {
+                return Ok(faults.cut(ws.get_ref().socket(), cut, shared).await);
+            }
+        }
+    }
+}
+
+/// A message's payload bytes.
+fn payload(message: &Message) -> usize {
+    match message {
+        Message::Text(text) => text.len(),
+        Message::Binary(data) => data.len(),
+        _ => 0,
+    }
+}
+
+/// A WebSocket's faults: its plan, and the payload bytes sent so far.
+struct Faults {
+    plan: Plan,
+    table: Arc<Table>,
+    client: SocketAddr,
+    sent: u64,
+}
+
+impl Faults {
+    /// Holds the reply `message` as the plan says, and cuts it where a cut falls: the
+    /// message to send (`None`: nothing more goes), and the cut to make after it.
+    async fn before(&mut self, message: Message) -> (Option<Message>, Option<Fault>) {
+        if let Some(held) = self.plan.next_delay() {
+            if let Some((low, _)) = self.plan.delay {
+                self.table.acted(
+                    &Fault::Delay(low, held),
+                    self.client,
+                    &format!("message held {held:?}"),
+                );
+            }
+            coop::time::sleep(held).await;
+        }
+        let Some((at, fault)) = self.plan.cut else {
+            return (Some(message), None);
+        };
+        let room = usize::try_from(at.saturating_sub(self.sent)).unwrap_or(usize::MAX);
+        if payload(&message) < room {
+            return (Some(message), None);
+        }
+        // The first `room` payload bytes go (as whole characters, in a text), then the cut.
+        let kept = match message {
+            Message::Text(text) => {
+                let mut end = room;
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                Message::Text(text.as_str()[..end].into())
+            }
+            Message::Binary(data) => Message::Binary(data.slice(..room)),
+            other => other,
+        };
+        if payload(&kept) == 0 {
+            return (None, Some(fault));
+        }
+        (Some(kept), Some(fault))
+    }
+
+    /// Counts what went, and paces the next message as the throttle says.
+    async fn after(&mut self, size: usize) {
+        self.sent += size as u64;
+        if let Some(rate) = self.plan.throttle {
+            if self.sent == size as u64 {
+                self.table.acted(
+                    &Fault::Throttle(rate),
+                    self.client,
+                    &format!("messages at {rate} bytes/s"),
+                );
+            }
+            coop::time::sleep(Duration::from_secs_f64(size as f64 / rate as f64)).await;
+        }
+    }
+
+    /// Ends the connection as the cut says (`None`: nothing to cut). A close is a FIN
+    /// with no close frame: the connection just ends.
+    async fn cut(&self, socket: &TcpStream, cut: Option<Fault>, shared: &Shared) -> Ending {
+        let Some(fault) = cut else {
+            return Ending::Closed;
+        };
+        let at = self.plan.cut.map_or(0, |(at, _)| at);
+        let close = async { socket.shutdown(std::net::Shutdown::Both) };
+        let idle = shared.idle_timeout;
+        fault::tcp::cut(&self.table, self.client, socket, idle, fault, at, close)
+            .await
+            .unwrap_or(Ending::Closed)
     }
 }
 
