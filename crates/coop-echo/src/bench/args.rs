@@ -69,9 +69,21 @@ pub struct BenchArgs {
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
 
-    /// Give up when no reply at all has come for this many seconds.
+    /// A connection that moves no byte for this many seconds is stalled (counted, and
+    /// closed); the load gives up when no reply at all has come for that long.
     #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = positive_seconds)]
     pub stall_timeout: f64,
+
+    /// Count replies slower than this as late (e.g. 100ms): a fault of their own in the
+    /// report, which fails the run as any other (see --allow-errors).
+    #[arg(long, value_name = "TIME", value_parser = duration)]
+    pub slo: Option<std::time::Duration>,
+
+    /// Exit 0 even when connections were reset, closed early or stalled, or replies
+    /// were late or wrong: for a load against faults on purpose, whose report says
+    /// what happened (exit 1 still when no reply came back at all).
+    #[arg(long)]
+    pub allow_errors: bool,
 
     /// Run the load on N threads, each with its own runtime and its share of the
     /// connections, messages and rate; one report, from every thread's figures merged
@@ -111,6 +123,12 @@ fn positive_seconds(s: &str) -> Result<f64, String> {
         Ok(v) if v > 0.0 && v <= 1e6 => Ok(v),
         _ => Err(format!("'{s}' is not a number of seconds in (0, 1000000]")),
     }
+}
+
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::units::parse_duration(s)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("'{s}' is not a duration (e.g. 100ms or 1.5s)"))
 }
 
 fn positive_rate(s: &str) -> Result<f64, String> {

@@ -1,20 +1,23 @@
 //! Opening the load's connections, before the load starts.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use coop::net::TcpStream;
 use coop::time::timeout;
 
+use super::report::Tally;
 use crate::proxy::{self, SendProxy};
 
 /// Opens `n` connections, `lanes` at a time (one: one after another; a burst of thousands
 /// of simultaneous connects would only measure the server's SYN queue), each made ready
-/// by `open` (a TLS handshake) within the connect time limit. Fails if none opens.
+/// by `open` (a TLS handshake) within the connect time limit. Returns them, with how long
+/// each took and how many were reset (in a [`Tally`]'s `connect` and `faults`). Fails if
+/// none opens.
 pub(super) async fn connect_all<W, F>(
     addr: SocketAddr,
     n: usize,
@@ -23,16 +26,17 @@ pub(super) async fn connect_all<W, F>(
     quiet: bool,
     lanes: usize,
     open: impl Fn(TcpStream) -> F + 'static,
-) -> io::Result<Vec<W>>
+) -> io::Result<(Vec<W>, Tally)>
 where
     W: 'static,
     F: Future<Output = io::Result<W>> + 'static,
 {
     let open = Rc::new(open);
     let started = Rc::new(Cell::new(0));
+    let timed = Rc::new(RefCell::new(Tally::new()));
     let lanes: Vec<_> = (0..lanes.clamp(1, n.max(1)))
         .map(|_| {
-            let (open, started) = (Rc::clone(&open), Rc::clone(&started));
+            let (open, started, timed) = (Rc::clone(&open), Rc::clone(&started), Rc::clone(&timed));
             coop::spawn(async move {
                 let mut streams = Vec::new();
                 let mut first_error = None;
@@ -46,9 +50,16 @@ where
                         }
                         open(stream).await
                     };
+                    let began = Instant::now();
                     match timeout(Duration::from_secs(10), ready).await {
-                        Ok(Ok(stream)) => streams.push(stream),
+                        Ok(Ok(stream)) => {
+                            Tally::record_in(&mut timed.borrow_mut().connect, began.elapsed());
+                            streams.push(stream);
+                        }
                         Ok(Err(e)) => {
+                            if e.kind() == io::ErrorKind::ConnectionReset {
+                                timed.borrow_mut().faults.reset += 1;
+                            }
                             first_error.get_or_insert(e);
                         }
                         Err(elapsed) => {
@@ -83,8 +94,8 @@ where
                     n - streams.len()
                 );
             }
-            Ok(streams)
+            Ok((streams, timed.replace(Tally::new())))
         }
-        (_, None) => Ok(streams),
+        (_, None) => Ok((streams, timed.replace(Tally::new()))),
     }
 }

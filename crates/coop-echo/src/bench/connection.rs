@@ -9,6 +9,7 @@ use std::task::Poll;
 use std::time::Instant;
 
 use super::load::Load;
+use super::report::Tally;
 use super::verify::Verifier;
 use super::wire::Wire;
 use crate::echo::Framing;
@@ -25,6 +26,14 @@ pub(super) async fn drive(id: usize, mut wire: impl Wire, load: Rc<Load>) {
     if let Err(e) = exchange(id, &mut wire, &load).await {
         let mut tally = load.tally.borrow_mut();
         tally.errors += 1;
+        match e.kind() {
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted => tally.faults.reset += 1,
+            io::ErrorKind::UnexpectedEof => tally.faults.closed += 1,
+            io::ErrorKind::TimedOut => tally.faults.stalled += 1,
+            _ => {}
+        }
         tally.fail(format_args!("connection {id}: {e}"));
     }
     load.live.set(load.live.get() - 1);
@@ -49,6 +58,10 @@ async fn exchange(id: usize, wire: &mut impl Wire, load: &Load) -> io::Result<()
     let mut cursor = load.tape.first(id);
     // Bytes of `message` already written, while it is only partly sent.
     let mut partial: Option<usize> = None;
+    let mut replied = false;
+    // A connection that moves nothing for this long is stalled: its reads and waits say
+    // `TimedOut` (the runtime keeps the clock, at one store per operation).
+    wire.socket().set_idle_timeout(Some(load.stall));
     loop {
         // One clock read per turn: replies that arrived are timed by it, and sends
         // started now are stamped with it.
@@ -64,6 +77,15 @@ async fn exchange(id: usize, wire: &mut impl Wire, load: &Load) -> io::Result<()
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "the server closed the connection",
+                    ));
+                }
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "no byte moved for {:.1} s (--stall-timeout)",
+                            load.stall.as_secs_f64()
+                        ),
                     ));
                 }
                 Ok(n) => n,
@@ -83,8 +105,19 @@ async fn exchange(id: usize, wire: &mut impl Wire, load: &Load) -> io::Result<()
                 let sent = in_flight.pop_front().ok_or_else(|| {
                     io::Error::new(io::ErrorKind::InvalidData, "a reply to nothing")
                 })?;
-                tally.record(now.saturating_duration_since(sent));
+                let latency = now.saturating_duration_since(sent);
+                tally.record(latency);
+                if load.slo.is_some_and(|slo| latency > slo) {
+                    tally.faults.late += 1;
+                }
                 tally.bytes_sent += size as u64;
+            }
+            if done > 0 && !replied {
+                replied = true;
+                Tally::record_in(
+                    &mut tally.first_reply,
+                    now.saturating_duration_since(load.start),
+                );
             }
             Ok(())
         })?;

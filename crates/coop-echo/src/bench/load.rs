@@ -27,6 +27,12 @@ pub(super) struct Load {
     /// Messages left to send, in a counted run.
     pub(super) budget: Cell<u64>,
     pub(super) tally: RefCell<Tally>,
+    /// When the load began: each connection's first reply is timed from it.
+    pub(super) start: Instant,
+    /// A connection that moves nothing for this long is stalled (`--stall-timeout`).
+    pub(super) stall: Duration,
+    /// Replies slower than this are late (`--slo`).
+    pub(super) slo: Option<Duration>,
     /// Connections still running, and the waker of whoever waits for them.
     pub(super) live: Cell<usize>,
     pub(super) watcher: Cell<Option<Waker>>,

@@ -33,7 +33,7 @@ use std::process::ExitCode;
 
 pub use args::BenchArgs;
 pub use measure::measure;
-pub use report::{Latency, Report, Tally};
+pub use report::{Faults, Latency, Report, Tally};
 
 /// Runs the load and prints the report. Exit status 1, after the report, if anything
 /// went wrong: a load that counts its errors and still succeeds hides a broken server
@@ -49,13 +49,17 @@ pub fn run(args: BenchArgs) -> ExitCode {
             } else {
                 println!("{report}");
             }
-            let errors = report.mismatches + report.errors + report.connect_failures;
-            if errors > 0 || report.messages == 0 {
+            let errors =
+                report.mismatches + report.errors + report.connect_failures + report.faults.late;
+            if (errors > 0 && !args.allow_errors) || report.messages == 0 {
                 // The report may have gone to a file or a pipe: the reason goes to stderr.
+                let late = (report.faults.late > 0)
+                    .then(|| format!("{} replies slower than --slo", report.faults.late));
                 let reason = report
                     .first_error
-                    .as_deref()
-                    .unwrap_or("no reply came back");
+                    .clone()
+                    .or(late)
+                    .unwrap_or_else(|| "no reply came back".to_string());
                 crate::service::fail(format_args!("bench failed: {reason}"))
             } else {
                 ExitCode::SUCCESS

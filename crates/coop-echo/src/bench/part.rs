@@ -123,8 +123,8 @@ impl Run<'_> {
         // Every thread passes here once, connected or not: none waits for one that failed.
         go.wait();
         let runtime = runtime?;
-        let streams = match streams {
-            Ok(streams) => streams,
+        let (streams, timed) = match streams {
+            Ok(opened) => opened,
             // None of its share connected: counted, as one thread counts the connections
             // it could not open; the other threads' load goes on.
             Err(e) => {
@@ -159,10 +159,14 @@ impl Run<'_> {
                 deadline: part.budget.is_none().then_some(start + duration),
                 budget: Cell::new(part.budget.unwrap_or(u64::MAX)),
                 tally: RefCell::new(Tally::new()),
+                start,
+                stall: Duration::from_secs_f64(args.stall_timeout),
+                slo: args.slo,
                 live: Cell::new(opened),
                 watcher: Cell::new(None),
             });
             load.tally.borrow_mut().connect_failures = (part.connections - opened) as u64;
+            load.tally.borrow_mut().merge(timed);
             for (id, stream) in streams.into_iter().enumerate() {
                 drop(coop::spawn(drive(id, stream, Rc::clone(&load))));
             }

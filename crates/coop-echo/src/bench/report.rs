@@ -27,8 +27,43 @@ pub struct Tally {
     pub errors: u64,
     /// Connections that could not be opened.
     pub connect_failures: u64,
+    /// The failures told apart.
+    pub faults: Faults,
+    /// How long each connection took to open (with its PROXY header and TLS
+    /// handshake), in nanoseconds.
+    pub connect: Histogram<u64>,
+    /// From the load's start to each connection's first verified reply, in nanoseconds.
+    pub first_reply: Histogram<u64>,
     /// The first failure, to show the user.
     pub first_error: Option<String>,
+}
+
+/// What went wrong, told apart: what a server's faults (or a proxy's) look like from the
+/// client.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Faults {
+    /// Connections reset by the server (at connect or later).
+    pub reset: u64,
+    /// Connections the server closed while replies were owed.
+    pub closed: u64,
+    /// Connections that moved no byte for `--stall-timeout`.
+    pub stalled: u64,
+    /// Replies slower than `--slo`.
+    pub late: u64,
+}
+
+impl Faults {
+    fn merge(&mut self, other: Faults) {
+        self.reset += other.reset;
+        self.closed += other.closed;
+        self.stalled += other.stalled;
+        self.late += other.late;
+    }
+
+    /// Any at all.
+    pub fn any(&self) -> bool {
+        *self != Faults::default()
+    }
 }
 
 impl Tally {
@@ -36,16 +71,23 @@ impl Tally {
         Tally {
             // 1 ns .. 100 s at three significant figures: a fixed-size array, so recording
             // never allocates.
-            latency: Histogram::new_with_bounds(1, 100_000_000_000, 3)
-                .unwrap_or_else(|e| unreachable!("constant histogram bounds: {e}")),
+            latency: histogram(),
             messages: 0,
             bytes_sent: 0,
             bytes_received: 0,
             mismatches: 0,
             errors: 0,
             connect_failures: 0,
+            faults: Faults::default(),
+            connect: histogram(),
+            first_reply: histogram(),
             first_error: None,
         }
+    }
+
+    pub(crate) fn record_in(histogram: &mut Histogram<u64>, duration: Duration) {
+        let ns = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        histogram.saturating_record(ns.max(1));
     }
 
     pub(crate) fn record(&mut self, latency: Duration) {
@@ -65,6 +107,9 @@ impl Tally {
         self.mismatches += other.mismatches;
         self.errors += other.errors;
         self.connect_failures += other.connect_failures;
+        self.faults.merge(other.faults);
+        let _ = self.connect.add(&other.connect);
+        let _ = self.first_reply.add(&other.first_reply);
         if self.first_error.is_none() {
             self.first_error = other.first_error;
         }
@@ -75,6 +120,13 @@ impl Tally {
             self.first_error = Some(what.to_string());
         }
     }
+}
+
+/// 1 ns .. 100 s at three significant figures: a fixed-size array, so recording never
+/// allocates.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 100_000_000_000, 3)
+        .unwrap_or_else(|e| unreachable!("constant histogram bounds: {e}"))
 }
 
 /// The outcome of a run, as printed and as `--json`.
@@ -108,6 +160,14 @@ pub struct Report {
     pub errors: u64,
     /// Connections that could not be opened.
     pub connect_failures: u64,
+    /// The failures told apart (a connection reset at connect counts in both).
+    pub faults: Faults,
+    /// Connect time (with the PROXY header and TLS handshake) percentiles, in
+    /// microseconds; `None` if none opened.
+    pub connect_us: Option<Latency>,
+    /// Time from the load's start to each connection's first verified reply,
+    /// percentiles in microseconds; `None` if no reply was verified.
+    pub first_reply_us: Option<Latency>,
     /// The first failure seen.
     pub first_error: Option<String>,
     /// This load generator's CPU time (user + system) per verified reply, in µs; `None`
@@ -189,11 +249,35 @@ impl fmt::Display for Report {
                 l.p50, l.p90, l.p99, l.p999, l.max
             )?;
         }
+        let us = |l: &Latency| {
+            format!(
+                "p50 {:.1} µs  p99 {:.1} µs  max {:.1} µs",
+                l.p50, l.p99, l.max
+            )
+        };
+        if let Some(l) = &self.connect_us {
+            writeln!(f, "  connect    {}", us(l))?;
+        }
+        if let Some(l) = &self.first_reply_us {
+            writeln!(f, "  1st reply  {}", us(l))?;
+        }
         writeln!(
             f,
             "  errors     {} (mismatched replies {}, connect failures {})",
             self.errors, self.mismatches, self.connect_failures
         )?;
+        let Faults {
+            reset,
+            closed,
+            stalled,
+            late,
+        } = self.faults;
+        if self.faults.any() {
+            writeln!(
+                f,
+                "  faults     reset {reset}, closed early {closed}, stalled {stalled}, late {late}"
+            )?;
+        }
         if let Some(e) = &self.first_error {
             writeln!(f, "  first      {e}")?;
         }
@@ -243,6 +327,9 @@ mod tests {
             mismatches: 0,
             errors: 0,
             connect_failures: 0,
+            faults: Faults::default(),
+            connect_us: None,
+            first_reply_us: None,
             first_error: None,
             client_cpu_us_per_msg: Some(0.0),
             server_cpu_us_per_msg: None,
