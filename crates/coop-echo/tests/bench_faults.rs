@@ -71,3 +71,56 @@ fn closed_stalled_and_late_are_told_apart() {
     assert_eq!(count(&report, "reset"), 0, "{report}");
     assert_eq!(report["mismatches"], 0);
 }
+
+#[test]
+fn a_run_second_by_second_as_json_lines_and_a_picture() {
+    const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+    // A seed whose draws reset some of the first 20 connections (opened one by one).
+    let server = Server::start(&[
+        "--quiet",
+        "--fault",
+        "reset-after=0@20%",
+        "--fault-seed",
+        "3",
+    ]);
+    let dir = std::env::temp_dir().join(format!("coop-echo-series-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (series, plot) = (dir.join("series.jsonl"), dir.join("run.png"));
+    let font = std::path::Path::new(FONT).exists();
+    if !font {
+        common::skip_without("DejaVuSans.ttf", "apt-get install fonts-dejavu-core");
+    }
+    let mut args = vec!["-c", "20", "-d", "3", "--rate", "400", "--allow-errors"];
+    args.extend(["--series", series.to_str().unwrap()]);
+    if font {
+        args.extend(["--plot", plot.to_str().unwrap()]);
+    }
+    let out = bench(&server, &args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&series).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    // Three seconds, and perhaps the part of one more that drained the last replies.
+    assert!((3..=5).contains(&lines.len()), "{text}");
+    assert_eq!(lines[0]["second"], 1);
+    assert!(lines[1]["messages"].as_u64().unwrap() > 0, "{text}");
+    assert!(lines[1]["p99_us"].as_f64().unwrap() > 0.0, "{text}");
+    let resets: u64 = lines
+        .iter()
+        .map(|l| l["errors"]["reset"].as_u64().unwrap())
+        .sum();
+    assert!(resets > 0, "{text}");
+    if font {
+        let png = std::fs::read(&plot).unwrap();
+        assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+        assert!(png.len() > 10_000, "{} bytes: an empty picture?", png.len());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -109,6 +109,16 @@ pub struct BenchArgs {
     #[arg(long, requires = "tls", group = "trust")]
     pub insecure: bool,
 
+    /// Write the run second by second to FILE: a JSON line each (replies, errors by kind,
+    /// p50 and p99 latency), to plot.
+    #[arg(long, value_name = "FILE")]
+    pub series: Option<std::path::PathBuf>,
+
+    /// Draw the run second by second into FILE (PNG): replies per second with each
+    /// second's errors marked, and p50 and p99 latency.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<std::path::PathBuf>,
+
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,

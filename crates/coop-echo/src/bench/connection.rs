@@ -32,7 +32,7 @@ pub(super) async fn drive(id: usize, mut wire: impl Wire, load: Rc<Load>) {
             | io::ErrorKind::ConnectionAborted => tally.faults.reset += 1,
             io::ErrorKind::UnexpectedEof => tally.faults.closed += 1,
             io::ErrorKind::TimedOut => tally.faults.stalled += 1,
-            _ => {}
+            _ => tally.other_errors += 1,
         }
         tally.fail(format_args!("connection {id}: {e}"));
     }

@@ -9,6 +9,7 @@ use super::args::BenchArgs;
 use super::cpu::{cpu_time_of, thread_cpu_time};
 use super::part::{Part, PartOutcome, Run};
 use super::report::{HANDSHAKES_TIMED, Latency, Report, Tally};
+use super::series;
 use super::verify::Tape;
 use crate::tls::ClientTls;
 
@@ -140,6 +141,13 @@ pub fn measure(args: &BenchArgs) -> io::Result<Report> {
             tally.connect_failures,
             tally.first_error.as_deref().unwrap_or("(no reason)")
         );
+    }
+    if let Some(file) = &args.series {
+        series::write_lines(&tally.series, file)?;
+    }
+    if let Some(file) = &args.plot {
+        let title = format!("coop-echo bench {target}: {} connections", args.connections);
+        series::plot(&tally.series, &title, file)?;
     }
     // No reply verified, no figure per reply: a division by 1 would invent one.
     let measured = tally.messages > 0;

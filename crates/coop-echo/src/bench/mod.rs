@@ -26,6 +26,7 @@ mod pace;
 mod part;
 mod progress;
 mod report;
+mod series;
 pub mod verify;
 mod wire;
 

@@ -158,7 +158,11 @@ impl Run<'_> {
                 }),
                 deadline: part.budget.is_none().then_some(start + duration),
                 budget: Cell::new(part.budget.unwrap_or(u64::MAX)),
-                tally: RefCell::new(Tally::new()),
+                tally: RefCell::new(if args.series.is_some() || args.plot.is_some() {
+                    Tally::with_series()
+                } else {
+                    Tally::new()
+                }),
                 start,
                 stall: Duration::from_secs_f64(args.stall_timeout),
                 slo: args.slo,

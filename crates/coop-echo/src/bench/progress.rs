@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use coop::time::sleep_until;
 
 use super::load::Load;
-use super::report::Tally;
+use super::report::{Faults, Tally};
+use super::series;
 
 /// Waits until every connection is done, showing progress once a second; gives up when
 /// no reply has come for `stall`.
@@ -16,6 +17,8 @@ pub(super) async fn watch(load: &Load, start: Instant, stall: Duration, progress
     let mut tick = sleep_until(start + Duration::from_secs(1));
     let mut last_count = 0;
     let mut last_progress = start;
+    // The counts when the second under way began (`--series`).
+    let mut second = (0, Faults::default(), 0);
     loop {
         let all_done = std::future::poll_fn(|cx| {
             if load.live.get() == 0 {
@@ -26,8 +29,10 @@ pub(super) async fn watch(load: &Load, start: Instant, stall: Duration, progress
         })
         .await;
         if all_done {
+            series::tick(&mut load.tally.borrow_mut(), &mut second);
             return;
         }
+        series::tick(&mut load.tally.borrow_mut(), &mut second);
         let now = Instant::now();
         let count = load.tally.borrow().messages;
         progress.show(now - start, count, &load.tally.borrow());

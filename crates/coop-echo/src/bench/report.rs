@@ -6,6 +6,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::series::Second;
+
 /// Connections below which no handshake rate is reported: over a few, one-off setup
 /// dominates it.
 pub(super) const HANDSHAKES_TIMED: u32 = 100;
@@ -29,11 +31,17 @@ pub struct Tally {
     pub connect_failures: u64,
     /// The failures told apart.
     pub faults: Faults,
+    /// Connections that failed otherwise (a wrong reply among them).
+    pub other_errors: u64,
     /// How long each connection took to open (with its PROXY header and TLS
     /// handshake), in nanoseconds.
     pub connect: Histogram<u64>,
     /// From the load's start to each connection's first verified reply, in nanoseconds.
     pub first_reply: Histogram<u64>,
+    /// With `--series` or `--plot`: the latency of the second under way.
+    pub second: Option<Histogram<u64>>,
+    /// With `--series` or `--plot`: the seconds gone.
+    pub series: Vec<Second>,
     /// The first failure, to show the user.
     pub first_error: Option<String>,
 }
@@ -53,7 +61,17 @@ pub struct Faults {
 }
 
 impl Faults {
-    fn merge(&mut self, other: Faults) {
+    /// What came after `earlier`.
+    pub(super) fn since(self, earlier: Faults) -> Faults {
+        Faults {
+            reset: self.reset - earlier.reset,
+            closed: self.closed - earlier.closed,
+            stalled: self.stalled - earlier.stalled,
+            late: self.late - earlier.late,
+        }
+    }
+
+    pub(super) fn merge(&mut self, other: Faults) {
         self.reset += other.reset;
         self.closed += other.closed;
         self.stalled += other.stalled;
@@ -79,9 +97,20 @@ impl Tally {
             errors: 0,
             connect_failures: 0,
             faults: Faults::default(),
+            other_errors: 0,
             connect: histogram(),
             first_reply: histogram(),
+            second: None,
+            series: Vec::new(),
             first_error: None,
+        }
+    }
+
+    /// A tally that also keeps the run second by second.
+    pub(crate) fn with_series() -> Self {
+        Tally {
+            second: Some(histogram()),
+            ..Tally::new()
         }
     }
 
@@ -93,6 +122,9 @@ impl Tally {
     pub(crate) fn record(&mut self, latency: Duration) {
         let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
         self.latency.saturating_record(ns.max(1));
+        if let Some(second) = &mut self.second {
+            second.saturating_record(ns.max(1));
+        }
         self.messages += 1;
     }
 
@@ -108,8 +140,15 @@ impl Tally {
         self.errors += other.errors;
         self.connect_failures += other.connect_failures;
         self.faults.merge(other.faults);
+        self.other_errors += other.other_errors;
         let _ = self.connect.add(&other.connect);
         let _ = self.first_reply.add(&other.first_reply);
+        for (at, second) in other.series.into_iter().enumerate() {
+            match self.series.get_mut(at) {
+                Some(mine) => mine.merge(&second),
+                None => self.series.push(second),
+            }
+        }
         if self.first_error.is_none() {
             self.first_error = other.first_error;
         }
