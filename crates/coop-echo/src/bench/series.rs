@@ -179,12 +179,7 @@ fn draw(series: &[Second], title: &str, file: &Path) -> Fallible {
         )?
         .label("replies late (--slo)")
         .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], orange.filled()));
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .draw()?;
+    legend(&mut chart)?;
 
     let p50: Vec<(f64, f64)> = points(series, 0.5);
     let p99: Vec<(f64, f64)> = points(series, 0.99);
@@ -208,13 +203,19 @@ fn draw(series: &[Second], title: &str, file: &Path) -> Fallible {
         .draw_series(LineSeries::new(p99, orange.stroke_width(2)))?
         .label("p99")
         .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], orange.stroke_width(2)));
+    legend(&mut chart)?;
+    root.present()?;
+    Ok(())
+}
+
+/// The chart's legend, in its corner.
+fn legend<'a, CT: CoordTranslate>(chart: &mut ChartContext<'a, BitMapBackend<'a>, CT>) -> Fallible {
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .label_font(("sans-serif", 14))
         .draw()?;
-    root.present()?;
     Ok(())
 }
 
