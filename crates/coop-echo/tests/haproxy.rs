@@ -970,3 +970,61 @@ fn a_shutdown_delay_lets_haproxy_take_an_instance_out_before_its_port_closes() {
         "the stopping instance served no one in its delay"
     );
 }
+
+/// What a client streaming `len` bytes through `frontend` gets back before the end.
+fn echo_until_end(frontend: SocketAddr, len: usize) -> Vec<u8> {
+    let mut client = TcpStream::connect(frontend).unwrap();
+    client.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    client.write_all(&vec![b'x'; len]).unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    let _ = client.read_to_end(&mut got);
+    got
+}
+
+/// `--fault close-after` on one instance (issue 25's check 11): HAProxy's echo check
+/// sees what clients see. Cut before its 11 bytes, the check fails and HAProxy takes
+/// the instance out: every client goes to the other. Cut after them, the check passes
+/// and the instance stays in: a client sent there is cut mid-stream and HAProxy does not
+/// retry it (`retries` covers connecting, not a connection the server has accepted).
+#[test]
+fn a_faulty_instance_behind_haproxy() {
+    if !have_haproxy() {
+        return;
+    }
+    let instances = [
+        Server::start(&["--proxy-protocol", "--fault", "close-after=5"]),
+        Server::start(&["--proxy-protocol"]),
+    ];
+    let mut haproxy = Haproxy::start(
+        &[],
+        free_port(),
+        [instances[0].addr, instances[1].addr],
+        "send-proxy-v2",
+        200,
+    );
+    haproxy.wait_status("b", "UP");
+    haproxy.wait_status("a", "DOWN");
+    for _ in 0..10 {
+        assert_eq!(served_by(&instances, seed_session(haproxy.frontend)), 1);
+    }
+    drop(haproxy);
+
+    let instances = [
+        Server::start(&["--proxy-protocol", "--fault", "close-after=1KiB"]),
+        Server::start(&["--proxy-protocol"]),
+    ];
+    let mut haproxy = in_front_of(&instances, "send-proxy-v2");
+    let (mut cut, mut whole) = (0, 0);
+    for _ in 0..20 {
+        let got = echo_until_end(haproxy.frontend, 4096);
+        match got.len() {
+            1024 => cut += 1,
+            // Each chunk read gets its prefix: at least 4 more bytes than were sent.
+            n if n >= 4100 => whole += 1,
+            n => panic!("{n} bytes back"),
+        }
+    }
+    assert!(cut > 0 && whole > 0, "cut {cut}, whole {whole}");
+    haproxy.wait_status("a", "UP");
+}
