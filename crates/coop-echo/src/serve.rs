@@ -1,11 +1,12 @@
 //! `coop-echo serve`: the seed's `echo_handler`, for every client, on one thread.
 
 use std::cell::{Cell, RefCell};
+use std::fmt;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr};
+use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -13,11 +14,11 @@ use coop::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use futures_util::future::Either;
 
 use crate::echo::{CHUNK_SLICES, Encoder, Framing};
-use crate::fault;
 use crate::per_source::PerSource;
 use crate::plural::count;
 use crate::proxy::{self, Origin, Refusal};
 use crate::refused::{self, Reason};
+use crate::tls::Tls;
 
 /// Bytes one read may take from a client. Reads land in one buffer that all connections
 /// share; a connection copies out only what its client is not yet accepting back.
@@ -63,9 +64,9 @@ pub struct Settings {
     /// At most this many connections at once from one client address, across threads
     /// (`--max-connections-per-source`).
     pub per_source: Option<PerSource>,
-    /// The faults that may be in force (`--fault`, `PUT /faults`): a connection drawn
-    /// for some is answered by [`fault::tcp`] instead.
-    pub faults: Option<Arc<fault::Table>>,
+    /// What may take a connection over at accept (the faults' handler, when faults may
+    /// be in force: `--fault`, or an admin address); `None`: nothing looks.
+    pub take_over: Option<Rc<dyn TakeOver>>,
     /// What every connection adds to.
     pub totals: Totals,
 }
@@ -234,6 +235,41 @@ pub(crate) enum Ending {
     },
 }
 
+/// What may take a connection over at accept, in place of the echo: the faults' handler
+/// (`fault::tcp`). A trait object, so that this file, which that handler builds on, does
+/// not depend on it.
+pub trait TakeOver {
+    /// The connection's own handler, boxed, if it is taken over (`tls`: the server's, if
+    /// it speaks TLS); else the stream back.
+    fn take_over(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        settings: &Rc<Settings>,
+        tls: Option<&Rc<Tls>>,
+    ) -> Result<Pin<Box<dyn Future<Output = ()>>>, TcpStream>;
+}
+
+/// The handler that takes `stream` over, if one does (see [`TakeOver`]).
+#[inline]
+pub(crate) fn taken_over(
+    stream: TcpStream,
+    peer: SocketAddr,
+    settings: &Rc<Settings>,
+    tls: Option<&Rc<Tls>>,
+) -> Result<Pin<Box<dyn Future<Output = ()>>>, TcpStream> {
+    match &settings.take_over {
+        None => Err(stream),
+        Some(take_over) => take_over.take_over(stream, peer, settings, tls),
+    }
+}
+
+impl fmt::Debug for dyn TakeOver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TakeOver")
+    }
+}
+
 /// Answers one client until it closes (or falls silent, or fails), and logs the end.
 pub fn handle(
     stream: TcpStream,
@@ -242,9 +278,10 @@ pub fn handle(
 ) -> impl Future<Output = ()> {
     // Drawn at accept; a connection with faults gets a handler of its own, behind a
     // pointer: this one's state and code stay what they were.
-    if let Some(plan) = fault::draw(&settings) {
-        return Either::Right(fault::tcp::answer(stream, peer, settings, None, plan));
-    }
+    let stream = match taken_over(stream, peer, &settings, None) {
+        Ok(faulty) => return Either::Right(faulty),
+        Err(stream) => stream,
+    };
     // The peer goes into the connection's guard at once, and the guard is what the task
     // keeps: no copy of an address waits beside it in every connection's state. Quiet
     // until the connection is known (a refused one had no `Connection from` line).

@@ -373,3 +373,20 @@ pub(crate) async fn close<I: AsyncWrite + Unpin>(io: &mut I) -> io::Result<()> {
         _ => Ok(()),
     }
 }
+
+/// What a TLS server needs, shared by its connections (and its threads).
+#[derive(Clone)]
+pub struct Tls {
+    /// The server's certificate and key, and rustls' settings.
+    pub config: Arc<ServerConfig>,
+    /// A client that has not finished its handshake by then is let go.
+    pub handshake_time: Duration,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("handshake_time", &self.handshake_time)
+            .finish_non_exhaustive()
+    }
+}

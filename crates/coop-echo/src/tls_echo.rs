@@ -9,36 +9,18 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
 
 use coop::net::TcpStream;
 use coop::time::timeout;
 use futures_util::future::Either;
-use rustls::ServerConfig;
 
 use crate::echo::Encoder;
-use crate::fault;
 use crate::refused::{self, Reason};
 use crate::serve::{self, Counts, Ending, Open, Settings};
 use crate::tls;
 use crate::tls_conn::{Replies, Step, TlsConn};
 
-/// What a TLS server needs, shared by its connections (and its threads).
-#[derive(Clone)]
-pub struct Tls {
-    /// The server's certificate and key, and rustls' settings.
-    pub config: Arc<ServerConfig>,
-    /// A client that has not finished its handshake by then is let go.
-    pub handshake_time: Duration,
-}
-
-impl std::fmt::Debug for Tls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tls")
-            .field("handshake_time", &self.handshake_time)
-            .finish_non_exhaustive()
-    }
-}
+pub use crate::tls::Tls;
 
 /// Answers one TLS client until it closes (or falls silent, or fails), and logs the end:
 /// [`serve::handle`] with a handshake first. A handler of its own, rather than a branch in
@@ -49,9 +31,10 @@ pub(crate) fn handle(
     settings: Rc<Settings>,
     tls: Rc<Tls>,
 ) -> impl Future<Output = ()> {
-    if let Some(plan) = fault::draw(&settings) {
-        return Either::Right(fault::tcp::answer(stream, peer, settings, Some(tls), plan));
-    }
+    let stream = match serve::taken_over(stream, peer, &settings, Some(&tls)) {
+        Ok(faulty) => return Either::Right(faulty),
+        Err(stream) => stream,
+    };
     let mut open = Open::new(peer);
     Either::Left(async move {
         let Some((first, check)) = serve::origin(&stream, &mut open, &settings).await else {

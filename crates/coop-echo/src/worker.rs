@@ -144,7 +144,10 @@ pub async fn run(index: usize, sockets: Sockets, config: Config) -> Snapshot {
         idle_timeout: config.idle_timeout,
         proxy_protocol: config.proxy_protocol,
         per_source: config.per_source.clone(),
-        faults: config.faults.clone(),
+        take_over: config
+            .faults
+            .clone()
+            .map(|table| Rc::new(table) as Rc<dyn serve::TakeOver>),
         totals: Totals::default(),
     });
     let limited = |listener| match &config.limit {

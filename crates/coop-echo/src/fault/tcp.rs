@@ -22,8 +22,9 @@ use rustix::net::RecvFlags;
 use super::{Fault, Plan, Table};
 use crate::echo::Encoder;
 use crate::serve::{self, Counts, Ending, Open, Settings, Totals};
+use crate::tls::Tls;
 use crate::tls::{self, Rewound};
-use crate::tls_echo::{self, Tls};
+use crate::tls_echo;
 
 /// Bytes one read may take.
 const READ_SIZE: usize = 16 * 1024;
@@ -41,8 +42,9 @@ pub(crate) fn answer(
     settings: Rc<Settings>,
     tls: Option<Rc<Tls>>,
     plan: Plan,
+    table: Arc<Table>,
 ) -> Pin<Box<dyn Future<Output = ()>>> {
-    Box::pin(handle(stream, peer, settings, tls, plan))
+    Box::pin(handle(stream, peer, settings, tls, plan, table))
 }
 
 async fn handle(
@@ -51,10 +53,8 @@ async fn handle(
     settings: Rc<Settings>,
     tls: Option<Rc<Tls>>,
     mut plan: Plan,
+    table: Arc<Table>,
 ) {
-    let Some(table) = settings.faults.clone() else {
-        return;
-    };
     let mut open = Open::new(peer);
     let Some((first, check)) = serve::origin(&stream, &mut open, &settings).await else {
         return;
