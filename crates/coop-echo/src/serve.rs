@@ -1,24 +1,20 @@
 //! `coop-echo serve`: the seed's `echo_handler`, for every client, on one thread.
 
 use std::cell::{Cell, RefCell};
-use std::fmt;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr};
-use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use coop::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use futures_util::future::Either;
 
 use crate::echo::{CHUNK_SLICES, Encoder, Framing};
 use crate::per_source::PerSource;
 use crate::plural::count;
 use crate::proxy::{self, Origin, Refusal};
 use crate::refused::{self, Reason};
-use crate::tls::Tls;
 
 /// Bytes one read may take from a client. Reads land in one buffer that all connections
 /// share; a connection copies out only what its client is not yet accepting back.
@@ -64,9 +60,6 @@ pub struct Settings {
     /// At most this many connections at once from one client address, across threads
     /// (`--max-connections-per-source`).
     pub per_source: Option<PerSource>,
-    /// What may take a connection over at accept (the faults' handler, when faults may
-    /// be in force: `--fault`, or an admin address); `None`: nothing looks.
-    pub take_over: Option<Rc<dyn TakeOver>>,
     /// What every connection adds to.
     pub totals: Totals,
 }
@@ -235,53 +228,12 @@ pub(crate) enum Ending {
     },
 }
 
-/// What may take a connection over at accept, in place of the echo: the faults' handler
-/// (`fault::tcp`). A trait object, so that this file, which that handler builds on, does
-/// not depend on it.
-pub trait TakeOver {
-    /// The connection's own handler, boxed, if it is taken over (`tls`: the server's, if
-    /// it speaks TLS); else the stream back.
-    fn take_over(
-        &self,
-        stream: TcpStream,
-        peer: SocketAddr,
-        settings: &Rc<Settings>,
-        tls: Option<&Rc<Tls>>,
-    ) -> Result<Pin<Box<dyn Future<Output = ()>>>, TcpStream>;
-}
-
-/// The handler that takes `stream` over, if one does (see [`TakeOver`]).
-#[inline]
-pub(crate) fn taken_over(
-    stream: TcpStream,
-    peer: SocketAddr,
-    settings: &Rc<Settings>,
-    tls: Option<&Rc<Tls>>,
-) -> Result<Pin<Box<dyn Future<Output = ()>>>, TcpStream> {
-    match &settings.take_over {
-        None => Err(stream),
-        Some(take_over) => take_over.take_over(stream, peer, settings, tls),
-    }
-}
-
-impl fmt::Debug for dyn TakeOver {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("TakeOver")
-    }
-}
-
 /// Answers one client until it closes (or falls silent, or fails), and logs the end.
 pub fn handle(
     stream: TcpStream,
     peer: SocketAddr,
     settings: Rc<Settings>,
 ) -> impl Future<Output = ()> {
-    // Drawn at accept; a connection with faults gets a handler of its own, behind a
-    // pointer: this one's state and code stay what they were.
-    let stream = match taken_over(stream, peer, &settings, None) {
-        Ok(faulty) => return Either::Right(faulty),
-        Err(stream) => stream,
-    };
     // The peer goes into the connection's guard at once, and the guard is what the task
     // keeps: no copy of an address waits beside it in every connection's state. Quiet
     // until the connection is known (a refused one had no `Connection from` line).
@@ -289,7 +241,7 @@ pub fn handle(
     // An `async move` block rather than an `async fn`: an async fn keeps its arguments
     // twice in its state (as arguments, and as locals), and every connection would
     // carry the copy.
-    let answered = async move {
+    async move {
         let Some((first, check)) = origin(&stream, &mut open, &settings).await else {
             return;
         };
@@ -298,8 +250,7 @@ pub fn handle(
         let mut encoder = Encoder::new(Rc::clone(&settings.prefix), settings.framing);
         let outcome = echo(&stream, &mut encoder, &mut open.counts, &settings, first).await;
         open.end(outcome, check, &settings);
-    };
-    Either::Left(answered)
+    }
 }
 
 /// Learns who the client is: the peer, or whom a load balancer's PROXY header names (then

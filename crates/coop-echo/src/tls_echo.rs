@@ -12,7 +12,6 @@ use std::task::Poll;
 
 use coop::net::TcpStream;
 use coop::time::timeout;
-use futures_util::future::Either;
 
 use crate::echo::Encoder;
 use crate::refused::{self, Reason};
@@ -31,12 +30,8 @@ pub(crate) fn handle(
     settings: Rc<Settings>,
     tls: Rc<Tls>,
 ) -> impl Future<Output = ()> {
-    let stream = match serve::taken_over(stream, peer, &settings, Some(&tls)) {
-        Ok(faulty) => return Either::Right(faulty),
-        Err(stream) => stream,
-    };
     let mut open = Open::new(peer);
-    Either::Left(async move {
+    async move {
         let Some((first, check)) = serve::origin(&stream, &mut open, &settings).await else {
             return;
         };
@@ -46,7 +41,7 @@ pub(crate) fn handle(
         if let Some(outcome) = session(&stream, first, check, &mut open, &settings, &tls).await {
             open.end(outcome, check, &settings);
         }
-    })
+    }
 }
 
 /// Handshakes (`first`: bytes read already, after a PROXY header), says who connected,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use coop::{JoinHandle, Server, ServerHandle, SharedLimit, TcpListener, UdpSocket};
+use coop::{Handler, JoinHandle, Server, ServerHandle, SharedLimit, TcpListener, UdpSocket};
 
 use crate::echo::Framing;
 use crate::fault;
@@ -144,10 +144,6 @@ pub async fn run(index: usize, sockets: Sockets, config: Config) -> Snapshot {
         idle_timeout: config.idle_timeout,
         proxy_protocol: config.proxy_protocol,
         per_source: config.per_source.clone(),
-        take_over: config
-            .faults
-            .clone()
-            .map(|table| Rc::new(table) as Rc<dyn serve::TakeOver>),
         totals: Totals::default(),
     });
     let limited = |listener| match &config.limit {
@@ -184,21 +180,42 @@ pub async fn run(index: usize, sockets: Sockets, config: Config) -> Snapshot {
     };
     let handle = server.handle();
     let handler_settings = Rc::clone(&settings);
-    // One accept loop or the other: the plain one's handler has no TLS in it.
+    // One accept loop or the other: the plain one's handler has no TLS in it. A
+    // connection drawn for faults (at accept) is answered by the faults' handler, as a
+    // task of its own type: the echo's task is what it was, sized and polled alike.
     let speaks_tls = config.tls.is_some();
+    let faults = config.faults.clone();
     let accepting = match config.tls {
         None => coop::spawn_named(
             "accept",
-            server.serve(move |stream, peer: SocketAddr| {
-                serve::handle(stream, peer, Rc::clone(&handler_settings))
+            server.serve_either(move |stream, peer: SocketAddr| {
+                let settings = Rc::clone(&handler_settings);
+                match draw(&faults) {
+                    Some((table, plan)) => Handler::Boxed(fault::tcp::answer(
+                        stream, peer, settings, None, plan, table,
+                    )),
+                    None => Handler::Inline(serve::handle(stream, peer, settings)),
+                }
             }),
         ),
         Some(tls) => {
             let tls = Rc::new(tls);
             coop::spawn_named(
                 "accept",
-                server.serve(move |stream, peer: SocketAddr| {
-                    tls_echo::handle(stream, peer, Rc::clone(&handler_settings), Rc::clone(&tls))
+                server.serve_either(move |stream, peer: SocketAddr| {
+                    let settings = Rc::clone(&handler_settings);
+                    let tls = Rc::clone(&tls);
+                    match draw(&faults) {
+                        Some((table, plan)) => Handler::Boxed(fault::tcp::answer(
+                            stream,
+                            peer,
+                            settings,
+                            Some(tls),
+                            plan,
+                            table,
+                        )),
+                        None => Handler::Inline(tls_echo::handle(stream, peer, settings, tls)),
+                    }
                 }),
             )
         }
@@ -257,6 +274,13 @@ pub async fn run(index: usize, sockets: Sockets, config: Config) -> Snapshot {
     // The connections still open go with the runtime, after this returns.
     WORKER.set(None);
     last
+}
+
+/// The faults of a connection accepted now, if faults may be in force and it is drawn
+/// for some.
+fn draw(faults: &Option<Arc<fault::Table>>) -> Option<(Arc<fault::Table>, fault::Plan)> {
+    let table = faults.as_ref()?;
+    Some((Arc::clone(table), table.draw()?))
 }
 
 /// Stops accepting (the listener closes: the kernel sends this thread no more clients)

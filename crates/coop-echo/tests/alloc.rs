@@ -65,7 +65,6 @@ fn start_server() -> (Vec<std::net::SocketAddr>, std::net::SocketAddr) {
                     idle_timeout: Some(Duration::from_secs(300)),
                     proxy_protocol: false,
                     per_source: None,
-                    take_over: None,
                     totals: Default::default(),
                 };
                 drop(coop::spawn(serve::run(listener, settings)));
@@ -154,7 +153,6 @@ fn a_connection_s_state_stays_small() {
             idle_timeout: Some(Duration::from_secs(300)),
             proxy_protocol: true,
             per_source: None,
-            take_over: None,
             totals: Default::default(),
         });
         let handler = serve::handle(stream, peer, settings);

@@ -57,7 +57,6 @@ fn a_panicking_handler_leaves_the_other_clients_served() {
                     idle_timeout: None,
                     proxy_protocol: false,
                     per_source: None,
-                    take_over: None,
                     totals: Default::default(),
                 });
                 let server = Server::new(TcpListener::bind("127.0.0.1:0")?);

@@ -223,5 +223,5 @@ pub use join_set::JoinSet;
 pub use net::{TcpListener, TcpStream, UdpSocket};
 pub use remote::{Remote, RemoteHandle, StopRequested, remote, stop_requested};
 pub use scheduler::{Runtime, Stats, block_on, spawn, spawn_named, stats, yield_now};
-pub use server::{Server, ServerHandle, SharedLimit, Stopped, serve, tcp_server};
+pub use server::{Handler, Server, ServerHandle, SharedLimit, Stopped, serve, tcp_server};
 pub use task::{JoinError, JoinHandle};

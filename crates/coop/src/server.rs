@@ -208,6 +208,20 @@ impl Server {
         H: FnMut(TcpStream, SocketAddr) -> F,
         F: Future<Output = ()> + 'static,
     {
+        self.serve_either(move |stream, peer| Handler::Inline(handler(stream, peer)))
+            .await
+    }
+
+    /// [`serve`](Self::serve), for a handler that answers a rare kind of connection with
+    /// a future of another type ([`Handler::Boxed`]): that connection's task is a task of
+    /// its own type, holding the box, so that the common kind's task (`F`) is neither
+    /// sized nor slowed by it (no test of which kind on each poll). Both kinds count
+    /// alike: the limit, [`ServerHandle::drained`], a panic ending only its connection.
+    pub async fn serve_either<H, F>(self, mut handler: H)
+    where
+        H: FnMut(TcpStream, SocketAddr) -> Handler<F>,
+        F: Future<Output = ()> + 'static,
+    {
         let Server {
             listener,
             max_connections,
@@ -267,15 +281,9 @@ impl Server {
                             continue;
                         }
                     };
-                    let counted = Counted {
-                        future,
-                        peer: shown,
-                        connection: Some(connection),
-                    };
-                    if trace::enabled() {
-                        drop(spawn_named(&format!("conn {shown}"), counted));
-                    } else {
-                        drop(spawn(counted));
+                    match future {
+                        Handler::Inline(future) => start(future, shown, connection),
+                        Handler::Boxed(future) => start(future, shown, connection),
                     }
                 }
                 Some(Err(e)) if is_connection_error(&e) => {}
@@ -292,6 +300,37 @@ impl Server {
                 }
             }
         }
+    }
+}
+
+/// What a handler of [`Server::serve_either`] gives for one connection.
+pub enum Handler<F> {
+    /// The common kind: its task holds `F` itself.
+    Inline(F),
+    /// A rare kind: a task of another type holds it, boxed.
+    Boxed(Pin<Box<dyn Future<Output = ()>>>),
+}
+
+impl<F> fmt::Debug for Handler<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Handler::Inline(_) => "Handler::Inline",
+            Handler::Boxed(_) => "Handler::Boxed",
+        })
+    }
+}
+
+/// Starts a connection's task: `future`, counted as `connection` until it ends.
+fn start<F: Future<Output = ()> + 'static>(future: F, peer: SocketAddr, connection: Connection) {
+    let counted = Counted {
+        future,
+        peer,
+        connection: Some(connection),
+    };
+    if trace::enabled() {
+        drop(spawn_named(&format!("conn {peer}"), counted));
+    } else {
+        drop(spawn(counted));
     }
 }
 

@@ -219,3 +219,54 @@ fn stopped_follows_the_latest_waker_and_wakes_outside_its_borrow() {
         .unwrap();
     });
 }
+
+/// `serve_either`: a boxed handler's connection counts as an inline one does (open, in
+/// all, in `drained`), and a panic in it ends that connection only.
+#[test]
+fn boxed_handlers_count_and_fail_as_inline_ones() {
+    use coop::Handler;
+    bounded(LIMIT, || {
+        coop::block_on(async {
+            let server = Server::new(TcpListener::bind("127.0.0.1:0")?).max_connections(1);
+            let addr = server.local_addr()?;
+            let handle = server.handle();
+            let mut accepted = 0;
+            let serving = spawn(server.serve_either(move |stream: TcpStream, _| {
+                accepted += 1;
+                let echo = async move {
+                    let mut buf = [0; 16];
+                    while let Ok(n @ 1..) = stream.read(&mut buf).await {
+                        let _ = stream.write_all(&buf[..n]).await;
+                    }
+                };
+                match accepted {
+                    // The first, boxed: an echo. The second, boxed: it panics.
+                    1 => Handler::Boxed(Box::pin(echo)),
+                    2 => Handler::Boxed(Box::pin(async { panic!("a bug in a boxed handler") })),
+                    _ => Handler::Inline(echo),
+                }
+            }));
+            let mut buf = [0; 8];
+            let boxed = TcpStream::connect(addr).await?;
+            boxed.write_all(b"box").await?;
+            assert_eq!(coop::time::timeout(LIMIT, boxed.read(&mut buf)).await??, 3);
+            // The boxed connection is counted, and holds the one place.
+            assert_eq!(handle.open_connections(), 1);
+            let panicking = TcpStream::connect(addr).await?;
+            drop(boxed);
+            let read = coop::time::timeout(LIMIT, panicking.read(&mut buf)).await?;
+            assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+            // The panic ended its connection; the server goes on, inline.
+            let inline = TcpStream::connect(addr).await?;
+            inline.write_all(b"inline").await?;
+            assert_eq!(coop::time::timeout(LIMIT, inline.read(&mut buf)).await??, 6);
+            drop(inline);
+            coop::time::timeout(LIMIT, handle.drained()).await?;
+            assert_eq!(handle.total_connections(), 3);
+            handle.stop();
+            coop::time::timeout(LIMIT, serving).await?.unwrap();
+            io::Result::Ok(())
+        })
+        .unwrap();
+    });
+}

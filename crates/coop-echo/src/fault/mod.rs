@@ -18,38 +18,6 @@ use std::time::Duration;
 
 pub use spec::{Fault, KINDS, Spec};
 
-use std::future::Future;
-use std::pin::Pin;
-use std::rc::Rc;
-
-use coop::net::TcpStream;
-
-use crate::serve::{Settings, TakeOver};
-use crate::tls::Tls;
-
-/// A connection drawn for faults is taken over by the faults' handler, at accept.
-impl TakeOver for Arc<Table> {
-    fn take_over(
-        &self,
-        stream: TcpStream,
-        peer: SocketAddr,
-        settings: &Rc<Settings>,
-        tls: Option<&Rc<Tls>>,
-    ) -> Result<Pin<Box<dyn Future<Output = ()>>>, TcpStream> {
-        match self.draw() {
-            None => Err(stream),
-            Some(plan) => Ok(tcp::answer(
-                stream,
-                peer,
-                Rc::clone(settings),
-                tls.cloned(),
-                plan,
-                Arc::clone(self),
-            )),
-        }
-    }
-}
-
 /// The faults in force, shared by every serving thread and the admin address, and how
 /// often each kind has acted.
 #[derive(Debug)]
