@@ -1,5 +1,5 @@
 //! `serve --tls-cert --tls-key`: the handshake, within a time limit, then the same echo
-//! (prefix, framing, idle timeout, limits) over TLS, driven by [`TlsConn`] so that a
+//! (prefix, framing, idle timeout, limits) over TLS, driven by `tls_conn::TlsConn` so that a
 //! connection holds buffers only while something waits (a client that sends and never
 //! reads stalls itself, and holds at most a record's worth).
 

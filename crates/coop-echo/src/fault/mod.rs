@@ -3,7 +3,7 @@
 //!
 //! A connection's faults are drawn once, at accept, from the faults in force then
 //! ([`Table::draw`]); a connection with none runs the echo it would have run without
-//! them, and one with some runs [`tcp`]'s, which holds, paces and cuts its replies. Draws
+//! them, and one with some runs `tcp`'s, which holds, paces and cuts its replies. Draws
 //! are a hash of the seed, the connection's number and the fault's place: the same seed
 //! and the same order of connections give the same faults.
 
