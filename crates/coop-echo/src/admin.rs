@@ -321,11 +321,21 @@ async fn read_request(stream: &TcpStream) -> io::Result<Result<(String, Vec<u8>)
             )));
         }
     };
-    let length = head
-        .lines()
-        .filter_map(|line| line.split_once(':'))
-        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
-        .map(|(_, value)| value.trim().parse::<usize>());
+    let header = |wanted: &str| {
+        head.lines()
+            .filter_map(|line| line.split_once(':'))
+            .find(|(name, _)| name.trim().eq_ignore_ascii_case(wanted))
+            .map(|(_, value)| value.trim())
+    };
+    // A body this side cannot read (chunked) must not pass for an empty one: an empty
+    // `PUT /faults` clears them all.
+    if header("transfer-encoding").is_some() {
+        return Ok(Err(Response::text(
+            "411 Length Required",
+            "send the body with a Content-Length (not chunked)\n",
+        )));
+    }
+    let length = header("content-length").map(|value| value.parse::<usize>());
     let length = match length {
         None => 0,
         Some(Ok(length)) if length <= MAX_BODY => length,

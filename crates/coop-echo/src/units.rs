@@ -37,7 +37,8 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         (s, 1.0)
     };
     let value: f64 = number.parse().ok()?;
-    (value.is_finite() && value >= 0.0).then(|| Duration::from_secs_f64(value * scale))
+    // Negative, not a number, or past what a `Duration` holds: no duration.
+    Duration::try_from_secs_f64(value * scale).ok()
 }
 
 /// `5%`, `12.5%`: a share, as a fraction of one.
@@ -70,6 +71,9 @@ mod tests {
         assert_eq!(parse_duration("-1s"), None);
         assert_eq!(parse_duration("soon"), None);
         assert_eq!(parse_duration("infs"), None);
+        // Finite, but past what a Duration holds: refused, not a panic.
+        assert_eq!(parse_duration("1e300"), None);
+        assert_eq!(parse_duration("1e300ms"), None);
     }
 
     #[test]

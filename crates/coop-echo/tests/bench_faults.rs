@@ -124,3 +124,50 @@ fn a_run_second_by_second_as_json_lines_and_a_picture() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// In open loop a connection may wait for its next send longer than `--stall-timeout`:
+/// that is not a stall (nothing is owed to it).
+#[test]
+fn a_slow_schedule_is_not_a_stall() {
+    let server = Server::start(&["--quiet"]);
+    let out = bench(
+        &server,
+        &[
+            "-c",
+            "2",
+            "--rate",
+            "1",
+            "-d",
+            "3",
+            "--stall-timeout",
+            "1",
+            "--json",
+        ],
+    );
+    let report = json_report(&out);
+    assert_eq!(count(&report, "stalled"), 0, "{report}");
+    assert!(report["messages"].as_u64().unwrap() >= 2, "{report}");
+}
+
+/// A server that closes (FIN) mid-run is "closed early", whether the client finds out
+/// by a read (EOF) or by a write (EPIPE), never "reset".
+#[test]
+fn a_close_is_not_a_reset() {
+    let server = Server::start(&["--quiet", "--fault", "close-after=200"]);
+    let out = bench(
+        &server,
+        &[
+            "-c",
+            "20",
+            "--pipeline",
+            "8",
+            "-d",
+            "2",
+            "--json",
+            "--allow-errors",
+        ],
+    );
+    let report = json_report(&out);
+    assert_eq!(count(&report, "reset"), 0, "{report}");
+    assert_eq!(count(&report, "closed"), 20, "{report}");
+}

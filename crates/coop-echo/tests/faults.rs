@@ -59,6 +59,18 @@ fn delay_holds_each_reply() {
     }
 }
 
+/// The server's own hold is not the client's silence: a reply held longer than the idle
+/// timeout does not close the connection as idle.
+#[test]
+fn a_delay_past_the_idle_timeout_is_not_idleness() {
+    let server = Server::start(&["--idle-timeout", "1", "--fault", "delay=1500ms"]);
+    let mut client = server.connect();
+    for message in ["one", "two"] {
+        let reply = common::round_trip(&mut client, message.as_bytes(), 7);
+        assert_eq!(reply, format!("GOT:{message}").as_bytes());
+    }
+}
+
 #[test]
 fn close_after_sends_exactly_that_many_reply_bytes_then_the_end() {
     let server = Server::start(&["--fault", "close-after=10"]);
@@ -70,6 +82,11 @@ fn close_after_sends_exactly_that_many_reply_bytes_then_the_end() {
     let (rest, end) = read_all(&mut client);
     assert_eq!(rest, b"GOT");
     assert_eq!(end, Got::End);
+    // The server keeps its side (not reading) until the client leaves: no RST after
+    // the FIN for bytes the client still sends.
+    client.write_all(b"anyone?").unwrap();
+    assert_eq!(read_some(&mut client), Got::End);
+    drop(client);
     server.wait_for_log("the fault close-after=10 closed it");
 }
 
@@ -332,6 +349,17 @@ fn faults_are_set_live_for_connections_accepted_after() {
         common::metric::<u64>(&metrics, r#"echo_faults_total{kind="delay"}"#),
         1
     );
+
+    // A body without a Content-Length (chunked) is refused, not read as no faults.
+    let chunked = "PUT /faults HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+                   e\r\nreset-after=0\n\r\n0\r\n\r\n";
+    let (status, _) = common::http(server.admin_addr(), chunked.as_bytes());
+    assert!(status.contains("411"), "{status}");
+    let (_, body) = admin(&server, "GET", "/faults", "");
+    assert!(body.contains(r#""faults":["delay=100ms"]"#), "{body}");
+    // A duration too large for any clock is refused with its line, not a panic.
+    let (status, body) = admin(&server, "PUT", "/faults", "delay=1e300s\n");
+    assert!(status.contains("400"), "{status} {body}");
 
     let (status, _) = admin(&server, "DELETE", "/faults", "");
     assert!(status.contains("200"), "{status}");

@@ -27,10 +27,11 @@ pub(super) async fn drive(id: usize, mut wire: impl Wire, load: Rc<Load>) {
         let mut tally = load.tally.borrow_mut();
         tally.errors += 1;
         match e.kind() {
-            io::ErrorKind::ConnectionReset
-            | io::ErrorKind::BrokenPipe
-            | io::ErrorKind::ConnectionAborted => tally.faults.reset += 1,
-            io::ErrorKind::UnexpectedEof => tally.faults.closed += 1,
+            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => {
+                tally.faults.reset += 1;
+            }
+            // EOF on a read, or EPIPE on a write after the server's close.
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::BrokenPipe => tally.faults.closed += 1,
             io::ErrorKind::TimedOut => tally.faults.stalled += 1,
             _ => tally.other_errors += 1,
         }
@@ -78,6 +79,16 @@ async fn exchange(id: usize, wire: &mut impl Wire, load: &Load) -> io::Result<()
                         io::ErrorKind::UnexpectedEof,
                         "the server closed the connection",
                     ));
+                }
+                // Nothing owed to it (in open loop, waiting for its next send): not a
+                // stall. The clock starts afresh.
+                Err(e)
+                    if e.kind() == io::ErrorKind::TimedOut
+                        && in_flight.is_empty()
+                        && partial.is_none() =>
+                {
+                    wire.socket().set_idle_timeout(Some(load.stall));
+                    return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                     return Err(io::Error::new(

@@ -19,6 +19,7 @@ pub(super) async fn watch(load: &Load, start: Instant, stall: Duration, progress
     let mut last_progress = start;
     // The counts when the second under way began (`--series`).
     let mut second = (0, Faults::default(), 0);
+    let mut ticks = 0;
     loop {
         let all_done = std::future::poll_fn(|cx| {
             if load.live.get() == 0 {
@@ -43,13 +44,18 @@ pub(super) async fn watch(load: &Load, start: Instant, stall: Duration, progress
             let mut tally = load.tally.borrow_mut();
             let waiting = load.live.get();
             tally.errors += waiting as u64;
+            tally.faults.stalled += waiting as u64;
+            series::tick(&mut tally, &mut second);
             tally.fail(format!(
                 "no reply for {:.0} s: gave up on {waiting} connections",
                 stall.as_secs_f64()
             ));
             return;
         }
-        tick.reset(now + Duration::from_secs(1));
+        // On the run's own clock, second after second: a late tick does not shift the
+        // rest, and every thread's seconds are the same seconds.
+        ticks += 1;
+        tick.reset(start + Duration::from_secs(ticks + 1));
     }
 }
 

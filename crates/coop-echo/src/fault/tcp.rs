@@ -17,7 +17,7 @@ use coop::net::TcpStream;
 use coop::time::{sleep, sleep_until, timeout};
 use futures_rustls::TlsAcceptor;
 use futures_util::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use rustix::net::RecvFlags;
+use rustix::event::{PollFd, PollFlags};
 
 use super::{Fault, Plan, Table};
 use crate::echo::Encoder;
@@ -187,6 +187,8 @@ impl Faulty<'_> {
                     );
                 }
                 sleep(held).await;
+                // The server's own hold is not the client's silence.
+                self.raw.set_idle_timeout(self.settings.idle_timeout);
             }
             let room = self
                 .plan
@@ -231,6 +233,7 @@ impl Faulty<'_> {
             let at = *self.pace.get_or_insert(now);
             if at > now {
                 sleep_until(at).await;
+                self.raw.set_idle_timeout(self.settings.idle_timeout);
             }
             io.write_all(piece).await?;
             io.flush().await?;
@@ -281,7 +284,14 @@ pub(crate) async fn cut(
     };
     table.acted(&fault, client, &format!("{what} after {at} bytes"));
     match fault {
-        Fault::CloseAfter(_) => close.await?,
+        Fault::CloseAfter(_) => {
+            close.await?;
+            // The socket stays until the client leaves: closed with the client's bytes
+            // unread, it would send an RST after the FIN.
+            if let Waited::Stopped = until_left(raw, idle).await {
+                return Ok(Ending::Stopped);
+            }
+        }
         Fault::ResetAfter(_) => reset(raw, client),
         _ => return Ok(stall(raw, idle, at).await),
     }
@@ -293,10 +303,30 @@ pub(crate) async fn cut(
 }
 
 /// Neither reads nor writes until the client leaves, the idle timeout passes, or the
-/// server stops. Whether the client has left is looked at each `STALL_LOOK`, without
-/// taking anything it sent: a client that sent bytes and then left is seen at the
-/// idle timeout.
+/// server stops.
 pub(crate) async fn stall(raw: &TcpStream, idle: Option<Duration>, at: u64) -> Ending {
+    match until_left(raw, idle).await {
+        Waited::Left => Ending::Faulted {
+            kind: "stall-after",
+            at,
+            what: "stalled it until the client left",
+        },
+        Waited::Idle => Ending::Idle,
+        Waited::Stopped => Ending::Stopped,
+    }
+}
+
+/// How a wait for a client to leave ended.
+enum Waited {
+    Left,
+    Idle,
+    Stopped,
+}
+
+/// Waits, taking nothing, until the client leaves, the idle timeout passes, or the
+/// server stops. Whether the client has left is looked at each `STALL_LOOK` (a poll for
+/// the peer's hang-up that does not wait).
+async fn until_left(raw: &TcpStream, idle: Option<Duration>) -> Waited {
     let started = Instant::now();
     let mut stop = pin!(coop::stop_requested());
     loop {
@@ -312,24 +342,22 @@ pub(crate) async fn stall(raw: &TcpStream, idle: Option<Duration>, at: u64) -> E
         })
         .await;
         if stopped {
-            return Ending::Stopped;
+            return Waited::Stopped;
         }
         if idle.is_some_and(|idle| started.elapsed() >= idle) {
-            return Ending::Idle;
+            return Waited::Idle;
         }
-        let mut byte = [0];
-        let flags = RecvFlags::PEEK | RecvFlags::DONTWAIT;
-        match rustix::net::recv(raw, &mut byte, flags) {
-            Err(rustix::io::Errno::AGAIN) => {}
-            Ok((_, n)) if n > 0 => {}
-            // The end of the stream, or an error: the client is gone.
-            _ => {
-                return Ending::Faulted {
-                    kind: "stall-after",
-                    at,
-                    what: "stalled it until the client left",
-                };
-            }
+        // The client's FIN (or a reset) is seen at once by poll's RDHUP, even behind
+        // bytes it sent that were never read.
+        let gone = PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR;
+        let mut fd = [PollFd::new(raw, gone)];
+        let now = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        match rustix::event::poll(&mut fd, Some(&now)) {
+            Ok(0) => {}
+            _ => return Waited::Left,
         }
     }
 }

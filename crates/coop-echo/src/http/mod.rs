@@ -487,6 +487,12 @@ async fn speak<T: Transport>(io: T, h2: bool, who: Peer, shared: &Rc<Shared>) ->
             }
         })
         .await;
+        // A reset asked for, whether hyper still waited for the answer or saw the client
+        // finish meanwhile (a client that half-closes after its request).
+        let served = match served {
+            Ok(()) if counted.reset.get() => Err(None),
+            served => served,
+        };
         match served {
             Err(None) => {
                 let parts = connection.into_parts();

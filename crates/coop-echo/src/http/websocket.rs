@@ -200,7 +200,10 @@ where
         let mut message = message;
         let mut cut = None;
         if let Some(faults) = &mut faults {
-            match faults.before(message).await {
+            match faults
+                .before(message, ws.get_ref().socket(), shared.idle_timeout)
+                .await
+            {
                 (Some(kept), then) => (message, cut) = (kept, then),
                 (None, then) => return Ok(faults.cut(ws.get_ref().socket(), then, shared).await),
             }
@@ -215,7 +218,9 @@ where
         }
         connection.gave(shared, size);
         if let Some(faults) = &mut faults {
-            faults.after(size).await;
+            faults
+                .after(size, ws.get_ref().socket(), shared.idle_timeout)
+                .await;
             if cut.is_some() {
                 return Ok(faults.cut(ws.get_ref().socket(), cut, shared).await);
             }
@@ -243,7 +248,12 @@ struct Faults {
 impl Faults {
     /// Holds the reply `message` as the plan says, and cuts it where a cut falls: the
     /// message to send (`None`: nothing more goes), and the cut to make after it.
-    async fn before(&mut self, message: Message) -> (Option<Message>, Option<Fault>) {
+    async fn before(
+        &mut self,
+        message: Message,
+        socket: &TcpStream,
+        idle: Option<Duration>,
+    ) -> (Option<Message>, Option<Fault>) {
         if let Some(held) = self.plan.next_delay() {
             if let Some((low, _)) = self.plan.delay {
                 self.table.acted(
@@ -253,6 +263,8 @@ impl Faults {
                 );
             }
             coop::time::sleep(held).await;
+            // The server's own hold is not the client's silence.
+            socket.set_idle_timeout(idle);
         }
         let Some((at, fault)) = self.plan.cut else {
             return (Some(message), None);
@@ -280,7 +292,7 @@ impl Faults {
     }
 
     /// Counts what went, and paces the next message as the throttle says.
-    async fn after(&mut self, size: usize) {
+    async fn after(&mut self, size: usize, socket: &TcpStream, idle: Option<Duration>) {
         self.sent += size as u64;
         if let Some(rate) = self.plan.throttle {
             if self.sent == size as u64 {
@@ -291,6 +303,7 @@ impl Faults {
                 );
             }
             coop::time::sleep(Duration::from_secs_f64(size as f64 / rate as f64)).await;
+            socket.set_idle_timeout(idle);
         }
     }
 
