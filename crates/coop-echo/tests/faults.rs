@@ -357,6 +357,9 @@ fn faults_are_set_live_for_connections_accepted_after() {
     assert!(status.contains("411"), "{status}");
     let (_, body) = admin(&server, "GET", "/faults", "");
     assert!(body.contains(r#""faults":["delay=100ms"]"#), "{body}");
+    // A body past 64 KiB is refused, and changes nothing.
+    let (status, _) = admin(&server, "PUT", "/faults", &"#".repeat(70_000));
+    assert!(status.contains("413"), "{status}");
     // A duration too large for any clock is refused with its line, not a panic.
     let (status, body) = admin(&server, "PUT", "/faults", "delay=1e300s\n");
     assert!(status.contains("400"), "{status} {body}");
