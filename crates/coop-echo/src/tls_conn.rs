@@ -95,8 +95,8 @@ pub(crate) struct TlsConn {
 
 /// What to do with a state rustls reached, once it is let go.
 enum Then {
-    /// `len` bytes of plaintext are in the scratch's `plain`.
-    Answer(usize),
+    /// A record's plaintext is in the scratch's `plain`.
+    Answer,
     Flush,
     Process,
     Read,
@@ -180,7 +180,7 @@ impl TlsConn {
                         discard += record.discard;
                         plain.extend_from_slice(record.payload);
                     }
-                    Then::Answer(plain.len())
+                    Then::Answer
                 }
                 Ok(ConnectionState::EncodeTlsData(mut message)) => {
                     encode(&mut self.outgoing, |buf| message.encode(buf))?;
@@ -205,12 +205,12 @@ impl TlsConn {
             };
             start += discard;
             match then {
-                Then::Answer(len) => {
+                Then::Answer => {
+                    let len = plain.len();
                     serve::took_chunk(len, replies.counts, replies.totals, replies.encoder);
-                    let answered =
-                        self.answer(stream, &plain[..len], replies, rendered, outgoing)?;
+                    let answered = self.answer(stream, plain, replies, rendered, outgoing)?;
                     if answered < len {
-                        self.unanswered = plain[answered..len].to_vec();
+                        self.unanswered = plain[answered..].to_vec();
                         self.keep(&incoming[start..end]);
                         return Ok(Step::Write);
                     }

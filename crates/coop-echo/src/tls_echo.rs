@@ -35,7 +35,6 @@ pub(crate) fn handle(
         let Some((first, check)) = serve::origin(&stream, &mut open, &settings).await else {
             return;
         };
-
         // Before the handshake: its flights are small writes too.
         serve::nodelay(&stream, open.peer);
         if let Some(outcome) = session(&stream, first, check, &mut open, &settings, &tls).await {

@@ -107,20 +107,19 @@ async fn misbehave(
     delayed: &Rc<Cell<usize>>,
 ) {
     let client = canonical(to);
-    if let Some(fault) = datagram.drop {
-        faults.acted(&fault, client, "datagram left unanswered");
+    if datagram.drop {
+        faults.acted_kind("drop", client, "datagram left unanswered");
         return;
     }
-    let copies = match datagram.duplicate {
-        Some(fault) => {
-            faults.acted(&fault, client, "reply sent twice");
-            2
-        }
-        None => 1,
+    let copies = if datagram.duplicate {
+        faults.acted_kind("duplicate", client, "reply sent twice");
+        2
+    } else {
+        1
     };
     match datagram.delay {
-        Some((fault, held)) if delayed.get() + reply.len() <= MAX_DELAYED => {
-            faults.acted(&fault, client, &format!("reply held {held:?}"));
+        Some(held) if delayed.get() + reply.len() <= MAX_DELAYED => {
+            faults.acted_kind("delay", client, &format!("reply held {held:?}"));
             delayed.set(delayed.get() + reply.len());
             let (socket, settings, delayed) =
                 (Rc::clone(socket), Rc::clone(settings), Rc::clone(delayed));

@@ -280,7 +280,8 @@ pub async fn run(index: usize, sockets: Sockets, config: Config) -> Snapshot {
 /// for some.
 fn draw(faults: &Option<Arc<fault::Table>>) -> Option<(Arc<fault::Table>, fault::Plan)> {
     let table = faults.as_ref()?;
-    Some((Arc::clone(table), table.draw()?))
+    let plan = table.draw()?;
+    Some((Arc::clone(table), plan))
 }
 
 /// Stops accepting (the listener closes: the kernel sends this thread no more clients)

@@ -123,11 +123,11 @@ impl Table {
             let draw = unit(mix(self.seed ^ 0xda7a, number, place as u64));
             let chosen = spec.share.is_none_or(|share| draw < share);
             match spec.fault {
-                Fault::Drop(share) if draw < share => datagram.drop = Some(spec.fault),
-                Fault::Duplicate(share) if draw < share => datagram.duplicate = Some(spec.fault),
+                Fault::Drop(share) if draw < share => datagram.drop = true,
+                Fault::Duplicate(share) if draw < share => datagram.duplicate = true,
                 Fault::Delay(low, high) if chosen => {
                     let at = unit(mix(self.seed ^ 0xde1a, number, place as u64));
-                    datagram.delay = Some((spec.fault, between(low, high, at)));
+                    datagram.delay = Some(between(low, high, at));
                 }
                 _ => {}
             }
@@ -197,14 +197,17 @@ impl Plan {
 /// A datagram's faults.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Datagram {
-    pub drop: Option<Fault>,
-    pub duplicate: Option<Fault>,
-    pub delay: Option<(Fault, Duration)>,
+    /// No reply.
+    pub drop: bool,
+    /// The reply sent twice.
+    pub duplicate: bool,
+    /// The reply held this long.
+    pub delay: Option<Duration>,
 }
 
 impl Datagram {
     fn any(&self) -> bool {
-        self.drop.is_some() || self.duplicate.is_some() || self.delay.is_some()
+        self.drop || self.duplicate || self.delay.is_some()
     }
 }
 

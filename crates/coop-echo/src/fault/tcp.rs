@@ -179,13 +179,8 @@ impl Faulty<'_> {
             self.encoder.advance(&input, reply.len());
             input.clear();
             if let Some(held) = self.plan.next_delay() {
-                if let Some((low, _)) = self.plan.delay {
-                    self.table.acted(
-                        &Fault::Delay(low, held),
-                        self.client,
-                        &format!("reply held {held:?}"),
-                    );
-                }
+                self.table
+                    .acted_kind("delay", self.client, &format!("reply held {held:?}"));
                 sleep(held).await;
                 // The server's own hold is not the client's silence.
                 self.raw.set_idle_timeout(self.settings.idle_timeout);
@@ -218,8 +213,8 @@ impl Faulty<'_> {
             return io.flush().await;
         };
         if self.pace.is_none() && !bytes.is_empty() {
-            self.table.acted(
-                &Fault::Throttle(rate),
+            self.table.acted_kind(
+                "throttle",
                 self.client,
                 &format!("replies at {rate} bytes/s"),
             );

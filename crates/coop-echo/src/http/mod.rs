@@ -34,10 +34,9 @@ use futures_util::io::{AsyncRead, AsyncWrite};
 use hyper::server::conn::{http1, http2};
 use smol_hyper::rt::FuturesIo;
 
-use crate::refused::{self, Reason};
 use crate::serve::{self, Ending, Open, Settings};
 use crate::tls::{self, Rewound};
-use crate::tls_echo::Tls;
+use crate::tls_echo::{self, Tls};
 
 pub use routes::{METHODS, STATUSES};
 
@@ -289,24 +288,12 @@ pub fn handle(
                 let failed = match timeout(tls.handshake_time, handshake).await {
                     Ok(Ok(session)) => Ok(session),
                     Ok(Err(e)) => Err(tls::handshake_failure(&e)),
-                    Err(_) => Err(format!(
-                        "not done within {} s",
-                        tls.handshake_time.as_secs_f64()
-                    )),
+                    Err(_) => Err(tls_echo::too_slow(tls)),
                 };
                 let session = match failed {
                     Ok(session) => session,
                     Err(failed) => {
-                        let peer = open.peer;
-                        if check {
-                            tracing::debug!(
-                                "TLS handshake with {peer} (a health check) failed: {failed}"
-                            );
-                        } else if refused::tally(Reason::TlsHandshake, peer, &failed) {
-                            tracing::warn!("TLS handshake with {peer} failed: {failed}");
-                        } else {
-                            tracing::debug!("TLS handshake with {peer} failed: {failed}");
-                        }
+                        tls_echo::failed_handshake(open.peer, check, &failed);
                         return;
                     }
                 };

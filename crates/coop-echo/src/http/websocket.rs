@@ -255,13 +255,8 @@ impl Faults {
         idle: Option<Duration>,
     ) -> (Option<Message>, Option<Fault>) {
         if let Some(held) = self.plan.next_delay() {
-            if let Some((low, _)) = self.plan.delay {
-                self.table.acted(
-                    &Fault::Delay(low, held),
-                    self.client,
-                    &format!("message held {held:?}"),
-                );
-            }
+            self.table
+                .acted_kind("delay", self.client, &format!("message held {held:?}"));
             coop::time::sleep(held).await;
             // The server's own hold is not the client's silence.
             socket.set_idle_timeout(idle);
@@ -296,8 +291,8 @@ impl Faults {
         self.sent += size as u64;
         if let Some(rate) = self.plan.throttle {
             if self.sent == size as u64 {
-                self.table.acted(
-                    &Fault::Throttle(rate),
+                self.table.acted_kind(
+                    "throttle",
                     self.client,
                     &format!("messages at {rate} bytes/s"),
                 );
