@@ -217,15 +217,10 @@ async fn route(head: &str, body: &[u8], sources: &Sources) -> (Response, bool) {
             }
         }
         ("PUT", "/healthz") => match String::from_utf8_lossy(body).trim() {
-            "503" => {
-                sources.failing.set(true);
-                tracing::info!("/healthz now answers {} (PUT /healthz)", 503);
-                Response::text("200 OK", "/healthz now answers 503\n")
-            }
-            "200" => {
-                sources.failing.set(false);
-                tracing::info!("/healthz now answers {} (PUT /healthz)", 200);
-                Response::text("200 OK", "/healthz now answers 200\n")
+            code @ ("503" | "200") => {
+                sources.failing.set(code == "503");
+                tracing::info!("/healthz now answers {code} (PUT /healthz)");
+                Response::text("200 OK", &format!("/healthz now answers {code}\n"))
             }
             other => Response::text(
                 "400 Bad Request",

@@ -114,16 +114,18 @@ impl Tally {
         }
     }
 
+    /// Records `duration` in `histogram`, in nanoseconds (at least 1, at most its top).
+    #[inline]
     pub(crate) fn record_in(histogram: &mut Histogram<u64>, duration: Duration) {
         let ns = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
         histogram.saturating_record(ns.max(1));
     }
 
+    /// A verified reply, `latency` after its send.
     pub(crate) fn record(&mut self, latency: Duration) {
-        let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
-        self.latency.saturating_record(ns.max(1));
+        Self::record_in(&mut self.latency, latency);
         if let Some(second) = &mut self.second {
-            second.saturating_record(ns.max(1));
+            Self::record_in(second, latency);
         }
         self.messages += 1;
     }
